@@ -1,0 +1,149 @@
+//! Valid example records of every type, for tests, docs and the contract checks in other
+//! crates. Deterministic: the same call returns the same record.
+
+use crate::ids::{AccountId, Symbol};
+use crate::records::*;
+use chrono::{DateTime, TimeZone, Utc};
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2018, 12, 31, 14, 30, 0).single().unwrap_or_default()
+}
+
+fn dec(units: i64, scale: u32) -> Decimal {
+    Decimal::new(units, scale)
+}
+
+fn sym() -> Symbol {
+    Symbol::new("^IXIC").unwrap_or_else(|_| unreachable!("valid literal"))
+}
+
+fn account() -> AccountId {
+    AccountId::new("demo").unwrap_or_else(|_| unreachable!("valid literal"))
+}
+
+/// A daily bar.
+pub fn market_data() -> MarketData {
+    MarketData {
+        record_id: "csv:nasdaq-daily.csv:^IXIC:2018-12-31".into(),
+        symbol: sym(),
+        event_time: t0(),
+        kind: MarketDataKind::Bar,
+        interval: Some("1d".into()),
+        open: dec(6_586_920_000_00, 8),
+        high: dec(6_642_200_000_00, 8),
+        low: dec(6_575_549_805_00, 8),
+        close: dec(6_635_279_785_00, 8),
+        volume: dec(2_105_450_000, 0),
+        source: "csv:nasdaq-daily.csv".into(),
+        ingest_time: t0(),
+    }
+}
+
+/// Features for [`market_data`].
+pub fn features() -> Features {
+    let mut values = BTreeMap::new();
+    values.insert("sma_20".into(), 6_700.5);
+    values.insert("rsi_14".into(), 41.25);
+    Features {
+        record_id: "features:csv:nasdaq-daily.csv:^IXIC:2018-12-31".into(),
+        source_id: market_data().record_id,
+        symbol: sym(),
+        event_time: t0(),
+        close: dec(6_635_279_785_00, 8),
+        values,
+        bar_class: BarClass::RealBull,
+        trend: Trend::Neutral,
+        feature_set_version: "fs-1".into(),
+    }
+}
+
+/// A buy signal.
+pub fn trading_signal() -> TradingSignal {
+    TradingSignal {
+        signal_id: "signal:1".into(),
+        source_id: features().record_id,
+        symbol: sym(),
+        event_time: t0(),
+        side: SignalSide::Buy,
+        confidence: 0.62,
+        model_name: "logreg-direction".into(),
+        model_version: "abc123".into(),
+        reference_price: dec(6_635_279_785_00, 8),
+        stop_loss: Some(dec(6_500_000_000_00, 8)),
+        take_profit: None,
+        reason: "p(up)=0.62".into(),
+    }
+}
+
+/// A volume anomaly.
+pub fn anomaly() -> Anomaly {
+    Anomaly {
+        anomaly_id: "anomaly:1".into(),
+        source_id: features().record_id,
+        symbol: sym(),
+        event_time: t0(),
+        kind: "VOLUME".into(),
+        score: 14.5,
+        severity: Severity::High,
+        detector_version: "gmm-1".into(),
+    }
+}
+
+/// An accepted limit order.
+pub fn order() -> Order {
+    Order {
+        event_id: "order:1:1".into(),
+        order_id: "order:1".into(),
+        sequence: 1,
+        client_order_id: Some("my-1".into()),
+        account: account(),
+        symbol: sym(),
+        side: Side::Buy,
+        order_type: OrderType::Limit,
+        quantity: dec(15, 1),
+        limit_price: Some(dec(6_600_000_000_00, 8)),
+        stop_price: None,
+        time_in_force: TimeInForce::Gtc,
+        status: OrderStatus::Accepted,
+        filled_quantity: Decimal::ZERO,
+        origin_kind: OriginKind::Manual,
+        origin_id: "req-1".into(),
+        parent_order_id: None,
+        reject_reason: None,
+        created_time: t0(),
+        updated_time: t0(),
+    }
+}
+
+/// A fill of [`order`].
+pub fn fill() -> Fill {
+    Fill {
+        fill_id: "order:1:fill:0".into(),
+        order_id: "order:1".into(),
+        account: account(),
+        symbol: sym(),
+        side: Side::Buy,
+        quantity: dec(15, 1),
+        price: dec(6_599_990_000_00, 8),
+        commission: dec(100, 2),
+        liquidity: Liquidity::Maker,
+        fill_time: t0(),
+    }
+}
+
+/// A dead letter for an undecodable market-data record.
+pub fn dead_letter() -> DeadLetter {
+    DeadLetter {
+        source_topic: "market_data".into(),
+        source_partition: 2,
+        source_offset: 42,
+        key: Some(b"AAPL".to_vec()),
+        payload: Some(vec![1, 2, 3]),
+        error_class: "dead_letter".into(),
+        error_message: "not Confluent-framed Avro".into(),
+        processor: "features".into(),
+        failed_time: t0(),
+    }
+}

@@ -1,0 +1,104 @@
+//! The topic catalogue: names, Avro schemas (the `.avsc` files, compiled in), keys and subjects.
+
+use std::fmt;
+
+/// Every data topic of the pipeline. Dead-letter topics are derived with [`Topic::dlq`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    /// OHLCV bars and trade ticks, keyed by symbol.
+    MarketData,
+    /// Indicator values per bar, keyed by symbol.
+    Features,
+    /// Model signals, keyed by symbol.
+    TradingSignals,
+    /// Detected anomalies, keyed by symbol.
+    Anomalies,
+    /// Order events (every state change), keyed by account.
+    Orders,
+    /// Executions, keyed by account.
+    Fills,
+}
+
+/// Which record field is the Kafka message key (a plain UTF-8 string, not Avro).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyField {
+    /// The instrument symbol: keeps each symbol's records in order on one partition.
+    Symbol,
+    /// The account: keeps each account's orders and fills in order on one partition.
+    Account,
+}
+
+impl Topic {
+    /// All data topics, in pipeline order.
+    pub const ALL: [Topic; 6] = [
+        Topic::MarketData,
+        Topic::Features,
+        Topic::TradingSignals,
+        Topic::Anomalies,
+        Topic::Orders,
+        Topic::Fills,
+    ];
+
+    /// The Kafka topic name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Topic::MarketData => "market_data",
+            Topic::Features => "features",
+            Topic::TradingSignals => "trading_signals",
+            Topic::Anomalies => "anomalies",
+            Topic::Orders => "orders",
+            Topic::Fills => "fills",
+        }
+    }
+
+    /// The value schema (the `.avsc` file's text).
+    pub fn schema(self) -> &'static str {
+        match self {
+            Topic::MarketData => include_str!("../avro/market_data.avsc"),
+            Topic::Features => include_str!("../avro/features.avsc"),
+            Topic::TradingSignals => include_str!("../avro/trading_signals.avsc"),
+            Topic::Anomalies => include_str!("../avro/anomalies.avsc"),
+            Topic::Orders => include_str!("../avro/orders.avsc"),
+            Topic::Fills => include_str!("../avro/fills.avsc"),
+        }
+    }
+
+    /// The key field.
+    pub fn key_field(self) -> KeyField {
+        match self {
+            Topic::MarketData | Topic::Features | Topic::TradingSignals | Topic::Anomalies => {
+                KeyField::Symbol
+            }
+            Topic::Orders | Topic::Fills => KeyField::Account,
+        }
+    }
+
+    /// Registry subject of the value schema (Confluent TopicNameStrategy).
+    pub fn value_subject(self) -> String {
+        format!("{}-value", self.name())
+    }
+
+    /// The topic's dead-letter topic.
+    pub fn dlq(self) -> String {
+        dlq_topic(self.name())
+    }
+
+    /// Looks a topic up by its Kafka name.
+    pub fn from_name(name: &str) -> Option<Topic> {
+        Topic::ALL.into_iter().find(|t| t.name() == name)
+    }
+}
+
+/// Dead-letter topic for any source topic: `<topic>.dlq`.
+pub fn dlq_topic(topic: &str) -> String {
+    format!("{topic}.dlq")
+}
+
+/// Schema of the dead-letter envelope (value of every `<topic>.dlq`).
+pub const DEAD_LETTER_SCHEMA: &str = include_str!("../avro/dead_letter.avsc");
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
