@@ -1,1 +1,17 @@
-//! placeholder
+//! Kafka connector: producers and consumers built from one [`KafkaConfig`], the embedded
+//! librdkafka mock cluster (in-process or as a shared `tradestream broker`), topic
+//! provisioning, manual offset management, dead-letter headers and a health check.
+
+pub mod client;
+pub mod config;
+pub mod dlq;
+pub mod error;
+pub mod mock;
+pub mod topics;
+
+pub use client::{ClusterHealth, Kafka, commit_offsets, committed_offsets};
+pub use config::KafkaConfig;
+pub use error::KafkaError;
+pub use mock::MockKafka;
+pub use topics::{Provisioned, TopicSpec, standard_topics};
+pub use rdkafka;

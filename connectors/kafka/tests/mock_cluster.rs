@@ -1,0 +1,160 @@
+//! The connector against a real (mock) broker: provisioning, produce/consume, manual offsets
+//! and resuming from them, the shared-broker forwarder, and the health check.
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use rdkafka::Message;
+use rdkafka::consumer::Consumer;
+use rdkafka::producer::FutureRecord;
+use std::sync::Arc;
+use std::time::Duration;
+use tradestream_kafka::dlq::DeadLetterInfo;
+use tradestream_kafka::{
+    Kafka, KafkaConfig, MockKafka, Provisioned, TopicSpec, commit_offsets, committed_offsets,
+    standard_topics,
+};
+
+fn config() -> KafkaConfig {
+    KafkaConfig { session_timeout_ms: 3_000, ..KafkaConfig::default() }
+}
+
+async fn produce(kafka: &Kafka, topic: &str, n: usize) -> Result<()> {
+    let producer = kafka.producer()?;
+    for i in 0..n {
+        let key = format!("k{}", i % 3);
+        let value = format!("v{i}");
+        producer
+            .send(FutureRecord::to(topic).key(&key).payload(&value), Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .context("produce")?;
+    }
+    Ok(())
+}
+
+/// Reads `n` messages (value strings) with one consumer of `group`, committing after each.
+async fn consume_and_commit(kafka: &Kafka, topic: &str, group: &str, n: usize) -> Result<Vec<String>> {
+    let consumer = Arc::new(kafka.consumer(group)?);
+    consumer.subscribe(&[topic])?;
+    let mut out = Vec::new();
+    let mut stream = consumer.stream();
+    while out.len() < n {
+        let msg = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .context("timed out waiting for a message")?
+            .context("stream ended")??;
+        out.push(String::from_utf8_lossy(msg.payload().unwrap_or_default()).into_owned());
+        let offsets = vec![(msg.topic().to_string(), msg.partition(), msg.offset() + 1)];
+        commit_offsets(consumer.clone(), offsets).await?;
+    }
+    drop(stream);
+    consumer.unsubscribe();
+    Ok(out)
+}
+
+#[tokio::test]
+async fn provisions_topics_once_with_partition_counts() -> Result<()> {
+    let kafka = Kafka::connect(config())?;
+    let specs = standard_topics(kafka.config());
+    let first = kafka.provision(&specs).await?;
+    assert!(first.iter().all(|(_, p)| *p == Provisioned::Created), "{first:?}");
+    let again = kafka.provision(&specs).await?;
+    assert!(again.iter().all(|(_, p)| *p == Provisioned::Existed), "{again:?}");
+    let health = kafka.health(Duration::from_secs(10)).await?;
+    assert_eq!(health.brokers, 1);
+    let md = |name: &str| health.topics.iter().find(|(n, _)| n == name).map(|(_, p)| *p);
+    assert_eq!(md("market_data"), Some(6));
+    assert_eq!(md("fills"), Some(6));
+    assert_eq!(md("market_data.dlq"), Some(1));
+    Ok(())
+}
+
+#[tokio::test]
+async fn consumer_resumes_from_committed_offsets() -> Result<()> {
+    let kafka = Kafka::connect(config())?;
+    kafka.provision(&[TopicSpec { name: "t".into(), partitions: 1, retention_ms: -1 }]).await?;
+    produce(&kafka, "t", 10).await?;
+    let first = consume_and_commit(&kafka, "t", "g1", 4).await?;
+    assert_eq!(first, ["v0", "v1", "v2", "v3"]);
+    assert_eq!(committed_offsets(&kafka, "g1", "t", 1).await?, vec![Some(4)]);
+    // A new member of the same group continues where the first stopped: nothing re-read.
+    let rest = consume_and_commit(&kafka, "t", "g1", 6).await?;
+    assert_eq!(rest, ["v4", "v5", "v6", "v7", "v8", "v9"]);
+    // Another group starts from the beginning.
+    let other = consume_and_commit(&kafka, "t", "g2", 1).await?;
+    assert_eq!(other, ["v0"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn shared_broker_is_reachable_through_its_fixed_port() -> Result<()> {
+    let mock = Arc::new(MockKafka::start(1)?);
+    mock.create_topic("shared", 2)?;
+    let listener = tradestream_kafka::mock::bind_broker(0).await?;
+    let port = listener.local_addr()?.port();
+    let target = tradestream_kafka::mock::first_bootstrap(mock.bootstrap());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tradestream_kafka::mock::forward(listener, target, async {
+        let _ = stop_rx.await;
+    }));
+    // A client that only knows the fixed port, like a separate process would.
+    let client = Kafka::connect(KafkaConfig {
+        brokers: Some(format!("127.0.0.1:{port}")),
+        ..config()
+    })?;
+    let health = client.health(Duration::from_secs(10)).await?;
+    assert!(health.topics.iter().any(|(n, p)| n == "shared" && *p == 2), "{health:?}");
+    produce(&client, "shared", 3).await?;
+    let got = consume_and_commit(&client, "shared", "g", 3).await?;
+    assert_eq!(got.len(), 3);
+    let _ = stop_tx.send(());
+    server.await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn dead_letter_headers_survive_the_broker() -> Result<()> {
+    let kafka = Kafka::connect(config())?;
+    kafka.provision(&[TopicSpec { name: "x.dlq".into(), partitions: 1, retention_ms: -1 }]).await?;
+    let info = DeadLetterInfo {
+        topic: "x".into(),
+        partition: 0,
+        offset: 9,
+        error_class: "dead_letter".into(),
+        message: "not Confluent-framed Avro".into(),
+        processor: "test".into(),
+    };
+    kafka
+        .producer()?
+        .send(
+            FutureRecord::to("x.dlq").key("k").payload(&b"\x07junk"[..]).headers(info.headers()),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    let consumer = kafka.consumer("dlq-reader")?;
+    consumer.subscribe(&["x.dlq"])?;
+    let msg = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await??;
+    let headers = msg.headers().context("headers")?;
+    assert_eq!(DeadLetterInfo::from_headers(headers), Some(info));
+    Ok(())
+}
+
+#[tokio::test]
+async fn health_check_fails_clearly_when_nothing_listens() -> Result<()> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    drop(listener);
+    let kafka = Kafka::connect(KafkaConfig { brokers: Some(format!("127.0.0.1:{port}")), ..config() })?;
+    let err = kafka.health(Duration::from_secs(2)).await.expect_err("nothing listens");
+    assert_eq!(err.class(), tradestream_schemas::ErrorClass::Retryable);
+    assert!(err.to_string().contains(&port.to_string()), "{err}");
+    Ok(())
+}
+
+#[test]
+fn invalid_config_names_settings() {
+    let err = Kafka::connect(KafkaConfig { brokers: Some("nope".into()), ..config() })
+        .expect_err("invalid");
+    assert!(err.to_string().contains("KAFKA_BROKERS"), "{err}");
+}
