@@ -1,0 +1,7 @@
+//! Ingest processor: sources of `market_data` records. Each source yields validated records
+//! or, for input it cannot accept, a [`RowError`] that says where and why, so the runner can
+//! dead-letter it instead of dropping it.
+
+pub mod csv_replay;
+
+pub use csv_replay::{CsvFormat, CsvReplay, RowError};
