@@ -56,16 +56,20 @@ pub fn standard_topics(config: &KafkaConfig) -> Vec<TopicSpec> {
 impl Kafka {
     /// Creates the topics that do not exist yet.
     pub async fn provision(&self, specs: &[TopicSpec]) -> Result<Vec<(String, Provisioned)>, KafkaError> {
+        // Ask first: existing topics are left alone, and a broker without CreateTopics (the
+        // mock, or a shared `tradestream broker`) is then only asked for what is missing.
+        let existing = self.health(Duration::from_secs(10)).await?.topics;
+        let (present, missing): (Vec<&TopicSpec>, Vec<&TopicSpec>) =
+            specs.iter().partition(|s| existing.iter().any(|(n, _)| n == &s.name));
+        let mut out: Vec<(String, Provisioned)> =
+            present.iter().map(|s| (s.name.clone(), Provisioned::Existed)).collect();
+        if missing.is_empty() {
+            return Ok(out);
+        }
         if let Some(mock) = self.mock() {
-            let existing = self.health(Duration::from_secs(10)).await?.topics;
-            let mut out = Vec::new();
-            for spec in specs {
-                if existing.iter().any(|(n, _)| n == &spec.name) {
-                    out.push((spec.name.clone(), Provisioned::Existed));
-                } else {
-                    mock.create_topic(&spec.name, spec.partitions)?;
-                    out.push((spec.name.clone(), Provisioned::Created));
-                }
+            for spec in missing {
+                mock.create_topic(&spec.name, spec.partitions)?;
+                out.push((spec.name.clone(), Provisioned::Created));
             }
             return Ok(out);
         }
@@ -73,8 +77,8 @@ impl Kafka {
             .client_config()
             .create()
             .map_err(|e| KafkaError::client("creating admin client", e))?;
-        let retention: Vec<String> = specs.iter().map(|s| s.retention_ms.to_string()).collect();
-        let new_topics: Vec<NewTopic<'_>> = specs
+        let retention: Vec<String> = missing.iter().map(|s| s.retention_ms.to_string()).collect();
+        let new_topics: Vec<NewTopic<'_>> = missing
             .iter()
             .zip(&retention)
             .map(|(s, r)| {
@@ -86,44 +90,45 @@ impl Kafka {
                 .set("retention.ms", r)
             })
             .collect();
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        let results = admin
-            .create_topics(&new_topics, &opts)
-            .await
-            .map_err(|e| KafkaError::client("CreateTopics", e))?;
-        let mut unsupported = Vec::new();
-        let mut out = Vec::new();
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(30)))
+            .request_timeout(Some(Duration::from_secs(30)));
+        let no_admin_api = |topic: String| KafkaError::Provision {
+            topic,
+            message: "the broker does not support CreateTopics; create the topic on the broker \
+                      (a `tradestream broker` creates the standard topics at start)"
+                .into(),
+        };
+        let results = match admin.create_topics(&new_topics, &opts).await {
+            Ok(results) => results,
+            Err(e) if is_unsupported(e.rdkafka_error_code()) => {
+                return Err(no_admin_api(missing[0].name.clone()));
+            }
+            Err(e) => return Err(KafkaError::client("CreateTopics", e)),
+        };
         for result in results {
             match result {
                 Ok(name) => out.push((name, Provisioned::Created)),
                 Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
                     out.push((name, Provisioned::Existed))
                 }
-                Err((name, RDKafkaErrorCode::UnsupportedVersion | RDKafkaErrorCode::InvalidRequest)) => {
-                    unsupported.push(name)
-                }
+                Err((name, code)) if is_unsupported(Some(code)) => return Err(no_admin_api(name)),
                 Err((name, code)) => {
                     return Err(KafkaError::Provision { topic: name, message: code.to_string() });
                 }
             }
         }
-        if !unsupported.is_empty() {
-            // A broker without CreateTopics (a shared `tradestream broker`, which creates the
-            // standard topics itself at start): accept topics that exist.
-            let existing = self.health(Duration::from_secs(10)).await?.topics;
-            for name in unsupported {
-                if existing.iter().any(|(n, _)| n == &name) {
-                    out.push((name, Provisioned::Existed));
-                } else {
-                    return Err(KafkaError::Provision {
-                        topic: name,
-                        message: "the broker does not support CreateTopics; create it on the \
-                                  broker (a `tradestream broker` creates the standard topics at start)"
-                            .into(),
-                    });
-                }
-            }
-        }
         Ok(out)
     }
+}
+
+fn is_unsupported(code: Option<RDKafkaErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::UnsupportedVersion
+                | RDKafkaErrorCode::UnsupportedFeature
+                | RDKafkaErrorCode::InvalidRequest
+        )
+    )
 }

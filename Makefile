@@ -1,0 +1,25 @@
+# The two commands of the contract: `make demo` and `make test`.
+.PHONY: demo test build setup lint fmt clean
+
+demo:
+	scripts/demo.sh
+
+test:
+	scripts/test.sh
+
+setup:
+	scripts/setup.sh
+
+build: setup
+	cargo build --release --locked
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+clean:
+	cargo clean
+	rm -rf .tradestream

@@ -1,0 +1,327 @@
+//! Command-line arguments. Every setting is a flag and an environment variable; the values
+//! are turned into the crates' config structs, whose `validate()` names any bad setting.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tradestream_kafka::KafkaConfig;
+use tradestream_postgres::PostgresConfig;
+
+/// tradestream: a streaming trading platform on Kafka.
+///
+/// Market data flows through stream processors over Avro-typed Kafka topics into an exact
+/// Postgres portfolio. With no KAFKA_BROKERS, SCHEMA_REGISTRY_URL or DATABASE_URL set,
+/// everything runs embedded: librdkafka's mock cluster, tradestream's own schema registry and
+/// a private PostgreSQL cluster.
+#[derive(Debug, Parser)]
+#[command(name = "tradestream", version, propagate_version = true, max_term_width = 100)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) log: LogArgs,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the end-to-end demo: embedded broker, registry and Postgres, replaying the NASDAQ
+    /// daily file, then a summary.
+    Demo(DemoArgs),
+    /// Serve a standalone embedded Kafka broker (librdkafka mock cluster) for several
+    /// processes to share; prints its bootstrap address and serves until stopped.
+    Broker(BrokerArgs),
+    /// Serve tradestream's Confluent-compatible schema registry (persisted in Postgres).
+    Registry(RegistryArgs),
+    /// Serve a private PostgreSQL cluster from the system's binaries; prints its URL and
+    /// serves until stopped.
+    Postgres(PostgresArgs),
+    /// Apply the SQL migrations in sql/ to the database.
+    Migrate(MigrateArgs),
+    /// Create the pipeline's topics (and dead-letter topics) with partitions and retention
+    /// from the Kafka settings.
+    Topics(TopicsArgs),
+    /// Register every topic's Avro schema with the schema registry.
+    Schemas(SchemasArgs),
+    /// Check that Kafka, Postgres and the schema registry answer.
+    Health(HealthArgs),
+}
+
+/// Log output.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct LogArgs {
+    /// Log format.
+    #[arg(long, env = "TRADESTREAM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub(crate) log_format: LogFormat,
+    /// Log filter, e.g. `info` or `tradestream=debug,rdkafka=warn`.
+    #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
+    pub(crate) log_level: String,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Kafka connection settings (see the README's configuration table).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct KafkaArgs {
+    /// Bootstrap servers, host:port[,host:port]. Unset: an embedded mock cluster.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    pub(crate) kafka_brokers: Option<String>,
+    /// Client id reported to the brokers.
+    #[arg(long, env = "KAFKA_CLIENT_ID", default_value = "tradestream")]
+    pub(crate) kafka_client_id: String,
+    /// Consumer group id (processors default to tradestream-<processor>).
+    #[arg(long, env = "KAFKA_GROUP_ID")]
+    pub(crate) kafka_group_id: Option<String>,
+    /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
+    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", default_value = "PLAINTEXT")]
+    pub(crate) kafka_security_protocol: String,
+    /// SASL mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, GSSAPI, OAUTHBEARER.
+    #[arg(long, env = "KAFKA_SASL_MECHANISM")]
+    pub(crate) kafka_sasl_mechanism: Option<String>,
+    /// SASL user name.
+    #[arg(long, env = "KAFKA_SASL_USERNAME")]
+    pub(crate) kafka_sasl_username: Option<String>,
+    /// SASL password (prefer the environment variable).
+    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub(crate) kafka_sasl_password: Option<String>,
+    /// CA certificate file.
+    #[arg(long, env = "KAFKA_SSL_CA_LOCATION")]
+    pub(crate) kafka_ssl_ca_location: Option<String>,
+    /// Client certificate file (mutual TLS).
+    #[arg(long, env = "KAFKA_SSL_CERTIFICATE_LOCATION")]
+    pub(crate) kafka_ssl_certificate_location: Option<String>,
+    /// Client key file (mutual TLS).
+    #[arg(long, env = "KAFKA_SSL_KEY_LOCATION")]
+    pub(crate) kafka_ssl_key_location: Option<String>,
+    /// Client key password.
+    #[arg(long, env = "KAFKA_SSL_KEY_PASSWORD", hide_env_values = true)]
+    pub(crate) kafka_ssl_key_password: Option<String>,
+    /// Consumer session timeout in ms.
+    #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
+    pub(crate) kafka_session_timeout_ms: u32,
+    /// Partitions of provisioned topics.
+    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 6)]
+    pub(crate) kafka_partitions: i32,
+    /// Replication factor of provisioned topics.
+    #[arg(long, env = "KAFKA_REPLICATION_FACTOR", default_value_t = 1)]
+    pub(crate) kafka_replication_factor: i32,
+    /// Retention of provisioned topics in ms (-1 forever; orders and fills are always kept).
+    #[arg(long, env = "KAFKA_RETENTION_MS", default_value_t = 604_800_000)]
+    pub(crate) kafka_retention_ms: i64,
+    /// Extra librdkafka property key=value (repeatable; env: comma-separated).
+    #[arg(long = "kafka-property", env = "KAFKA_PROPERTIES", value_delimiter = ',')]
+    pub(crate) kafka_properties: Vec<String>,
+}
+
+impl KafkaArgs {
+    /// The connector config; malformed `key=value` properties are reported by name.
+    pub(crate) fn config(&self) -> anyhow::Result<KafkaConfig> {
+        let mut extra = BTreeMap::new();
+        for p in &self.kafka_properties {
+            let (k, v) = p
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("KAFKA_PROPERTIES / --kafka-property: {p:?} is not key=value"))?;
+            extra.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        let cfg = KafkaConfig {
+            brokers: self.kafka_brokers.clone().filter(|b| !b.trim().is_empty()),
+            client_id: self.kafka_client_id.clone(),
+            group_id: self.kafka_group_id.clone(),
+            security_protocol: self.kafka_security_protocol.clone(),
+            sasl_mechanism: self.kafka_sasl_mechanism.clone(),
+            sasl_username: self.kafka_sasl_username.clone(),
+            sasl_password: self.kafka_sasl_password.clone(),
+            ssl_ca_location: self.kafka_ssl_ca_location.clone(),
+            ssl_certificate_location: self.kafka_ssl_certificate_location.clone(),
+            ssl_key_location: self.kafka_ssl_key_location.clone(),
+            ssl_key_password: self.kafka_ssl_key_password.clone(),
+            session_timeout_ms: self.kafka_session_timeout_ms,
+            partitions: self.kafka_partitions,
+            replication_factor: self.kafka_replication_factor,
+            retention_ms: self.kafka_retention_ms,
+            extra,
+        };
+        cfg.validate().map_err(|p| anyhow::anyhow!("invalid Kafka settings:\n  {}", p.join("\n  ")))?;
+        Ok(cfg)
+    }
+}
+
+/// Postgres settings.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct PgArgs {
+    /// Database URL. Unset: a private cluster from the system's PostgreSQL binaries.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub(crate) database_url: Option<String>,
+    /// Data directory of the private cluster.
+    #[arg(long, env = "TRADESTREAM_PG_DATA_DIR")]
+    pub(crate) pg_data_dir: Option<PathBuf>,
+    /// Port of the private cluster (default: a free port).
+    #[arg(long, env = "TRADESTREAM_PG_PORT")]
+    pub(crate) pg_port: Option<u16>,
+    /// OS user that runs the private cluster when tradestream runs as root.
+    #[arg(long, env = "TRADESTREAM_PG_OS_USER")]
+    pub(crate) pg_os_user: Option<String>,
+    /// Directory of the PostgreSQL binaries (default: pg_config --bindir).
+    #[arg(long, env = "TRADESTREAM_PG_BIN_DIR")]
+    pub(crate) pg_bin_dir: Option<PathBuf>,
+    /// Connection pool size.
+    #[arg(long, env = "TRADESTREAM_PG_MAX_CONNECTIONS", default_value_t = 10)]
+    pub(crate) pg_max_connections: u32,
+}
+
+impl PgArgs {
+    /// The connector config, validated.
+    pub(crate) fn config(&self) -> anyhow::Result<PostgresConfig> {
+        let cfg = PostgresConfig {
+            database_url: self.database_url.clone().filter(|u| !u.trim().is_empty()),
+            data_dir: self.pg_data_dir.clone(),
+            port: self.pg_port,
+            os_user: self.pg_os_user.clone(),
+            bin_dir: self.pg_bin_dir.clone(),
+            max_connections: self.pg_max_connections,
+            ..PostgresConfig::default()
+        };
+        cfg.validate().map_err(|p| anyhow::anyhow!("invalid Postgres settings:\n  {}", p.join("\n  ")))?;
+        Ok(cfg)
+    }
+}
+
+/// Schema registry client settings.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct RegistryClientArgs {
+    /// Confluent-compatible registry URL. Unset: tradestream serves its own.
+    #[arg(long, env = "SCHEMA_REGISTRY_URL")]
+    pub(crate) schema_registry_url: Option<String>,
+}
+
+/// `demo`.
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Daily OHLCV CSV to replay.
+    #[arg(long, env = "TRADESTREAM_DEMO_DATA", default_value = "../shared/data/nasdaq-daily.csv")]
+    pub(crate) data: PathBuf,
+    /// Symbol of the CSV's rows.
+    #[arg(long, env = "TRADESTREAM_DEMO_SYMBOL", default_value = "^IXIC")]
+    pub(crate) symbol: String,
+    /// Starting cash of the demo account.
+    #[arg(long, env = "TRADESTREAM_DEMO_CAPITAL", default_value = "1000000")]
+    pub(crate) capital: String,
+    #[command(flatten)]
+    pub(crate) kafka: KafkaArgs,
+    #[command(flatten)]
+    pub(crate) pg: PgArgs,
+    #[command(flatten)]
+    pub(crate) registry: RegistryClientArgs,
+}
+
+/// `broker`.
+#[derive(Debug, Args)]
+pub(crate) struct BrokerArgs {
+    /// Port to listen on (127.0.0.1). 0 picks a free port.
+    #[arg(long, env = "TRADESTREAM_BROKER_PORT", default_value_t = 9092)]
+    pub(crate) port: u16,
+    /// Number of mock brokers.
+    #[arg(long, env = "TRADESTREAM_BROKER_COUNT", default_value_t = 1)]
+    pub(crate) brokers: i32,
+    /// Partitions of the pipeline topics created at start.
+    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 6)]
+    pub(crate) partitions: i32,
+    /// Also create these topics (name or name:partitions; repeatable, env comma-separated).
+    #[arg(long = "topic", env = "TRADESTREAM_BROKER_TOPICS", value_delimiter = ',')]
+    pub(crate) topics: Vec<String>,
+}
+
+/// `registry`.
+#[derive(Debug, Args)]
+pub(crate) struct RegistryArgs {
+    /// Address to serve on.
+    #[arg(long, env = "TRADESTREAM_REGISTRY_LISTEN", default_value = "127.0.0.1:8081")]
+    pub(crate) listen: SocketAddr,
+    #[command(flatten)]
+    pub(crate) pg: PgArgs,
+}
+
+/// `postgres`.
+#[derive(Debug, Args)]
+pub(crate) struct PostgresArgs {
+    /// Apply migrations after start.
+    #[arg(long, env = "TRADESTREAM_PG_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub(crate) migrate: bool,
+    #[command(flatten)]
+    pub(crate) pg: PgArgs,
+}
+
+/// `migrate`.
+#[derive(Debug, Args)]
+pub(crate) struct MigrateArgs {
+    #[command(flatten)]
+    pub(crate) pg: PgArgs,
+}
+
+/// `topics`.
+#[derive(Debug, Args)]
+pub(crate) struct TopicsArgs {
+    #[command(subcommand)]
+    pub(crate) action: TopicsAction,
+}
+
+/// What to do with topics.
+#[derive(Debug, Subcommand)]
+pub(crate) enum TopicsAction {
+    /// Create missing topics.
+    Create(KafkaOnly),
+    /// List topics and partition counts.
+    List(KafkaOnly),
+}
+
+/// Only Kafka settings.
+#[derive(Debug, Args)]
+pub(crate) struct KafkaOnly {
+    #[command(flatten)]
+    pub(crate) kafka: KafkaArgs,
+}
+
+/// `schemas`.
+#[derive(Debug, Args)]
+pub(crate) struct SchemasArgs {
+    #[command(subcommand)]
+    pub(crate) action: SchemasAction,
+}
+
+/// What to do with schemas.
+#[derive(Debug, Subcommand)]
+pub(crate) enum SchemasAction {
+    /// Register every topic's schema (idempotent) and print subject → id.
+    Register {
+        /// Registry URL.
+        #[arg(long, env = "SCHEMA_REGISTRY_URL")]
+        schema_registry_url: String,
+    },
+    /// Print a topic's Avro schema.
+    Show {
+        /// Topic name (market_data, features, trading_signals, anomalies, orders, fills, dead_letter).
+        topic: String,
+    },
+}
+
+/// `health`.
+#[derive(Debug, Args)]
+pub(crate) struct HealthArgs {
+    /// Seconds to wait for each component.
+    #[arg(long, env = "TRADESTREAM_HEALTH_TIMEOUT_SECS", default_value_t = 5)]
+    pub(crate) timeout_secs: u64,
+    #[command(flatten)]
+    pub(crate) kafka: KafkaArgs,
+    #[command(flatten)]
+    pub(crate) pg: PgArgs,
+    #[command(flatten)]
+    pub(crate) registry: RegistryClientArgs,
+}
