@@ -7,6 +7,7 @@
 //! accepted. Schemas and ids are cached by the library after the first call.
 
 use crate::error::SchemaError;
+use crate::processor::AnyRecord;
 use crate::records::{DeadLetter, Record};
 use crate::topics::{DEAD_LETTER_SCHEMA, Topic, dlq_topic};
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
@@ -147,6 +148,30 @@ impl Codec {
             .map_err(|e| SchemaError::Decode(format!("{} does not match {}: {e}", R::TOPIC, R::NAME)))?;
         record.validate()?;
         Ok(record)
+    }
+
+    /// Encodes any data record for its own topic.
+    pub async fn encode_any(&self, record: &AnyRecord) -> Result<Vec<u8>, SchemaError> {
+        match record {
+            AnyRecord::MarketData(r) => self.encode(r).await,
+            AnyRecord::Features(r) => self.encode(r).await,
+            AnyRecord::Signal(r) => self.encode(r).await,
+            AnyRecord::Anomaly(r) => self.encode(r).await,
+            AnyRecord::Order(r) => self.encode(r).await,
+            AnyRecord::Fill(r) => self.encode(r).await,
+        }
+    }
+
+    /// Decodes a record read from `topic` into the topic's record type.
+    pub async fn decode_any(&self, topic: Topic, bytes: &[u8]) -> Result<AnyRecord, SchemaError> {
+        Ok(match topic {
+            Topic::MarketData => AnyRecord::MarketData(self.decode(bytes).await?),
+            Topic::Features => AnyRecord::Features(self.decode(bytes).await?),
+            Topic::TradingSignals => AnyRecord::Signal(self.decode(bytes).await?),
+            Topic::Anomalies => AnyRecord::Anomaly(self.decode(bytes).await?),
+            Topic::Orders => AnyRecord::Order(self.decode(bytes).await?),
+            Topic::Fills => AnyRecord::Fill(self.decode(bytes).await?),
+        })
     }
 
     /// Decodes a dead-letter envelope.

@@ -6,6 +6,7 @@ pub mod codec;
 pub mod decimal;
 pub mod error;
 pub mod ids;
+pub mod processor;
 pub mod records;
 pub mod samples;
 pub mod registry;
@@ -14,6 +15,7 @@ pub mod topics;
 pub use codec::Codec;
 pub use error::SchemaError;
 pub use ids::{AccountId, InvalidId, Symbol};
+pub use processor::{AnyRecord, ProcessError, Processor};
 pub use records::*;
 pub use topics::{KeyField, Topic};
 

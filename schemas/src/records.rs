@@ -397,6 +397,20 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
+    /// Whether the order state machine allows going from `self` to `to`:
+    /// NEW → ACCEPTED | REJECTED | CANCELED; ACCEPTED → PARTIALLY_FILLED | FILLED | CANCELED |
+    /// EXPIRED; PARTIALLY_FILLED → PARTIALLY_FILLED | FILLED | CANCELED | EXPIRED; terminal
+    /// states go nowhere.
+    pub fn can_transition_to(self, to: OrderStatus) -> bool {
+        use OrderStatus::*;
+        matches!(
+            (self, to),
+            (New, Accepted | Rejected | Canceled)
+                | (Accepted, PartiallyFilled | Filled | Canceled | Expired)
+                | (PartiallyFilled, PartiallyFilled | Filled | Canceled | Expired)
+        )
+    }
+
     /// Whether no further transition is possible.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Filled | Self::Canceled | Self::Rejected | Self::Expired)

@@ -6,13 +6,14 @@ use crate::records::*;
 use chrono::{DateTime, TimeZone, Utc};
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
+use std::str::FromStr;
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2018, 12, 31, 14, 30, 0).single().unwrap_or_default()
 }
 
-fn dec(units: i64, scale: u32) -> Decimal {
-    Decimal::new(units, scale)
+fn dec(literal: &str) -> Decimal {
+    Decimal::from_str(literal).unwrap_or_else(|_| unreachable!("valid literal {literal}"))
 }
 
 fn sym() -> Symbol {
@@ -31,11 +32,11 @@ pub fn market_data() -> MarketData {
         event_time: t0(),
         kind: MarketDataKind::Bar,
         interval: Some("1d".into()),
-        open: dec(6_586_920_000_00, 8),
-        high: dec(6_642_200_000_00, 8),
-        low: dec(6_575_549_805_00, 8),
-        close: dec(6_635_279_785_00, 8),
-        volume: dec(2_105_450_000, 0),
+        open: dec("6586.92"),
+        high: dec("6642.2"),
+        low: dec("6575.549805"),
+        close: dec("6635.279785"),
+        volume: dec("2105450000"),
         source: "csv:nasdaq-daily.csv".into(),
         ingest_time: t0(),
     }
@@ -51,7 +52,7 @@ pub fn features() -> Features {
         source_id: market_data().record_id,
         symbol: sym(),
         event_time: t0(),
-        close: dec(6_635_279_785_00, 8),
+        close: dec("6635.279785"),
         values,
         bar_class: BarClass::RealBull,
         trend: Trend::Neutral,
@@ -70,8 +71,8 @@ pub fn trading_signal() -> TradingSignal {
         confidence: 0.62,
         model_name: "logreg-direction".into(),
         model_version: "abc123".into(),
-        reference_price: dec(6_635_279_785_00, 8),
-        stop_loss: Some(dec(6_500_000_000_00, 8)),
+        reference_price: dec("6635.279785"),
+        stop_loss: Some(dec("6500")),
         take_profit: None,
         reason: "p(up)=0.62".into(),
     }
@@ -102,8 +103,8 @@ pub fn order() -> Order {
         symbol: sym(),
         side: Side::Buy,
         order_type: OrderType::Limit,
-        quantity: dec(15, 1),
-        limit_price: Some(dec(6_600_000_000_00, 8)),
+        quantity: dec("1.5"),
+        limit_price: Some(dec("6600")),
         stop_price: None,
         time_in_force: TimeInForce::Gtc,
         status: OrderStatus::Accepted,
@@ -125,9 +126,9 @@ pub fn fill() -> Fill {
         account: account(),
         symbol: sym(),
         side: Side::Buy,
-        quantity: dec(15, 1),
-        price: dec(6_599_990_000_00, 8),
-        commission: dec(100, 2),
+        quantity: dec("1.5"),
+        price: dec("6599.99"),
+        commission: dec("1"),
         liquidity: Liquidity::Maker,
         fill_time: t0(),
     }

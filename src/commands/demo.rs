@@ -14,7 +14,7 @@ use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
 use rust_decimal::Decimal;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,9 +25,14 @@ use tradestream_postgres::Database;
 use tradestream_schemas::registry::{RegistryState, serve};
 use tradestream_schemas::{Codec, MarketData, Record, Symbol, Topic};
 
+/// A one-line progress bar on a terminal; only the final state in logs.
 fn progress(label: &str, done: usize, total: usize) {
+    let terminal = std::io::stderr().is_terminal();
+    if !terminal && done != total {
+        return;
+    }
     let width = 30;
-    let filled = if total == 0 { width } else { done * width / total };
+    let filled = (done * width).checked_div(total).unwrap_or(width);
     eprint!("\r  {label:<22} [{}{}] {done}/{total}", "#".repeat(filled), ".".repeat(width - filled));
     let _ = std::io::stderr().flush();
     if done == total {
@@ -110,13 +115,13 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             }
             producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e)
         });
-        if in_flight.len() >= 1000 {
-            if let Some(r) = in_flight.next().await {
-                r.context("producing market_data")?;
-                produced += 1;
-                if produced % 250 == 0 {
-                    progress("market_data produced", produced, total);
-                }
+        if in_flight.len() >= 1000
+            && let Some(r) = in_flight.next().await
+        {
+            r.context("producing market_data")?;
+            produced += 1;
+            if produced.is_multiple_of(250) {
+                progress("market_data produced", produced, total);
             }
         }
     }
@@ -156,7 +161,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         tx.commit().await?;
         commit_offsets(consumer.clone(), vec![(msg.topic().to_string(), msg.partition(), msg.offset() + 1)]).await?;
         bars.push(md);
-        if bars.len() % 250 == 0 || bars.len() == expected {
+        if bars.len().is_multiple_of(250) || bars.len() == expected {
             progress("market_data stored", bars.len(), expected);
         }
     }
@@ -196,7 +201,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .bind(bar.event_time)
             .execute(&mut *tx)
             .await?;
-        if i % 500 == 0 || i + 1 == bars.len() {
+        if i.is_multiple_of(500) || i + 1 == bars.len() {
             progress("positions marked", i + 1, bars.len());
         }
     }
