@@ -15,7 +15,12 @@ use tradestream_postgres::PostgresConfig;
 /// everything runs embedded: librdkafka's mock cluster, tradestream's own schema registry and
 /// a private PostgreSQL cluster.
 #[derive(Debug, Parser)]
-#[command(name = "tradestream", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "tradestream",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) log: LogArgs,
@@ -117,7 +122,11 @@ pub(crate) struct KafkaArgs {
     #[arg(long, env = "KAFKA_RETENTION_MS", default_value_t = 604_800_000)]
     pub(crate) kafka_retention_ms: i64,
     /// Extra librdkafka property key=value (repeatable; env: comma-separated).
-    #[arg(long = "kafka-property", env = "KAFKA_PROPERTIES", value_delimiter = ',')]
+    #[arg(
+        long = "kafka-property",
+        env = "KAFKA_PROPERTIES",
+        value_delimiter = ','
+    )]
     pub(crate) kafka_properties: Vec<String>,
 }
 
@@ -126,9 +135,9 @@ impl KafkaArgs {
     pub(crate) fn config(&self) -> anyhow::Result<KafkaConfig> {
         let mut extra = BTreeMap::new();
         for p in &self.kafka_properties {
-            let (k, v) = p
-                .split_once('=')
-                .ok_or_else(|| anyhow::anyhow!("KAFKA_PROPERTIES / --kafka-property: {p:?} is not key=value"))?;
+            let (k, v) = p.split_once('=').ok_or_else(|| {
+                anyhow::anyhow!("KAFKA_PROPERTIES / --kafka-property: {p:?} is not key=value")
+            })?;
             extra.insert(k.trim().to_string(), v.trim().to_string());
         }
         let cfg = KafkaConfig {
@@ -149,7 +158,8 @@ impl KafkaArgs {
             retention_ms: self.kafka_retention_ms,
             extra,
         };
-        cfg.validate().map_err(|p| anyhow::anyhow!("invalid Kafka settings:\n  {}", p.join("\n  ")))?;
+        cfg.validate()
+            .map_err(|p| anyhow::anyhow!("invalid Kafka settings:\n  {}", p.join("\n  ")))?;
         Ok(cfg)
     }
 }
@@ -189,7 +199,8 @@ impl PgArgs {
             max_connections: self.pg_max_connections,
             ..PostgresConfig::default()
         };
-        cfg.validate().map_err(|p| anyhow::anyhow!("invalid Postgres settings:\n  {}", p.join("\n  ")))?;
+        cfg.validate()
+            .map_err(|p| anyhow::anyhow!("invalid Postgres settings:\n  {}", p.join("\n  ")))?;
         Ok(cfg)
     }
 }
@@ -206,7 +217,11 @@ pub(crate) struct RegistryClientArgs {
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
     /// Daily OHLCV CSV to replay.
-    #[arg(long, env = "TRADESTREAM_DEMO_DATA", default_value = "../shared/data/nasdaq-daily.csv")]
+    #[arg(
+        long,
+        env = "TRADESTREAM_DEMO_DATA",
+        default_value = "../shared/data/nasdaq-daily.csv"
+    )]
     pub(crate) data: PathBuf,
     /// Symbol of the CSV's rows.
     #[arg(long, env = "TRADESTREAM_DEMO_SYMBOL", default_value = "^IXIC")]
@@ -235,7 +250,11 @@ pub(crate) struct BrokerArgs {
     #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 6)]
     pub(crate) partitions: i32,
     /// Also create these topics (name or name:partitions; repeatable, env comma-separated).
-    #[arg(long = "topic", env = "TRADESTREAM_BROKER_TOPICS", value_delimiter = ',')]
+    #[arg(
+        long = "topic",
+        env = "TRADESTREAM_BROKER_TOPICS",
+        value_delimiter = ','
+    )]
     pub(crate) topics: Vec<String>,
 }
 
@@ -243,7 +262,11 @@ pub(crate) struct BrokerArgs {
 #[derive(Debug, Args)]
 pub(crate) struct RegistryArgs {
     /// Address to serve on.
-    #[arg(long, env = "TRADESTREAM_REGISTRY_LISTEN", default_value = "127.0.0.1:8081")]
+    #[arg(
+        long,
+        env = "TRADESTREAM_REGISTRY_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
     pub(crate) listen: SocketAddr,
     #[command(flatten)]
     pub(crate) pg: PgArgs,

@@ -16,7 +16,9 @@ fn help_lists_the_subcommands() -> Result<()> {
     let out = bin().arg("--help").output()?;
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout)?;
-    for sub in ["demo", "broker", "registry", "postgres", "migrate", "topics", "schemas", "health"] {
+    for sub in [
+        "demo", "broker", "registry", "postgres", "migrate", "topics", "schemas", "health",
+    ] {
         assert!(text.contains(sub), "{sub} missing from:\n{text}");
     }
     Ok(())
@@ -56,15 +58,29 @@ async fn standalone_broker_serves_other_processes() -> Result<()> {
         BufReader::new(stdout).read_line(&mut line).map(|_| line)
     })
     .await??;
-    let bootstrap = line.trim().strip_prefix("bootstrap: ").context("bootstrap line")?.to_string();
-    let kafka = Kafka::connect(KafkaConfig { brokers: Some(bootstrap), ..KafkaConfig::default() })?;
+    let bootstrap = line
+        .trim()
+        .strip_prefix("bootstrap: ")
+        .context("bootstrap line")?
+        .to_string();
+    let kafka = Kafka::connect(KafkaConfig {
+        brokers: Some(bootstrap),
+        ..KafkaConfig::default()
+    })?;
     let health = kafka.health(Duration::from_secs(10)).await?;
     let partitions = |n: &str| health.topics.iter().find(|(t, _)| t == n).map(|(_, p)| *p);
     assert_eq!(partitions("market_data"), Some(3), "{health:?}");
     assert_eq!(partitions("fills.dlq"), Some(1), "{health:?}");
     // Topic provisioning against it reports the existing topics instead of failing.
-    let provisioned = kafka.provision(&tradestream_kafka::standard_topics(kafka.config())).await?;
-    assert!(provisioned.iter().all(|(_, p)| *p == tradestream_kafka::Provisioned::Existed), "{provisioned:?}");
+    let provisioned = kafka
+        .provision(&tradestream_kafka::standard_topics(kafka.config()))
+        .await?;
+    assert!(
+        provisioned
+            .iter()
+            .all(|(_, p)| *p == tradestream_kafka::Provisioned::Existed),
+        "{provisioned:?}"
+    );
     // SIGTERM stops it cleanly.
     let pid = child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status()?;

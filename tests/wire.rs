@@ -32,21 +32,38 @@ async fn stack() -> Result<Stack> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(listener, RegistryState::new(db.pool().clone()), async {
-        let _ = stopped.await;
-    }));
-    let kafka = Kafka::connect(KafkaConfig { session_timeout_ms: 3_000, ..KafkaConfig::default() })?;
+    tokio::spawn(serve(
+        listener,
+        RegistryState::new(db.pool().clone()),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let kafka = Kafka::connect(KafkaConfig {
+        session_timeout_ms: 3_000,
+        ..KafkaConfig::default()
+    })?;
     kafka.provision(&standard_topics(kafka.config())).await?;
-    Ok(Stack { kafka, codec: Codec::new(&url)?, _db: db, stop: Some(stop) })
+    Ok(Stack {
+        kafka,
+        codec: Codec::new(&url)?,
+        _db: db,
+        stop: Some(stop),
+    })
 }
 
-async fn round_trip<R: Record + PartialEq + std::fmt::Debug>(stack: &Stack, record: R) -> Result<()> {
+async fn round_trip<R: Record + PartialEq + std::fmt::Debug>(
+    stack: &Stack,
+    record: R,
+) -> Result<()> {
     let bytes = stack.codec.encode(&record).await?;
     assert_eq!(bytes[0], 0, "magic byte");
     let producer = stack.kafka.producer()?;
     producer
         .send(
-            FutureRecord::to(R::TOPIC.name()).key(record.key()).payload(&bytes),
+            FutureRecord::to(R::TOPIC.name())
+                .key(record.key())
+                .payload(&bytes),
             Duration::from_secs(10),
         )
         .await
@@ -54,8 +71,16 @@ async fn round_trip<R: Record + PartialEq + std::fmt::Debug>(stack: &Stack, reco
     let consumer = stack.kafka.consumer(&format!("wire-{}", R::TOPIC))?;
     consumer.subscribe(&[R::TOPIC.name()])?;
     let msg = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await??;
-    assert_eq!(msg.key(), Some(record.key().as_bytes()), "key is the {:?}", R::TOPIC.key_field());
-    let back: R = stack.codec.decode(msg.payload().context("payload")?).await?;
+    assert_eq!(
+        msg.key(),
+        Some(record.key().as_bytes()),
+        "key is the {:?}",
+        R::TOPIC.key_field()
+    );
+    let back: R = stack
+        .codec
+        .decode(msg.payload().context("payload")?)
+        .await?;
     assert_eq!(back, record);
     Ok(())
 }
@@ -64,7 +89,11 @@ async fn round_trip<R: Record + PartialEq + std::fmt::Debug>(stack: &Stack, reco
 async fn every_topic_round_trips_through_registry_and_broker() -> Result<()> {
     let stack = stack().await?;
     let ids = stack.codec.register_all().await?;
-    assert_eq!(ids.len(), 12, "six topics and their dead-letter envelopes: {ids:?}");
+    assert_eq!(
+        ids.len(),
+        12,
+        "six topics and their dead-letter envelopes: {ids:?}"
+    );
     round_trip(&stack, samples::market_data()).await?;
     round_trip(&stack, samples::features()).await?;
     round_trip(&stack, samples::trading_signal()).await?;
@@ -82,7 +111,11 @@ async fn bad_bytes_are_dead_letter_errors() -> Result<()> {
     let stack = stack().await?;
     stack.codec.register_all().await?;
     // Not Avro at all.
-    let err = stack.codec.decode::<tradestream_schemas::Fill>(b"{\"json\": true}").await.expect_err("not avro");
+    let err = stack
+        .codec
+        .decode::<tradestream_schemas::Fill>(b"{\"json\": true}")
+        .await
+        .expect_err("not avro");
     assert_eq!(err.class(), ErrorClass::DeadLetter, "{err}");
     assert!(err.to_string().contains("magic byte"), "{err}");
     // Framed, but with a schema id the registry never issued.
@@ -94,7 +127,11 @@ async fn bad_bytes_are_dead_letter_errors() -> Result<()> {
     assert_eq!(err.class(), ErrorClass::DeadLetter, "{err}");
     // A record of another topic's type.
     let bytes = stack.codec.encode(&samples::fill()).await?;
-    let err = stack.codec.decode::<tradestream_schemas::Order>(&bytes).await.expect_err("wrong type");
+    let err = stack
+        .codec
+        .decode::<tradestream_schemas::Order>(&bytes)
+        .await
+        .expect_err("wrong type");
     assert_eq!(err.class(), ErrorClass::DeadLetter, "{err}");
     // Schema-valid but semantically wrong: refused on encode and on decode.
     let mut bad = samples::fill();
@@ -110,9 +147,12 @@ async fn evolved_schema_with_optional_field_is_accepted_and_breaking_one_refused
     stack.codec.register_all().await?;
     let url = stack.codec.registry_url().to_string();
     let mut evolved: serde_json::Value = serde_json::from_str(Topic::Fills.schema())?;
-    evolved["fields"].as_array_mut().context("fields")?.push(serde_json::json!({
-        "name": "venue", "type": ["null", "string"], "default": null, "doc": "added later"
-    }));
+    evolved["fields"]
+        .as_array_mut()
+        .context("fields")?
+        .push(serde_json::json!({
+            "name": "venue", "type": ["null", "string"], "default": null, "doc": "added later"
+        }));
     let client = reqwest::Client::builder().no_proxy().build()?;
     let post = |schema: String| {
         client
@@ -125,15 +165,30 @@ async fn evolved_schema_with_optional_field_is_accepted_and_breaking_one_refused
     assert_eq!(ok.status(), 200, "{}", ok.text().await?);
     // Records written with the old schema stay readable by the codec.
     let bytes = stack.codec.encode(&samples::fill()).await?;
-    assert_eq!(stack.codec.decode::<tradestream_schemas::Fill>(&bytes).await?, samples::fill());
+    assert_eq!(
+        stack
+            .codec
+            .decode::<tradestream_schemas::Fill>(&bytes)
+            .await?,
+        samples::fill()
+    );
     let mut breaking = evolved.clone();
-    breaking["fields"].as_array_mut().context("fields")?.push(serde_json::json!({
-        "name": "desk", "type": "string", "doc": "required, no default"
-    }));
+    breaking["fields"]
+        .as_array_mut()
+        .context("fields")?
+        .push(serde_json::json!({
+            "name": "desk", "type": "string", "doc": "required, no default"
+        }));
     let refused = post(breaking.to_string()).await?;
     assert_eq!(refused.status(), 409);
     let body: serde_json::Value = refused.json().await?;
     assert_eq!(body["error_code"], 409);
-    assert!(body["message"].as_str().unwrap_or_default().contains("incompatible"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("incompatible"),
+        "{body}"
+    );
     Ok(())
 }

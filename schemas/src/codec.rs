@@ -36,7 +36,9 @@ struct Inner {
 
 impl fmt::Debug for Codec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Codec").field("registry_url", &self.inner.registry_url).finish()
+        f.debug_struct("Codec")
+            .field("registry_url", &self.inner.registry_url)
+            .finish()
     }
 }
 
@@ -55,7 +57,9 @@ impl Codec {
             .no_proxy()
             .set_timeout(Duration::from_secs(10))
             .build()
-            .map_err(|e| SchemaError::Config(format!("SCHEMA_REGISTRY_URL {registry_url:?}: {e}")))?;
+            .map_err(|e| {
+                SchemaError::Config(format!("SCHEMA_REGISTRY_URL {registry_url:?}: {e}"))
+            })?;
         let strategies = Topic::ALL
             .into_iter()
             .map(|t| (t, strategy(t.name(), t.schema())))
@@ -87,9 +91,15 @@ impl Codec {
         let mut ids = Vec::new();
         for topic in Topic::ALL {
             let subject = topic.value_subject();
-            ids.push((subject.clone(), self.register(&subject, topic.schema()).await?));
+            ids.push((
+                subject.clone(),
+                self.register(&subject, topic.schema()).await?,
+            ));
             let subject = format!("{}-value", dlq_topic(topic.name()));
-            ids.push((subject.clone(), self.register(&subject, DEAD_LETTER_SCHEMA).await?));
+            ids.push((
+                subject.clone(),
+                self.register(&subject, DEAD_LETTER_SCHEMA).await?,
+            ));
         }
         Ok(ids)
     }
@@ -97,7 +107,10 @@ impl Codec {
     /// Registers `schema` under `subject` through the registry's REST API (idempotent: an
     /// already-registered schema returns its existing id).
     async fn register(&self, subject: &str, schema: &str) -> Result<u32, SchemaError> {
-        let url = format!("{}/subjects/{subject}/versions", self.inner.registry_url.trim_end_matches('/'));
+        let url = format!(
+            "{}/subjects/{subject}/versions",
+            self.inner.registry_url.trim_end_matches('/')
+        );
         let unreachable = |e: reqwest::Error| SchemaError::Registry {
             message: format!("{url}: {e}"),
             retryable: true,
@@ -142,10 +155,14 @@ impl Codec {
         if let Some(name) = &decoded.name
             && name.name() != R::NAME
         {
-            return Err(SchemaError::WrongRecord { expected: R::NAME, found: name.name().to_string() });
+            return Err(SchemaError::WrongRecord {
+                expected: R::NAME,
+                found: name.name().to_string(),
+            });
         }
-        let record: R = apache_avro::from_value(&decoded.value)
-            .map_err(|e| SchemaError::Decode(format!("{} does not match {}: {e}", R::TOPIC, R::NAME)))?;
+        let record: R = apache_avro::from_value(&decoded.value).map_err(|e| {
+            SchemaError::Decode(format!("{} does not match {}: {e}", R::TOPIC, R::NAME))
+        })?;
         record.validate()?;
         Ok(record)
     }

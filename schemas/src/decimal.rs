@@ -22,17 +22,23 @@ pub fn to_avro_bytes(value: &Decimal) -> Result<Vec<u8>, String> {
     if v.scale() > SCALE {
         let rounded = v.round_dp(SCALE);
         if rounded != v {
-            return Err(format!("decimal {value} has more than {SCALE} decimal places"));
+            return Err(format!(
+                "decimal {value} has more than {SCALE} decimal places"
+            ));
         }
         v = rounded;
     }
     v.rescale(SCALE);
     if v.scale() != SCALE {
-        return Err(format!("decimal {value} does not fit precision {PRECISION} at scale {SCALE}"));
+        return Err(format!(
+            "decimal {value} does not fit precision {PRECISION} at scale {SCALE}"
+        ));
     }
     let unscaled = v.mantissa();
     if unscaled.unsigned_abs() >= 1u128 << 95 {
-        return Err(format!("decimal {value} does not fit precision {PRECISION} at scale {SCALE}"));
+        return Err(format!(
+            "decimal {value} does not fit precision {PRECISION} at scale {SCALE}"
+        ));
     }
     // Always WIRE_BYTES long: apache-avro refuses to write a decimal whose byte length could
     // not hold the schema's full precision, so the minimal two's-complement form is not enough.
@@ -89,7 +95,9 @@ pub mod avro_option {
     /// Deserializes null or Avro decimal bytes.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
         let bytes: Option<serde_bytes::ByteBuf> = Deserialize::deserialize(d)?;
-        bytes.map(|b| from_avro_bytes(&b).map_err(D::Error::custom)).transpose()
+        bytes
+            .map(|b| from_avro_bytes(&b).map_err(D::Error::custom))
+            .transpose()
     }
 }
 
@@ -110,7 +118,10 @@ mod tests {
         let tiny = Decimal::from_str("-0.00000001").map_err(|e| e.to_string())?;
         assert_eq!(to_avro_bytes(&tiny)?, vec![0xFF; 12]);
         // minimal encodings written by other producers decode too
-        assert_eq!(from_avro_bytes(&[0x00, 0x80])?, Decimal::from_str("0.00000128").map_err(|e| e.to_string())?);
+        assert_eq!(
+            from_avro_bytes(&[0x00, 0x80])?,
+            Decimal::from_str("0.00000128").map_err(|e| e.to_string())?
+        );
         assert_eq!(from_avro_bytes(&[0xFF])?, tiny);
         Ok(())
     }

@@ -55,7 +55,10 @@ impl From<SRCError> for SchemaError {
         {
             return SchemaError::Decode(message);
         }
-        SchemaError::Registry { message, retryable: e.retriable }
+        SchemaError::Registry {
+            message,
+            retryable: e.retriable,
+        }
     }
 }
 
@@ -67,12 +70,15 @@ impl SchemaError {
             | SchemaError::WrongRecord { .. }
             | SchemaError::Invalid(_)
             | SchemaError::InvalidId(_) => ErrorClass::DeadLetter,
-            SchemaError::Registry { retryable: true, .. } => ErrorClass::Retryable,
+            SchemaError::Registry {
+                retryable: true, ..
+            } => ErrorClass::Retryable,
             // A registry that refuses our own schema (incompatible change) is a deployment
             // problem, not a bad record.
-            SchemaError::Registry { retryable: false, .. } | SchemaError::Config(_) => {
-                ErrorClass::Fatal
+            SchemaError::Registry {
+                retryable: false, ..
             }
+            | SchemaError::Config(_) => ErrorClass::Fatal,
         }
     }
 }

@@ -26,7 +26,11 @@ impl Symbol {
     /// Validates an already-canonical symbol.
     pub fn new(value: impl Into<String>) -> Result<Self, InvalidId> {
         let value = value.into();
-        let err = |reason| InvalidId { kind: "symbol", value: value.clone(), reason };
+        let err = |reason| InvalidId {
+            kind: "symbol",
+            value: value.clone(),
+            reason,
+        };
         if value.is_empty() || value.len() > 32 {
             return Err(err("must be 1 to 32 characters"));
         }
@@ -34,7 +38,9 @@ impl Symbol {
             .chars()
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || ".-_^=/".contains(c))
         {
-            return Err(err("only A-Z, 0-9 and . - _ ^ = / are allowed (upper case)"));
+            return Err(err(
+                "only A-Z, 0-9 and . - _ ^ = / are allowed (upper case)",
+            ));
         }
         Ok(Self(value))
     }
@@ -59,11 +65,18 @@ impl AccountId {
     /// Validates an account id.
     pub fn new(value: impl Into<String>) -> Result<Self, InvalidId> {
         let value = value.into();
-        let err = |reason| InvalidId { kind: "account", value: value.clone(), reason };
+        let err = |reason| InvalidId {
+            kind: "account",
+            value: value.clone(),
+            reason,
+        };
         if value.is_empty() || value.len() > 64 {
             return Err(err("must be 1 to 64 characters"));
         }
-        if !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        if !value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
             return Err(err("only A-Z, a-z, 0-9, _ and - are allowed"));
         }
         Ok(Self(value))
@@ -121,7 +134,10 @@ mod tests {
         assert!(Symbol::new("aapl").is_err());
         assert!(Symbol::new("").is_err());
         assert!(Symbol::new("A B").is_err());
-        assert_eq!(Symbol::canonical(" msft ").map(|s| s.to_string()), Ok("MSFT".to_string()));
+        assert_eq!(
+            Symbol::canonical(" msft ").map(|s| s.to_string()),
+            Ok("MSFT".to_string())
+        );
     }
 
     #[test]

@@ -8,8 +8,8 @@ pub mod error;
 pub mod ids;
 pub mod processor;
 pub mod records;
-pub mod samples;
 pub mod registry;
+pub mod samples;
 pub mod topics;
 
 pub use codec::Codec;

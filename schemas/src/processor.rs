@@ -104,12 +104,18 @@ pub struct ProcessError {
 impl ProcessError {
     /// The input record is bad: dead-letter it.
     pub fn dead_letter(message: impl Into<String>) -> Self {
-        Self { class: ErrorClass::DeadLetter, message: message.into() }
+        Self {
+            class: ErrorClass::DeadLetter,
+            message: message.into(),
+        }
     }
 
     /// The core cannot go on.
     pub fn fatal(message: impl Into<String>) -> Self {
-        Self { class: ErrorClass::Fatal, message: message.into() }
+        Self {
+            class: ErrorClass::Fatal,
+            message: message.into(),
+        }
     }
 }
 
@@ -124,5 +130,9 @@ pub trait Processor: Send {
     /// Processes one input record at processing time `now` (event-time logic should use the
     /// record's own times; `now` is for stamping and wall-clock rules like trading hours in a
     /// live run, and is the replayed time in a backtest).
-    fn process(&mut self, input: &AnyRecord, now: DateTime<Utc>) -> Result<Vec<AnyRecord>, ProcessError>;
+    fn process(
+        &mut self,
+        input: &AnyRecord,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AnyRecord>, ProcessError>;
 }

@@ -39,16 +39,32 @@ pub trait Record: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     fn validate(&self) -> Result<(), ValidationError>;
 }
 
-fn invalid(record: &'static str, field: &'static str, reason: impl Into<String>) -> ValidationError {
-    ValidationError { record, field, reason: reason.into() }
+fn invalid(
+    record: &'static str,
+    field: &'static str,
+    reason: impl Into<String>,
+) -> ValidationError {
+    ValidationError {
+        record,
+        field,
+        reason: reason.into(),
+    }
 }
 
 fn positive(record: &'static str, field: &'static str, v: Decimal) -> Result<(), ValidationError> {
-    if v > Decimal::ZERO { Ok(()) } else { Err(invalid(record, field, format!("must be > 0, got {v}"))) }
+    if v > Decimal::ZERO {
+        Ok(())
+    } else {
+        Err(invalid(record, field, format!("must be > 0, got {v}")))
+    }
 }
 
 fn finite(record: &'static str, field: &'static str, v: f64) -> Result<(), ValidationError> {
-    if v.is_finite() { Ok(()) } else { Err(invalid(record, field, format!("must be finite, got {v}"))) }
+    if v.is_finite() {
+        Ok(())
+    } else {
+        Err(invalid(record, field, format!("must be finite, got {v}")))
+    }
 }
 
 /// Bar or tick.
@@ -116,16 +132,32 @@ impl Record for MarketData {
         positive(R, "low", self.low)?;
         positive(R, "close", self.close)?;
         if self.volume < Decimal::ZERO {
-            return Err(invalid(R, "volume", format!("must be >= 0, got {}", self.volume)));
+            return Err(invalid(
+                R,
+                "volume",
+                format!("must be >= 0, got {}", self.volume),
+            ));
         }
         if self.high < self.low {
-            return Err(invalid(R, "high", format!("high {} < low {}", self.high, self.low)));
+            return Err(invalid(
+                R,
+                "high",
+                format!("high {} < low {}", self.high, self.low),
+            ));
         }
         if self.open > self.high || self.close > self.high {
-            return Err(invalid(R, "high", format!("high {} below open/close", self.high)));
+            return Err(invalid(
+                R,
+                "high",
+                format!("high {} below open/close", self.high),
+            ));
         }
         if self.open < self.low || self.close < self.low {
-            return Err(invalid(R, "low", format!("low {} above open/close", self.low)));
+            return Err(invalid(
+                R,
+                "low",
+                format!("low {} above open/close", self.low),
+            ));
         }
         if self.record_id.is_empty() {
             return Err(invalid(R, "record_id", "must not be empty"));
@@ -264,7 +296,11 @@ impl Record for TradingSignal {
     fn validate(&self) -> Result<(), ValidationError> {
         const R: &str = "TradingSignal";
         if !(0.0..=1.0).contains(&self.confidence) {
-            return Err(invalid(R, "confidence", format!("must be in [0, 1], got {}", self.confidence)));
+            return Err(invalid(
+                R,
+                "confidence",
+                format!("must be in [0, 1], got {}", self.confidence),
+            ));
         }
         positive(R, "reference_price", self.reference_price)?;
         if let Some(sl) = self.stop_loss {
@@ -407,13 +443,19 @@ impl OrderStatus {
             (self, to),
             (New, Accepted | Rejected | Canceled)
                 | (Accepted, PartiallyFilled | Filled | Canceled | Expired)
-                | (PartiallyFilled, PartiallyFilled | Filled | Canceled | Expired)
+                | (
+                    PartiallyFilled,
+                    PartiallyFilled | Filled | Canceled | Expired
+                )
         )
     }
 
     /// Whether no further transition is possible.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Filled | Self::Canceled | Self::Rejected | Self::Expired)
+        matches!(
+            self,
+            Self::Filled | Self::Canceled | Self::Rejected | Self::Expired
+        )
     }
 }
 
@@ -502,17 +544,29 @@ impl Record for Order {
         let needs_limit = matches!(self.order_type, OrderType::Limit | OrderType::StopLimit);
         let needs_stop = matches!(self.order_type, OrderType::Stop | OrderType::StopLimit);
         match (needs_limit, self.limit_price) {
-            (true, None) => return Err(invalid(R, "limit_price", "required for LIMIT and STOP_LIMIT")),
+            (true, None) => {
+                return Err(invalid(
+                    R,
+                    "limit_price",
+                    "required for LIMIT and STOP_LIMIT",
+                ));
+            }
             (_, Some(p)) => positive(R, "limit_price", p)?,
             _ => {}
         }
         match (needs_stop, self.stop_price) {
-            (true, None) => return Err(invalid(R, "stop_price", "required for STOP and STOP_LIMIT")),
+            (true, None) => {
+                return Err(invalid(R, "stop_price", "required for STOP and STOP_LIMIT"));
+            }
             (_, Some(p)) => positive(R, "stop_price", p)?,
             _ => {}
         }
         if self.filled_quantity < Decimal::ZERO || self.filled_quantity > self.quantity {
-            return Err(invalid(R, "filled_quantity", format!("must be within 0..={}", self.quantity)));
+            return Err(invalid(
+                R,
+                "filled_quantity",
+                format!("must be within 0..={}", self.quantity),
+            ));
         }
         Ok(())
     }
@@ -574,7 +628,11 @@ impl Record for Fill {
         positive(R, "quantity", self.quantity)?;
         positive(R, "price", self.price)?;
         if self.commission < Decimal::ZERO {
-            return Err(invalid(R, "commission", format!("must be >= 0, got {}", self.commission)));
+            return Err(invalid(
+                R,
+                "commission",
+                format!("must be >= 0, got {}", self.commission),
+            ));
         }
         Ok(())
     }

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2018, 12, 31, 14, 30, 0).single().unwrap_or_default()
+    Utc.with_ymd_and_hms(2018, 12, 31, 14, 30, 0)
+        .single()
+        .unwrap_or_default()
 }
 
 fn dec(literal: &str) -> Decimal {

@@ -23,10 +23,18 @@ fn schema_field_names(schema: &Schema) -> Vec<String> {
 fn check<T: Serialize + DeserializeOwned + PartialEq + Debug>(schema_text: &str, sample: &T) {
     let schema = Schema::parse_str(schema_text).expect("schema parses");
     let value = to_value(sample).expect("serializes to an Avro value");
-    let Value::Record(fields) = &value else { panic!("not a record: {value:?}") };
+    let Value::Record(fields) = &value else {
+        panic!("not a record: {value:?}")
+    };
     let rust_names: Vec<String> = fields.iter().map(|(n, _)| n.clone()).collect();
-    assert_eq!(rust_names, schema_field_names(&schema), "field names/order drifted");
-    let resolved = value.resolve(&schema).expect("the type's value is valid for the schema");
+    assert_eq!(
+        rust_names,
+        schema_field_names(&schema),
+        "field names/order drifted"
+    );
+    let resolved = value
+        .resolve(&schema)
+        .expect("the type's value is valid for the schema");
     let bytes = to_avro_datum(&schema, resolved).expect("encodes");
     let decoded = from_avro_datum(&schema, &mut bytes.as_slice(), None).expect("decodes");
     let back: T = from_value(&decoded).expect("deserializes into the type");
@@ -93,11 +101,12 @@ fn every_topic_schema_is_a_named_record_with_docs() {
 #[test]
 fn drift_is_detected() {
     // A schema missing one of the type's fields must fail the field-name check.
-    let mut json: serde_json::Value =
-        serde_json::from_str(Topic::Fills.schema()).expect("json");
+    let mut json: serde_json::Value = serde_json::from_str(Topic::Fills.schema()).expect("json");
     json["fields"].as_array_mut().expect("fields").pop();
     let schema = Schema::parse_str(&json.to_string()).expect("parses");
     let value = to_value(samples::fill()).expect("value");
-    let Value::Record(fields) = &value else { panic!() };
+    let Value::Record(fields) = &value else {
+        panic!()
+    };
     assert_ne!(fields.len(), schema_field_names(&schema).len());
 }

@@ -33,7 +33,11 @@ fn progress(label: &str, done: usize, total: usize) {
     }
     let width = 30;
     let filled = (done * width).checked_div(total).unwrap_or(width);
-    eprint!("\r  {label:<22} [{}{}] {done}/{total}", "#".repeat(filled), ".".repeat(width - filled));
+    eprint!(
+        "\r  {label:<22} [{}{}] {done}/{total}",
+        "#".repeat(filled),
+        ".".repeat(width - filled)
+    );
     let _ = std::io::stderr().flush();
     if done == total {
         eprintln!();
@@ -45,12 +49,24 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let capital = Decimal::from_str(&args.capital)
         .ok()
         .filter(|c| *c > Decimal::ZERO)
-        .with_context(|| format!("TRADESTREAM_DEMO_CAPITAL / --capital {:?} must be a positive number", args.capital))?;
+        .with_context(|| {
+            format!(
+                "TRADESTREAM_DEMO_CAPITAL / --capital {:?} must be a positive number",
+                args.capital
+            )
+        })?;
     let symbol = Symbol::canonical(&args.symbol).context("TRADESTREAM_DEMO_SYMBOL / --symbol")?;
     let file = std::fs::File::open(&args.data).with_context(|| {
-        format!("TRADESTREAM_DEMO_DATA / --data {}: cannot open (run from the repository root)", args.data.display())
+        format!(
+            "TRADESTREAM_DEMO_DATA / --data {}: cannot open (run from the repository root)",
+            args.data.display()
+        )
     })?;
-    let file_name = args.data.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = args
+        .data
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
 
     eprintln!("tradestream demo");
     eprintln!("  starting: Kafka, Postgres, schema registry");
@@ -73,7 +89,11 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     eprintln!(
         "  kafka: {} ({})",
         kafka.bootstrap(),
-        if kafka.mock().is_some() { "embedded mock cluster" } else { "external" }
+        if kafka.mock().is_some() {
+            "embedded mock cluster"
+        } else {
+            "external"
+        }
     );
     eprintln!("  postgres: {}", db.url());
     eprintln!("  schema registry: {registry_url}");
@@ -83,9 +103,15 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     eprintln!("  registered {} schemas", ids.len());
 
     // 1. CSV → market_data.
-    let rows = CsvReplay::new(&file_name, CsvFormat::Daily { symbol: symbol.clone() }, "1d")
-        .read(file, chrono::Utc::now())
-        .map_err(|e| anyhow::anyhow!("{}: {e}", args.data.display()))?;
+    let rows = CsvReplay::new(
+        &file_name,
+        CsvFormat::Daily {
+            symbol: symbol.clone(),
+        },
+        "1d",
+    )
+    .read(file, chrono::Utc::now())
+    .map_err(|e| anyhow::anyhow!("{}: {e}", args.data.display()))?;
     let total = rows.len();
     let producer = kafka.producer()?;
     let produce_started = Instant::now();
@@ -93,7 +119,12 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (mut produced, mut dead) = (0usize, 0usize);
     for row in rows {
         let (payload, key, headers, topic) = match row {
-            Ok(md) => (codec.encode(&md).await?, md.symbol.to_string(), None, Topic::MarketData.name().to_string()),
+            Ok(md) => (
+                codec.encode(&md).await?,
+                md.symbol.to_string(),
+                None,
+                Topic::MarketData.name().to_string(),
+            ),
             Err(e) => {
                 dead += 1;
                 let info = DeadLetterInfo {
@@ -104,7 +135,12 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
                     message: e.to_string(),
                     processor: "ingest".into(),
                 };
-                (e.raw.into_bytes(), symbol.to_string(), Some(info.headers()), Topic::MarketData.dlq())
+                (
+                    e.raw.into_bytes(),
+                    symbol.to_string(),
+                    Some(info.headers()),
+                    Topic::MarketData.dlq(),
+                )
             }
         };
         let producer = producer.clone();
@@ -113,7 +149,10 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             if let Some(h) = headers {
                 record = record.headers(h);
             }
-            producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e)
+            producer
+                .send(record, Duration::from_secs(30))
+                .await
+                .map_err(|(e, _)| e)
         });
         if in_flight.len() >= 1000
             && let Some(r) = in_flight.next().await
@@ -159,7 +198,11 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        commit_offsets(consumer.clone(), vec![(msg.topic().to_string(), msg.partition(), msg.offset() + 1)]).await?;
+        commit_offsets(
+            consumer.clone(),
+            vec![(msg.topic().to_string(), msg.partition(), msg.offset() + 1)],
+        )
+        .await?;
         bars.push(md);
         if bars.len().is_multiple_of(250) || bars.len() == expected {
             progress("market_data stored", bars.len(), expected);
@@ -181,7 +224,9 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .execute(db.pool())
         .await?;
     let quantity = (capital * Decimal::new(95, 2) / first.close).floor();
-    let commission = (quantity * first.close * Decimal::new(1, 4)).max(Decimal::ONE).round_dp(8);
+    let commission = (quantity * first.close * Decimal::new(1, 4))
+        .max(Decimal::ONE)
+        .round_dp(8);
     sqlx::query("INSERT INTO fills (fill_id, order_id, account_id, symbol, side, quantity, price, commission, liquidity, fill_time) VALUES ($1, $2, $3, $4, 'BUY', $5, $6, $7, 'TAKER', $8)")
         .bind(format!("{account}:fill:0"))
         .bind(format!("{account}:order:0"))
@@ -224,23 +269,60 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .fetch_one(db.pool())
         .await?;
 
-    let pct = |d: Option<Decimal>| d.map(|d| format!("{:.2}%", d * Decimal::ONE_HUNDRED)).unwrap_or_else(|| "n/a".into());
+    let pct = |d: Option<Decimal>| {
+        d.map(|d| format!("{:.2}%", d * Decimal::ONE_HUNDRED))
+            .unwrap_or_else(|| "n/a".into())
+    };
     let num = |f: Option<f64>| f.map(|f| format!("{f:.3}")).unwrap_or_else(|| "n/a".into());
     println!();
     println!("== tradestream demo summary ==");
-    println!("input            {} ({} rows, {} .. {})", args.data.display(), total, first.event_time.date_naive(), last.event_time.date_naive());
-    println!("market_data      {} records produced ({:.0}/s), {} dead-lettered to {}", produced - dead, (produced as f64) / produce_secs.max(1e-9), dead, Topic::MarketData.dlq());
-    println!("postgres         {} bars stored with offsets ({:.0}/s)", rows_in_db, (bars.len() as f64) / consume_secs.max(1e-9));
-    println!("account          {account}: bought {quantity} {symbol} at {} on {}", first.close.round_dp(2), first.event_time.date_naive());
-    println!("portfolio value  {} (cash {}), P&L {}", value.round_dp(2), cash.round_dp(2), (value - capital).round_dp(2));
-    println!("stats            total return {}, Sharpe {}, max drawdown {}, volatility {} ({} snapshots)", pct(stats.0), num(stats.1), pct(stats.2), num(stats.3), stats.4);
+    println!(
+        "input            {} ({} rows, {} .. {})",
+        args.data.display(),
+        total,
+        first.event_time.date_naive(),
+        last.event_time.date_naive()
+    );
+    println!(
+        "market_data      {} records produced ({:.0}/s), {} dead-lettered to {}",
+        produced - dead,
+        (produced as f64) / produce_secs.max(1e-9),
+        dead,
+        Topic::MarketData.dlq()
+    );
+    println!(
+        "postgres         {} bars stored with offsets ({:.0}/s)",
+        rows_in_db,
+        (bars.len() as f64) / consume_secs.max(1e-9)
+    );
+    println!(
+        "account          {account}: bought {quantity} {symbol} at {} on {}",
+        first.close.round_dp(2),
+        first.event_time.date_naive()
+    );
+    println!(
+        "portfolio value  {} (cash {}), P&L {}",
+        value.round_dp(2),
+        cash.round_dp(2),
+        (value - capital).round_dp(2)
+    );
+    println!(
+        "stats            total return {}, Sharpe {}, max drawdown {}, volatility {} ({} snapshots)",
+        pct(stats.0),
+        num(stats.1),
+        pct(stats.2),
+        num(stats.3),
+        stats.4
+    );
     println!("elapsed          {:.1} s", started.elapsed().as_secs_f64());
     println!();
     println!("Look at the results:");
     println!("  psql '{}'", db.url());
     println!("  e.g. SELECT * FROM get_portfolio_stats('1999-01-01', '2019-01-01', '{account}');");
     if db.embedded().is_some() {
-        println!("  (the private cluster stops with the demo; its data stays in the data directory:");
+        println!(
+            "  (the private cluster stops with the demo; its data stays in the data directory:"
+        );
         println!("   serve it again with `tradestream postgres` and the same --pg-data-dir)");
     }
     if let Some((stop, task)) = registry_task {

@@ -17,16 +17,27 @@ use tradestream_schemas::{Codec, Topic};
 pub(crate) async fn broker(args: BrokerArgs) -> anyhow::Result<()> {
     let mock = Arc::new(MockKafka::start(args.brokers)?);
     let kafka = Kafka::with_mock(
-        tradestream_kafka::KafkaConfig { partitions: args.partitions, ..Default::default() },
+        tradestream_kafka::KafkaConfig {
+            partitions: args.partitions,
+            ..Default::default()
+        },
         mock.clone(),
     );
     let mut specs = standard_topics(kafka.config());
     for t in &args.topics {
         let (name, partitions) = match t.split_once(':') {
-            Some((n, p)) => (n, p.parse().with_context(|| format!("--topic {t:?}: partitions must be a number"))?),
+            Some((n, p)) => (
+                n,
+                p.parse()
+                    .with_context(|| format!("--topic {t:?}: partitions must be a number"))?,
+            ),
             None => (t.as_str(), args.partitions),
         };
-        specs.push(tradestream_kafka::TopicSpec { name: name.into(), partitions, retention_ms: -1 });
+        specs.push(tradestream_kafka::TopicSpec {
+            name: name.into(),
+            partitions,
+            retention_ms: -1,
+        });
     }
     kafka.provision(&specs).await?;
     let listener = tradestream_kafka::mock::bind_broker(args.port).await?;
@@ -47,7 +58,12 @@ pub(crate) async fn registry(args: RegistryArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("TRADESTREAM_REGISTRY_LISTEN / --listen {}", args.listen))?;
     println!("schema registry: http://{}", listener.local_addr()?);
-    let result = serve(listener, RegistryState::new(db.pool().clone()), shutdown_signal()).await;
+    let result = serve(
+        listener,
+        RegistryState::new(db.pool().clone()),
+        shutdown_signal(),
+    )
+    .await;
     db.shutdown().await?;
     Ok(result?)
 }
@@ -57,7 +73,8 @@ pub(crate) async fn postgres(args: PostgresArgs) -> anyhow::Result<()> {
     cfg.database_url = None;
     let start_cfg = cfg.clone();
     // initdb and pg_ctl block: keep them off the async workers.
-    let embedded = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&start_cfg)).await??;
+    let embedded =
+        tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&start_cfg)).await??;
     if args.migrate {
         let db = Database::connect(&tradestream_postgres::PostgresConfig {
             database_url: Some(embedded.url()),
@@ -103,7 +120,9 @@ pub(crate) async fn topics(args: TopicsArgs) -> anyhow::Result<()> {
 
 pub(crate) async fn schemas(args: SchemasArgs) -> anyhow::Result<()> {
     match args.action {
-        SchemasAction::Register { schema_registry_url } => {
+        SchemasAction::Register {
+            schema_registry_url,
+        } => {
             let codec = Codec::new(&schema_registry_url)?;
             for (subject, id) in codec.register_all().await? {
                 println!("{subject}\t{id}");
@@ -130,7 +149,12 @@ pub(crate) async fn health(args: HealthArgs) -> anyhow::Result<()> {
         println!("kafka: KAFKA_BROKERS unset (embedded mock cluster would be used)");
     } else {
         match Kafka::connect(kafka_cfg)?.health(timeout).await {
-            Ok(h) => println!("kafka: ok ({} brokers, {} topics at {})", h.brokers, h.topics.len(), h.bootstrap),
+            Ok(h) => println!(
+                "kafka: ok ({} brokers, {} topics at {})",
+                h.brokers,
+                h.topics.len(),
+                h.bootstrap
+            ),
             Err(e) => failures.push(format!("kafka: {e}")),
         }
     }
@@ -150,8 +174,15 @@ pub(crate) async fn health(args: HealthArgs) -> anyhow::Result<()> {
     match args.registry.schema_registry_url {
         None => println!("schema registry: SCHEMA_REGISTRY_URL unset (tradestream serves its own)"),
         Some(url) => {
-            let client = reqwest::Client::builder().timeout(timeout).no_proxy().build()?;
-            match client.get(format!("{}/subjects", url.trim_end_matches('/'))).send().await {
+            let client = reqwest::Client::builder()
+                .timeout(timeout)
+                .no_proxy()
+                .build()?;
+            match client
+                .get(format!("{}/subjects", url.trim_end_matches('/')))
+                .send()
+                .await
+            {
                 Ok(r) if r.status().is_success() => println!("schema registry: ok ({url})"),
                 Ok(r) => failures.push(format!("schema registry: {url} answered {}", r.status())),
                 Err(e) => failures.push(format!("schema registry: {url}: {e}")),

@@ -36,7 +36,11 @@ impl Kafka {
     pub fn connect(config: KafkaConfig) -> Result<Self, KafkaError> {
         config.validate().map_err(KafkaError::Config)?;
         match config.brokers.clone() {
-            Some(bootstrap) => Ok(Self { config, bootstrap, mock: None }),
+            Some(bootstrap) => Ok(Self {
+                config,
+                bootstrap,
+                mock: None,
+            }),
             None => {
                 let mock = Arc::new(MockKafka::start(1)?);
                 Ok(Self::with_mock(config, mock))
@@ -47,7 +51,11 @@ impl Kafka {
     /// Uses an already running embedded mock cluster.
     pub fn with_mock(mut config: KafkaConfig, mock: Arc<MockKafka>) -> Self {
         config.brokers = None;
-        Self { bootstrap: mock.bootstrap().to_string(), config, mock: Some(mock) }
+        Self {
+            bootstrap: mock.bootstrap().to_string(),
+            config,
+            mock: Some(mock),
+        }
     }
 
     /// Bootstrap servers clients connect to.
@@ -86,7 +94,8 @@ impl Kafka {
         for (k, v) in &self.config.extra {
             cc.set(k, v);
         }
-        cc.create().map_err(|e| KafkaError::client("creating producer", e))
+        cc.create()
+            .map_err(|e| KafkaError::client("creating producer", e))
     }
 
     fn consumer_config(&self, group_id: &str) -> ClientConfig {
@@ -132,14 +141,20 @@ impl Kafka {
                 message,
             };
             let client: BaseConsumer = cc.create().map_err(|e| unreachable(e.to_string()))?;
-            let md = client.fetch_metadata(None, timeout).map_err(|e| unreachable(e.to_string()))?;
+            let md = client
+                .fetch_metadata(None, timeout)
+                .map_err(|e| unreachable(e.to_string()))?;
             let mut topics: Vec<(String, usize)> = md
                 .topics()
                 .iter()
                 .map(|t| (t.name().to_string(), t.partitions().len()))
                 .collect();
             topics.sort();
-            Ok(ClusterHealth { bootstrap: bootstrap.clone(), brokers: md.brokers().len(), topics })
+            Ok(ClusterHealth {
+                bootstrap: bootstrap.clone(),
+                brokers: md.brokers().len(),
+                topics,
+            })
         })
         .await
         .map_err(|e| KafkaError::Mock(format!("health check task failed: {e}")))?
@@ -162,7 +177,9 @@ pub async fn commit_offsets(
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
                 .map_err(|e| KafkaError::client("building offset list", e))?;
         }
-        consumer.commit(&tpl, CommitMode::Sync).map_err(|e| KafkaError::client("committing offsets", e))
+        consumer
+            .commit(&tpl, CommitMode::Sync)
+            .map_err(|e| KafkaError::client("committing offsets", e))
     })
     .await
     .map_err(|e| KafkaError::Mock(format!("commit task failed: {e}")))?
@@ -186,10 +203,12 @@ pub async fn committed_offsets(
             .committed_offsets(tpl, Duration::from_secs(10))
             .map_err(|e| KafkaError::client("reading committed offsets", e))?;
         Ok((0..partitions)
-            .map(|p| match got.find_partition(&topic, p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => Some(o),
-                _ => None,
-            })
+            .map(
+                |p| match got.find_partition(&topic, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => Some(o),
+                    _ => None,
+                },
+            )
             .collect())
     })
     .await

@@ -104,7 +104,13 @@ impl Default for KafkaConfig {
 }
 
 const PROTOCOLS: [&str; 4] = ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"];
-const MECHANISMS: [&str; 5] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER"];
+const MECHANISMS: [&str; 5] = [
+    "PLAIN",
+    "SCRAM-SHA-256",
+    "SCRAM-SHA-512",
+    "GSSAPI",
+    "OAUTHBEARER",
+];
 
 impl KafkaConfig {
     /// Checks every setting and reports all problems at once, each naming its setting.
@@ -136,21 +142,31 @@ impl KafkaConfig {
         }
         let sasl = protocol.starts_with("SASL");
         match (&self.sasl_mechanism, sasl) {
-            (Some(m), _) if !MECHANISMS.contains(&m.to_ascii_uppercase().as_str()) => problems.push(
-                format!("KAFKA_SASL_MECHANISM: {m:?} is not one of {}", MECHANISMS.join(", ")),
-            ),
+            (Some(m), _) if !MECHANISMS.contains(&m.to_ascii_uppercase().as_str()) => problems
+                .push(format!(
+                    "KAFKA_SASL_MECHANISM: {m:?} is not one of {}",
+                    MECHANISMS.join(", ")
+                )),
             (None, true) => problems.push(format!(
                 "KAFKA_SASL_MECHANISM: required with KAFKA_SECURITY_PROTOCOL={protocol}"
             )),
             _ => {}
         }
-        let mech = self.sasl_mechanism.as_deref().unwrap_or("").to_ascii_uppercase();
+        let mech = self
+            .sasl_mechanism
+            .as_deref()
+            .unwrap_or("")
+            .to_ascii_uppercase();
         if sasl && (mech == "PLAIN" || mech.starts_with("SCRAM")) {
             if self.sasl_username.is_none() {
-                problems.push(format!("KAFKA_SASL_USERNAME: required with SASL mechanism {mech}"));
+                problems.push(format!(
+                    "KAFKA_SASL_USERNAME: required with SASL mechanism {mech}"
+                ));
             }
             if self.sasl_password.is_none() {
-                problems.push(format!("KAFKA_SASL_PASSWORD: required with SASL mechanism {mech}"));
+                problems.push(format!(
+                    "KAFKA_SASL_PASSWORD: required with SASL mechanism {mech}"
+                ));
             }
         }
         if self.ssl_certificate_location.is_some() != self.ssl_key_location.is_some() {
@@ -166,7 +182,10 @@ impl KafkaConfig {
             ));
         }
         if self.partitions < 1 {
-            problems.push(format!("KAFKA_PARTITIONS: {} must be >= 1", self.partitions));
+            problems.push(format!(
+                "KAFKA_PARTITIONS: {} must be >= 1",
+                self.partitions
+            ));
         }
         if self.replication_factor < 1 {
             problems.push(format!(
@@ -180,7 +199,11 @@ impl KafkaConfig {
                 self.retention_ms
             ));
         }
-        if problems.is_empty() { Ok(()) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
     }
 
     /// librdkafka properties common to producers, consumers and admin clients, for the
@@ -189,7 +212,10 @@ impl KafkaConfig {
         let mut p = BTreeMap::new();
         p.insert("bootstrap.servers".into(), bootstrap.to_string());
         p.insert("client.id".into(), self.client_id.clone());
-        p.insert("security.protocol".into(), self.security_protocol.to_ascii_lowercase());
+        p.insert(
+            "security.protocol".into(),
+            self.security_protocol.to_ascii_lowercase(),
+        );
         let optional = [
             ("sasl.mechanism", &self.sasl_mechanism),
             ("sasl.username", &self.sasl_username),

@@ -39,12 +39,30 @@ impl DeadLetterInfo {
         let partition = self.partition.to_string();
         let offset = self.offset.to_string();
         OwnedHeaders::new()
-            .insert(Header { key: SOURCE_TOPIC, value: Some(self.topic.as_str()) })
-            .insert(Header { key: SOURCE_PARTITION, value: Some(partition.as_str()) })
-            .insert(Header { key: SOURCE_OFFSET, value: Some(offset.as_str()) })
-            .insert(Header { key: ERROR_CLASS, value: Some(self.error_class.as_str()) })
-            .insert(Header { key: ERROR_MESSAGE, value: Some(self.message.as_str()) })
-            .insert(Header { key: PROCESSOR, value: Some(self.processor.as_str()) })
+            .insert(Header {
+                key: SOURCE_TOPIC,
+                value: Some(self.topic.as_str()),
+            })
+            .insert(Header {
+                key: SOURCE_PARTITION,
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: SOURCE_OFFSET,
+                value: Some(offset.as_str()),
+            })
+            .insert(Header {
+                key: ERROR_CLASS,
+                value: Some(self.error_class.as_str()),
+            })
+            .insert(Header {
+                key: ERROR_MESSAGE,
+                value: Some(self.message.as_str()),
+            })
+            .insert(Header {
+                key: PROCESSOR,
+                value: Some(self.processor.as_str()),
+            })
     }
 
     /// Reads the information back from a dead-lettered message's headers.

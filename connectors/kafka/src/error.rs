@@ -37,6 +37,21 @@ pub enum KafkaError {
         /// Details.
         message: String,
     },
+    /// Encoding or decoding through the schema registry failed in a way that is not the
+    /// record's fault (the registry is down, or refused our own schema).
+    #[error(transparent)]
+    Schema(#[from] tradestream_schemas::SchemaError),
+    /// A processor core reported an error it cannot continue from.
+    #[error("processor {processor}: {message}")]
+    Processor {
+        /// Processor name.
+        processor: String,
+        /// The core's message.
+        message: String,
+    },
+    /// A record arrived on a topic the runner does not know.
+    #[error("record on unknown topic {0}")]
+    UnknownTopic(String),
     /// Local I/O (the broker's TCP listener).
     #[error("{context}: {source}")]
     Io {
@@ -51,19 +66,26 @@ pub enum KafkaError {
 impl KafkaError {
     /// Wraps a librdkafka error with context.
     pub fn client(context: impl Into<String>, source: RdError) -> Self {
-        Self::Client { context: context.into(), source }
+        Self::Client {
+            context: context.into(),
+            source,
+        }
     }
 
     /// How a runner should react.
     pub fn class(&self) -> ErrorClass {
         match self {
-            KafkaError::Config(_) | KafkaError::Mock(_) | KafkaError::Io { .. } => ErrorClass::Fatal,
+            KafkaError::Config(_) | KafkaError::Mock(_) | KafkaError::Io { .. } => {
+                ErrorClass::Fatal
+            }
             KafkaError::Provision { .. } => ErrorClass::Fatal,
             KafkaError::Unreachable { .. } => ErrorClass::Retryable,
+            KafkaError::Schema(e) => e.class(),
+            KafkaError::Processor { .. } | KafkaError::UnknownTopic(_) => ErrorClass::Fatal,
             KafkaError::Client { source, .. } => match source.rdkafka_error_code() {
-                Some(
-                    RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessage,
-                ) => ErrorClass::DeadLetter,
+                Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessage) => {
+                    ErrorClass::DeadLetter
+                }
                 Some(
                     RDKafkaErrorCode::Authentication
                     | RDKafkaErrorCode::SaslAuthenticationFailed

@@ -6,12 +6,16 @@ pub mod client;
 pub mod config;
 pub mod dlq;
 pub mod error;
+pub mod metrics;
 pub mod mock;
+pub mod runner;
 pub mod topics;
 
 pub use client::{ClusterHealth, Kafka, commit_offsets, committed_offsets};
 pub use config::KafkaConfig;
 pub use error::KafkaError;
+pub use metrics::Metrics;
 pub use mock::MockKafka;
-pub use topics::{Provisioned, TopicSpec, standard_topics};
 pub use rdkafka;
+pub use runner::{RunStats, RunnerConfig, run_processor};
+pub use topics::{Provisioned, TopicSpec, standard_topics};

@@ -11,15 +11,25 @@
 
 use crate::error::KafkaError;
 use rdkafka::mocking::MockCluster;
-use std::sync::mpsc;
 use std::sync::Mutex;
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 use tokio::net::{TcpListener, TcpStream};
 
 enum Command {
-    CreateTopic { name: String, partitions: i32, reply: mpsc::Sender<Result<(), String>> },
-    BrokerDown { broker: i32, reply: mpsc::Sender<Result<(), String>> },
-    BrokerUp { broker: i32, reply: mpsc::Sender<Result<(), String>> },
+    CreateTopic {
+        name: String,
+        partitions: i32,
+        reply: mpsc::Sender<Result<(), String>>,
+    },
+    BrokerDown {
+        broker: i32,
+        reply: mpsc::Sender<Result<(), String>>,
+    },
+    BrokerUp {
+        broker: i32,
+        reply: mpsc::Sender<Result<(), String>>,
+    },
     Stop,
 }
 
@@ -56,15 +66,21 @@ impl MockKafka {
                 let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
                 for cmd in rx {
                     match cmd {
-                        Command::CreateTopic { name, partitions, reply } => {
+                        Command::CreateTopic {
+                            name,
+                            partitions,
+                            reply,
+                        } => {
                             let r = cluster.create_topic(&name, partitions, 1);
                             let _ = reply.send(r.map_err(|e| e.to_string()));
                         }
                         Command::BrokerDown { broker, reply } => {
-                            let _ = reply.send(cluster.broker_down(broker).map_err(|e| e.to_string()));
+                            let _ =
+                                reply.send(cluster.broker_down(broker).map_err(|e| e.to_string()));
                         }
                         Command::BrokerUp { broker, reply } => {
-                            let _ = reply.send(cluster.broker_up(broker).map_err(|e| e.to_string()));
+                            let _ =
+                                reply.send(cluster.broker_up(broker).map_err(|e| e.to_string()));
                         }
                         Command::Stop => break,
                     }
@@ -75,7 +91,12 @@ impl MockKafka {
             .recv()
             .map_err(|_| KafkaError::Mock("mock thread exited during start".into()))?
             .map_err(KafkaError::Mock)?;
-        Ok(Self { bootstrap, brokers, commands: Mutex::new(tx), thread: Some(thread) })
+        Ok(Self {
+            bootstrap,
+            brokers,
+            commands: Mutex::new(tx),
+            thread: Some(thread),
+        })
     }
 
     /// The mock's bootstrap servers.
@@ -88,7 +109,10 @@ impl MockKafka {
         self.brokers
     }
 
-    fn call(&self, make: impl FnOnce(mpsc::Sender<Result<(), String>>) -> Command) -> Result<(), KafkaError> {
+    fn call(
+        &self,
+        make: impl FnOnce(mpsc::Sender<Result<(), String>>) -> Command,
+    ) -> Result<(), KafkaError> {
         let (reply, answer) = mpsc::channel();
         self.commands
             .lock()
@@ -104,7 +128,11 @@ impl MockKafka {
     /// Creates a topic (the mock's own API; it has no CreateTopics). Creating an existing
     /// topic is an error from the mock, which callers treat as "already exists".
     pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), KafkaError> {
-        self.call(|reply| Command::CreateTopic { name: name.to_string(), partitions, reply })
+        self.call(|reply| Command::CreateTopic {
+            name: name.to_string(),
+            partitions,
+            reply,
+        })
     }
 
     /// Takes a broker down (its connections are closed), for outage tests.
@@ -160,13 +188,20 @@ pub async fn forward(
 
 /// Binds the standalone broker's listener on 127.0.0.1:`port` (0 picks a free port).
 pub async fn bind_broker(port: u16) -> Result<TcpListener, KafkaError> {
-    TcpListener::bind(("127.0.0.1", port)).await.map_err(|source| KafkaError::Io {
-        context: format!("binding the broker port 127.0.0.1:{port}"),
-        source,
-    })
+    TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|source| KafkaError::Io {
+            context: format!("binding the broker port 127.0.0.1:{port}"),
+            source,
+        })
 }
 
 /// First address of a bootstrap list.
 pub fn first_bootstrap(bootstrap: &str) -> String {
-    bootstrap.split(',').next().unwrap_or(bootstrap).trim().to_string()
+    bootstrap
+        .split(',')
+        .next()
+        .unwrap_or(bootstrap)
+        .trim()
+        .to_string()
 }

@@ -43,7 +43,11 @@ pub fn standard_topics(config: &KafkaConfig) -> Vec<TopicSpec> {
             Topic::Orders | Topic::Fills => -1,
             _ => config.retention_ms,
         };
-        specs.push(TopicSpec { name: topic.name().into(), partitions: config.partitions, retention_ms });
+        specs.push(TopicSpec {
+            name: topic.name().into(),
+            partitions: config.partitions,
+            retention_ms,
+        });
         specs.push(TopicSpec {
             name: dlq_topic(topic.name()),
             partitions: 1,
@@ -55,14 +59,20 @@ pub fn standard_topics(config: &KafkaConfig) -> Vec<TopicSpec> {
 
 impl Kafka {
     /// Creates the topics that do not exist yet.
-    pub async fn provision(&self, specs: &[TopicSpec]) -> Result<Vec<(String, Provisioned)>, KafkaError> {
+    pub async fn provision(
+        &self,
+        specs: &[TopicSpec],
+    ) -> Result<Vec<(String, Provisioned)>, KafkaError> {
         // Ask first: existing topics are left alone, and a broker without CreateTopics (the
         // mock, or a shared `tradestream broker`) is then only asked for what is missing.
         let existing = self.health(Duration::from_secs(10)).await?.topics;
-        let (present, missing): (Vec<&TopicSpec>, Vec<&TopicSpec>) =
-            specs.iter().partition(|s| existing.iter().any(|(n, _)| n == &s.name));
-        let mut out: Vec<(String, Provisioned)> =
-            present.iter().map(|s| (s.name.clone(), Provisioned::Existed)).collect();
+        let (present, missing): (Vec<&TopicSpec>, Vec<&TopicSpec>) = specs
+            .iter()
+            .partition(|s| existing.iter().any(|(n, _)| n == &s.name));
+        let mut out: Vec<(String, Provisioned)> = present
+            .iter()
+            .map(|s| (s.name.clone(), Provisioned::Existed))
+            .collect();
         if missing.is_empty() {
             return Ok(out);
         }
@@ -114,7 +124,10 @@ impl Kafka {
                 }
                 Err((name, code)) if is_unsupported(Some(code)) => return Err(no_admin_api(name)),
                 Err((name, code)) => {
-                    return Err(KafkaError::Provision { topic: name, message: code.to_string() });
+                    return Err(KafkaError::Provision {
+                        topic: name,
+                        message: code.to_string(),
+                    });
                 }
             }
         }

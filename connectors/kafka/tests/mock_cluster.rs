@@ -15,7 +15,10 @@ use tradestream_kafka::{
 };
 
 fn config() -> KafkaConfig {
-    KafkaConfig { session_timeout_ms: 3_000, ..KafkaConfig::default() }
+    KafkaConfig {
+        session_timeout_ms: 3_000,
+        ..KafkaConfig::default()
+    }
 }
 
 async fn produce(kafka: &Kafka, topic: &str, n: usize) -> Result<()> {
@@ -24,7 +27,10 @@ async fn produce(kafka: &Kafka, topic: &str, n: usize) -> Result<()> {
         let key = format!("k{}", i % 3);
         let value = format!("v{i}");
         producer
-            .send(FutureRecord::to(topic).key(&key).payload(&value), Duration::from_secs(10))
+            .send(
+                FutureRecord::to(topic).key(&key).payload(&value),
+                Duration::from_secs(10),
+            )
             .await
             .map_err(|(e, _)| e)
             .context("produce")?;
@@ -33,7 +39,12 @@ async fn produce(kafka: &Kafka, topic: &str, n: usize) -> Result<()> {
 }
 
 /// Reads `n` messages (value strings) with one consumer of `group`, committing after each.
-async fn consume_and_commit(kafka: &Kafka, topic: &str, group: &str, n: usize) -> Result<Vec<String>> {
+async fn consume_and_commit(
+    kafka: &Kafka,
+    topic: &str,
+    group: &str,
+    n: usize,
+) -> Result<Vec<String>> {
     let consumer = Arc::new(kafka.consumer(group)?);
     consumer.subscribe(&[topic])?;
     let mut out = Vec::new();
@@ -57,12 +68,24 @@ async fn provisions_topics_once_with_partition_counts() -> Result<()> {
     let kafka = Kafka::connect(config())?;
     let specs = standard_topics(kafka.config());
     let first = kafka.provision(&specs).await?;
-    assert!(first.iter().all(|(_, p)| *p == Provisioned::Created), "{first:?}");
+    assert!(
+        first.iter().all(|(_, p)| *p == Provisioned::Created),
+        "{first:?}"
+    );
     let again = kafka.provision(&specs).await?;
-    assert!(again.iter().all(|(_, p)| *p == Provisioned::Existed), "{again:?}");
+    assert!(
+        again.iter().all(|(_, p)| *p == Provisioned::Existed),
+        "{again:?}"
+    );
     let health = kafka.health(Duration::from_secs(10)).await?;
     assert_eq!(health.brokers, 1);
-    let md = |name: &str| health.topics.iter().find(|(n, _)| n == name).map(|(_, p)| *p);
+    let md = |name: &str| {
+        health
+            .topics
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| *p)
+    };
     assert_eq!(md("market_data"), Some(6));
     assert_eq!(md("fills"), Some(6));
     assert_eq!(md("market_data.dlq"), Some(1));
@@ -72,11 +95,20 @@ async fn provisions_topics_once_with_partition_counts() -> Result<()> {
 #[tokio::test]
 async fn consumer_resumes_from_committed_offsets() -> Result<()> {
     let kafka = Kafka::connect(config())?;
-    kafka.provision(&[TopicSpec { name: "t".into(), partitions: 1, retention_ms: -1 }]).await?;
+    kafka
+        .provision(&[TopicSpec {
+            name: "t".into(),
+            partitions: 1,
+            retention_ms: -1,
+        }])
+        .await?;
     produce(&kafka, "t", 10).await?;
     let first = consume_and_commit(&kafka, "t", "g1", 4).await?;
     assert_eq!(first, ["v0", "v1", "v2", "v3"]);
-    assert_eq!(committed_offsets(&kafka, "g1", "t", 1).await?, vec![Some(4)]);
+    assert_eq!(
+        committed_offsets(&kafka, "g1", "t", 1).await?,
+        vec![Some(4)]
+    );
     // A new member of the same group continues where the first stopped: nothing re-read.
     let rest = consume_and_commit(&kafka, "t", "g1", 6).await?;
     assert_eq!(rest, ["v4", "v5", "v6", "v7", "v8", "v9"]);
@@ -103,7 +135,10 @@ async fn shared_broker_is_reachable_through_its_fixed_port() -> Result<()> {
         ..config()
     })?;
     let health = client.health(Duration::from_secs(10)).await?;
-    assert!(health.topics.iter().any(|(n, p)| n == "shared" && *p == 2), "{health:?}");
+    assert!(
+        health.topics.iter().any(|(n, p)| n == "shared" && *p == 2),
+        "{health:?}"
+    );
     produce(&client, "shared", 3).await?;
     let got = consume_and_commit(&client, "shared", "g", 3).await?;
     assert_eq!(got.len(), 3);
@@ -115,7 +150,13 @@ async fn shared_broker_is_reachable_through_its_fixed_port() -> Result<()> {
 #[tokio::test]
 async fn dead_letter_headers_survive_the_broker() -> Result<()> {
     let kafka = Kafka::connect(config())?;
-    kafka.provision(&[TopicSpec { name: "x.dlq".into(), partitions: 1, retention_ms: -1 }]).await?;
+    kafka
+        .provision(&[TopicSpec {
+            name: "x.dlq".into(),
+            partitions: 1,
+            retention_ms: -1,
+        }])
+        .await?;
     let info = DeadLetterInfo {
         topic: "x".into(),
         partition: 0,
@@ -127,7 +168,10 @@ async fn dead_letter_headers_survive_the_broker() -> Result<()> {
     kafka
         .producer()?
         .send(
-            FutureRecord::to("x.dlq").key("k").payload(&b"\x07junk"[..]).headers(info.headers()),
+            FutureRecord::to("x.dlq")
+                .key("k")
+                .payload(&b"\x07junk"[..])
+                .headers(info.headers()),
             Duration::from_secs(10),
         )
         .await
@@ -145,8 +189,14 @@ async fn health_check_fails_clearly_when_nothing_listens() -> Result<()> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     drop(listener);
-    let kafka = Kafka::connect(KafkaConfig { brokers: Some(format!("127.0.0.1:{port}")), ..config() })?;
-    let err = kafka.health(Duration::from_secs(2)).await.expect_err("nothing listens");
+    let kafka = Kafka::connect(KafkaConfig {
+        brokers: Some(format!("127.0.0.1:{port}")),
+        ..config()
+    })?;
+    let err = kafka
+        .health(Duration::from_secs(2))
+        .await
+        .expect_err("nothing listens");
     assert_eq!(err.class(), tradestream_schemas::ErrorClass::Retryable);
     assert!(err.to_string().contains(&port.to_string()), "{err}");
     Ok(())
@@ -154,7 +204,10 @@ async fn health_check_fails_clearly_when_nothing_listens() -> Result<()> {
 
 #[test]
 fn invalid_config_names_settings() {
-    let err = Kafka::connect(KafkaConfig { brokers: Some("nope".into()), ..config() })
-        .expect_err("invalid");
+    let err = Kafka::connect(KafkaConfig {
+        brokers: Some("nope".into()),
+        ..config()
+    })
+    .expect_err("invalid");
     assert!(err.to_string().contains("KAFKA_BROKERS"), "{err}");
 }

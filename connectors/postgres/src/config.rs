@@ -97,7 +97,10 @@ impl PostgresConfig {
 
     /// Overrides fields from environment variables read through `lookup`; reports every
     /// unparsable variable at once. Empty variables count as unset.
-    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), Vec<String>> {
+    pub fn apply_env(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), Vec<String>> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let mut problems = Vec::new();
         if let Some(v) = get(ENV_DATABASE_URL) {
@@ -109,7 +112,9 @@ impl PostgresConfig {
         if let Some(v) = get(ENV_PORT) {
             match v.trim().parse::<u16>() {
                 Ok(p) => self.port = Some(p),
-                Err(_) => problems.push(format!("{ENV_PORT}: expected a port number 1-65535, got {v:?}")),
+                Err(_) => problems.push(format!(
+                    "{ENV_PORT}: expected a port number 1-65535, got {v:?}"
+                )),
             }
         }
         if let Some(v) = get(ENV_OS_USER) {
@@ -129,10 +134,16 @@ impl PostgresConfig {
         if let Some(v) = get(ENV_EPHEMERAL) {
             match parse_bool(&v) {
                 Some(b) => self.ephemeral = b,
-                None => problems.push(format!("{ENV_EPHEMERAL}: expected true or false, got {v:?}")),
+                None => problems.push(format!(
+                    "{ENV_EPHEMERAL}: expected true or false, got {v:?}"
+                )),
             }
         }
-        if problems.is_empty() { Ok(()) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
     }
 
     /// Checks every setting and reports all problems at once, each naming its setting.
@@ -145,12 +156,16 @@ impl PostgresConfig {
                     crate::redact_url(url)
                 ));
             } else if let Err(e) = sqlx::postgres::PgConnectOptions::from_str(url) {
-                problems.push(format!("{ENV_DATABASE_URL} (database_url): cannot be parsed: {e}"));
+                problems.push(format!(
+                    "{ENV_DATABASE_URL} (database_url): cannot be parsed: {e}"
+                ));
             }
         }
         if let Some(dir) = &self.data_dir {
             if dir.as_os_str().is_empty() {
-                problems.push(format!("{ENV_DATA_DIR} (data_dir): must not be empty when set"));
+                problems.push(format!(
+                    "{ENV_DATA_DIR} (data_dir): must not be empty when set"
+                ));
             } else if dir.exists() && !dir.is_dir() {
                 problems.push(format!(
                     "{ENV_DATA_DIR} (data_dir): {} exists and is not a directory",
@@ -165,20 +180,22 @@ impl PostgresConfig {
         }
         if let Some(user) = &self.os_user {
             if user.trim().is_empty() || user.contains(char::is_whitespace) {
-                problems.push(format!("{ENV_OS_USER} (os_user): not a user name: {user:?}"));
+                problems.push(format!(
+                    "{ENV_OS_USER} (os_user): not a user name: {user:?}"
+                ));
             } else if user == "root" {
                 problems.push(format!(
                     "{ENV_OS_USER} (os_user): PostgreSQL refuses to run as root; name an unprivileged user"
                 ));
             }
         }
-        if let Some(dir) = &self.bin_dir {
-            if !dir.is_dir() {
-                problems.push(format!(
-                    "{ENV_BIN_DIR} (bin_dir): {} is not a directory (install Debian package postgresql or point it at the directory holding initdb and pg_ctl)",
-                    dir.display()
-                ));
-            }
+        if let Some(dir) = &self.bin_dir
+            && !dir.is_dir()
+        {
+            problems.push(format!(
+                "{ENV_BIN_DIR} (bin_dir): {} is not a directory (install Debian package postgresql or point it at the directory holding initdb and pg_ctl)",
+                dir.display()
+            ));
         }
         if self.max_connections == 0 || self.max_connections > MAX_POOL_SIZE {
             problems.push(format!(
@@ -186,7 +203,11 @@ impl PostgresConfig {
                 self.max_connections
             ));
         }
-        if problems.is_empty() { Ok(()) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
     }
 
     /// The data directory of the private cluster, default applied (maybe relative).
@@ -213,7 +234,10 @@ mod tests {
         let c = PostgresConfig::default();
         assert_eq!(c.max_connections, 10);
         assert!(!c.ephemeral);
-        assert_eq!(c.effective_data_dir(), PathBuf::from(".tradestream/postgres"));
+        assert_eq!(
+            c.effective_data_dir(),
+            PathBuf::from(".tradestream/postgres")
+        );
         assert_eq!(c.validate(), Ok(()));
     }
 
@@ -260,12 +284,18 @@ mod tests {
 
     #[test]
     fn validate_refuses_an_unparsable_url_and_redacts_passwords() {
-        let c = PostgresConfig { database_url: Some("postgres://u:pw@h:notaport/db".into()), ..Default::default() };
+        let c = PostgresConfig {
+            database_url: Some("postgres://u:pw@h:notaport/db".into()),
+            ..Default::default()
+        };
         let problems = c.validate().expect_err("invalid");
         assert_eq!(problems.len(), 1);
         assert!(problems[0].contains("DATABASE_URL"), "{problems:?}");
 
-        let c = PostgresConfig { database_url: Some("http://u:secret@h/db".into()), ..Default::default() };
+        let c = PostgresConfig {
+            database_url: Some("http://u:secret@h/db".into()),
+            ..Default::default()
+        };
         let problems = c.validate().expect_err("invalid");
         assert!(!problems[0].contains("secret"), "{problems:?}");
     }
@@ -280,14 +310,19 @@ mod tests {
         ]
         .into();
         let mut c = PostgresConfig::default();
-        c.apply_env(|k| env.get(k).map(|v| v.to_string())).expect("valid env");
+        c.apply_env(|k| env.get(k).map(|v| v.to_string()))
+            .expect("valid env");
         assert_eq!(c.database_url.as_deref(), Some("postgres://a@b/c"));
         assert_eq!(c.data_dir, Some(PathBuf::from("/tmp/x")));
         assert_eq!(c.os_user.as_deref(), Some("pguser"));
         assert_eq!(c.bin_dir, None, "empty variables count as unset");
 
-        let env: HashMap<&str, &str> =
-            [(ENV_PORT, "99999"), (ENV_MAX_CONNECTIONS, "-1"), (ENV_EPHEMERAL, "maybe")].into();
+        let env: HashMap<&str, &str> = [
+            (ENV_PORT, "99999"),
+            (ENV_MAX_CONNECTIONS, "-1"),
+            (ENV_EPHEMERAL, "maybe"),
+        ]
+        .into();
         let problems = PostgresConfig::default()
             .apply_env(|k| env.get(k).map(|v| v.to_string()))
             .expect_err("bad env");
@@ -298,7 +333,8 @@ mod tests {
 
         let env: HashMap<&str, &str> = [(ENV_EPHEMERAL, "yes"), (ENV_PORT, "6000")].into();
         let mut c = PostgresConfig::default();
-        c.apply_env(|k| env.get(k).map(|v| v.to_string())).expect("valid env");
+        c.apply_env(|k| env.get(k).map(|v| v.to_string()))
+            .expect("valid env");
         assert!(c.ephemeral);
         assert_eq!(c.port, Some(6000));
     }

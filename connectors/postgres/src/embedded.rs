@@ -36,8 +36,7 @@ const PG_CTL_TIMEOUT_SECS: &str = "60";
 /// Start attempts: another process may grab the port we picked, or the backends of a killed
 /// server may still hold its shared memory for a moment.
 const START_ATTEMPTS: usize = 3;
-const NOT_FOUND_HINT: &str =
-    "install Debian package postgresql or set TRADESTREAM_PG_BIN_DIR (bin_dir) to the directory holding initdb and pg_ctl";
+const NOT_FOUND_HINT: &str = "install Debian package postgresql or set TRADESTREAM_PG_BIN_DIR (bin_dir) to the directory holding initdb and pg_ctl";
 
 /// The unprivileged account PostgreSQL runs as when we are root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,12 +77,22 @@ impl EmbeddedPostgres {
         Self::start_with(config, StartOptions::default())
     }
 
-    pub(crate) fn start_with(config: &PostgresConfig, options: StartOptions) -> Result<Self, PostgresError> {
+    pub(crate) fn start_with(
+        config: &PostgresConfig,
+        options: StartOptions,
+    ) -> Result<Self, PostgresError> {
         config.validate().map_err(PostgresError::Config)?;
         let bin_dir = resolve_bin_dir(config.bin_dir.as_deref())?;
-        let run_as = if running_as_root() { Some(resolve_os_user(config.os_user.as_deref())?) } else { None };
+        let run_as = if running_as_root() {
+            Some(resolve_os_user(config.os_user.as_deref())?)
+        } else {
+            None
+        };
         let data_dir = std::path::absolute(config.effective_data_dir()).map_err(|e| {
-            PostgresError::embedded("resolving data_dir", format!("{}: {e}", config.effective_data_dir().display()))
+            PostgresError::embedded(
+                "resolving data_dir",
+                format!("{}: {e}", config.effective_data_dir().display()),
+            )
         })?;
 
         let mut pg = EmbeddedPostgres {
@@ -159,7 +168,16 @@ impl EmbeddedPostgres {
         }
         let out = self.run_pg(
             "pg_ctl",
-            &["stop", "-D", path_str(&self.data_dir)?, "-m", "fast", "-w", "-t", PG_CTL_TIMEOUT_SECS],
+            &[
+                "stop",
+                "-D",
+                path_str(&self.data_dir)?,
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                PG_CTL_TIMEOUT_SECS,
+            ],
         )?;
         if !out.status.success() {
             return Err(PostgresError::embedded(
@@ -170,7 +188,10 @@ impl EmbeddedPostgres {
         tracing::info!(data_dir = %self.data_dir.display(), "private PostgreSQL cluster stopped");
         if self.ephemeral {
             fs::remove_dir_all(&self.data_dir).map_err(|e| {
-                PostgresError::embedded("removing the ephemeral data dir", format!("{}: {e}", self.data_dir.display()))
+                PostgresError::embedded(
+                    "removing the ephemeral data dir",
+                    format!("{}: {e}", self.data_dir.display()),
+                )
             })?;
         }
         Ok(())
@@ -181,7 +202,10 @@ impl EmbeddedPostgres {
     fn prepare_data_dir(&self) -> Result<(), PostgresError> {
         let dir = &self.data_dir;
         let io = |what: &str, e: std::io::Error| {
-            PostgresError::embedded("preparing the data dir", format!("{what} {}: {e}", dir.display()))
+            PostgresError::embedded(
+                "preparing the data dir",
+                format!("{what} {}: {e}", dir.display()),
+            )
         };
         if dir.join("PG_VERSION").is_file() {
             if let Some(user) = &self.run_as {
@@ -195,7 +219,11 @@ impl EmbeddedPostgres {
         }
 
         fs::create_dir_all(dir).map_err(|e| io("creating", e))?;
-        if fs::read_dir(dir).map_err(|e| io("reading", e))?.next().is_some() {
+        if fs::read_dir(dir)
+            .map_err(|e| io("reading", e))?
+            .next()
+            .is_some()
+        {
             return Err(PostgresError::embedded(
                 "preparing the data dir",
                 format!(
@@ -205,10 +233,17 @@ impl EmbeddedPostgres {
             ));
         }
         // PostgreSQL refuses a data directory others can read.
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| io("restricting", e))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| io("restricting", e))?;
         if let Some(user) = &self.run_as {
-            std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid)).map_err(|e| io("changing the owner of", e))?;
-            let probe = self.pg_command_raw("sh", &["-c", "test -w \"$0\" && test -x \"$0\"", path_str(dir)?]).output();
+            std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid))
+                .map_err(|e| io("changing the owner of", e))?;
+            let probe = self
+                .pg_command_raw(
+                    "sh",
+                    &["-c", "test -w \"$0\" && test -x \"$0\"", path_str(dir)?],
+                )
+                .output();
             if !probe.map(|o| o.status.success()).unwrap_or(false) {
                 return Err(PostgresError::embedded(
                     "preparing the data dir",
@@ -266,18 +301,25 @@ impl EmbeddedPostgres {
         };
         let mut lines = text.lines();
         let pid = lines.next().and_then(|l| l.trim().parse::<u32>().ok());
-        let port = text.lines().nth(3).and_then(|l| l.trim().parse::<u16>().ok());
-        if let (Some(pid), Some(port)) = (pid, port) {
-            if is_postgres_process(pid) {
-                let status = self.run_pg("pg_ctl", &["status", "-D", path_str(&self.data_dir)?])?;
-                if status.status.success() {
-                    return Ok(Some(port));
-                }
-            }
+        let port = text
+            .lines()
+            .nth(3)
+            .and_then(|l| l.trim().parse::<u16>().ok());
+        if let (Some(pid), Some(port)) = (pid, port)
+            && is_postgres_process(pid)
+            && self
+                .run_pg("pg_ctl", &["status", "-D", path_str(&self.data_dir)?])?
+                .status
+                .success()
+        {
+            return Ok(Some(port));
         }
         tracing::warn!(pid_file = %pid_file.display(), "removing a stale postmaster.pid left by a killed run");
         fs::remove_file(&pid_file).map_err(|e| {
-            PostgresError::embedded("removing stale postmaster.pid", format!("{}: {e}", pid_file.display()))
+            PostgresError::embedded(
+                "removing stale postmaster.pid",
+                format!("{}: {e}", pid_file.display()),
+            )
         })?;
         Ok(None)
     }
@@ -309,7 +351,8 @@ impl EmbeddedPostgres {
                 return Ok(());
             }
             let tail = self.log_tail();
-            let port_taken = tail.contains("could not bind") || tail.contains("Address already in use");
+            let port_taken =
+                tail.contains("could not bind") || tail.contains("Address already in use");
             // Backends of a killed server exit when they notice; until then they hold its
             // shared memory.
             let orphans_exiting = tail.contains("pre-existing shared memory block");
@@ -318,20 +361,27 @@ impl EmbeddedPostgres {
                 format!("port {}: {}{tail}", self.port, output_text(&out)),
             ));
             if orphans_exiting {
-                tracing::warn!("processes of a killed PostgreSQL still hold its shared memory; retrying");
+                tracing::warn!(
+                    "processes of a killed PostgreSQL still hold its shared memory; retrying"
+                );
                 std::thread::sleep(std::time::Duration::from_secs(1));
                 continue;
             }
             if !port_taken || configured_port.is_some() {
                 break;
             }
-            tracing::warn!(port = self.port, "port taken while starting PostgreSQL; trying another");
+            tracing::warn!(
+                port = self.port,
+                "port taken while starting PostgreSQL; trying another"
+            );
         }
-        Err(last_error.unwrap_or_else(|| PostgresError::embedded("pg_ctl start", "no attempt made")))
+        Err(last_error
+            .unwrap_or_else(|| PostgresError::embedded("pg_ctl start", "no attempt made")))
     }
 
     fn write_conf(&self) -> Result<(), PostgresError> {
-        let socket_path_len = self.data_dir.as_os_str().len() + format!("/.s.PGSQL.{}", self.port).len();
+        let socket_path_len =
+            self.data_dir.as_os_str().len() + format!("/.s.PGSQL.{}", self.port).len();
         let socket_dir = if socket_path_len <= MAX_SOCKET_PATH {
             path_str(&self.data_dir)?.replace('\'', "''")
         } else {
@@ -357,11 +407,17 @@ impl EmbeddedPostgres {
     /// Creates `name` unless it exists.
     fn create_database(&self, name: &str) -> Result<(), PostgresError> {
         let port = self.port.to_string();
-        let out = self.run_pg("createdb", &["-h", "127.0.0.1", "-p", &port, "-U", SUPERUSER, name])?;
+        let out = self.run_pg(
+            "createdb",
+            &["-h", "127.0.0.1", "-p", &port, "-U", SUPERUSER, name],
+        )?;
         if out.status.success() || output_text(&out).contains("already exists") {
             Ok(())
         } else {
-            Err(PostgresError::embedded(format!("createdb {name}"), output_text(&out)))
+            Err(PostgresError::embedded(
+                format!("createdb {name}"),
+                output_text(&out),
+            ))
         }
     }
 
@@ -377,7 +433,14 @@ impl EmbeddedPostgres {
         let ephemeral = if self.ephemeral { "1" } else { "0" };
         self.pg_command_raw(
             "sh",
-            &["-c", script, &parent, path_str(&pg_ctl)?, path_str(&self.data_dir)?, ephemeral],
+            &[
+                "-c",
+                script,
+                &parent,
+                path_str(&pg_ctl)?,
+                path_str(&self.data_dir)?,
+                ephemeral,
+            ],
         )
         .process_group(0)
         .stdin(Stdio::null())
@@ -393,7 +456,12 @@ impl EmbeddedPostgres {
         self.pg_command_raw(path_str(&program)?, args)
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| PostgresError::embedded(binary.to_string(), format!("cannot run {}: {e}", program.display())))
+            .map_err(|e| {
+                PostgresError::embedded(
+                    binary.to_string(),
+                    format!("cannot run {}: {e}", program.display()),
+                )
+            })
     }
 
     fn pg_command_raw(&self, program: &str, args: &[&str]) -> Command {
@@ -410,14 +478,19 @@ impl EmbeddedPostgres {
             .env_remove("PGPASSWORD");
         if let Some(user) = &self.run_as {
             // std drops root's supplementary groups when it switches the uid.
-            cmd.uid(user.uid).gid(user.gid).env("HOME", "/").env("USER", &user.name);
+            cmd.uid(user.uid)
+                .gid(user.gid)
+                .env("HOME", "/")
+                .env("USER", &user.name);
         }
         cmd
     }
 
     /// Writes (or appends to) a file in the data dir, owned by the PostgreSQL user.
     fn write_owned(&self, path: &Path, text: &str, append: bool) -> Result<(), PostgresError> {
-        let err = |e: std::io::Error| PostgresError::embedded("writing configuration", format!("{}: {e}", path.display()));
+        let err = |e: std::io::Error| {
+            PostgresError::embedded("writing configuration", format!("{}: {e}", path.display()))
+        };
         let mut f = fs::OpenOptions::new()
             .create(true)
             .write(true)
@@ -454,8 +527,12 @@ impl Drop for EmbeddedPostgres {
 }
 
 fn path_str(p: &Path) -> Result<&str, PostgresError> {
-    p.to_str()
-        .ok_or_else(|| PostgresError::embedded("resolving paths", format!("{} is not valid UTF-8", p.display())))
+    p.to_str().ok_or_else(|| {
+        PostgresError::embedded(
+            "resolving paths",
+            format!("{} is not valid UTF-8", p.display()),
+        )
+    })
 }
 
 fn output_text(out: &Output) -> String {
@@ -490,7 +567,11 @@ fn id_number(flag: &str, user: Option<&str>) -> Option<u32> {
 }
 
 fn lookup_user(name: &str) -> Option<OsUser> {
-    Some(OsUser { name: name.to_string(), uid: id_number("-u", Some(name))?, gid: id_number("-g", Some(name))? })
+    Some(OsUser {
+        name: name.to_string(),
+        uid: id_number("-u", Some(name))?,
+        gid: id_number("-g", Some(name))?,
+    })
 }
 
 fn resolve_os_user(configured: Option<&str>) -> Result<OsUser, PostgresError> {
@@ -521,10 +602,13 @@ pub fn resolve_bin_dir(configured: Option<&Path>) -> Result<PathBuf, PostgresErr
         return check_bin_dir(dir).map(|()| dir.to_path_buf());
     }
     let mut candidates = Vec::new();
-    if let Ok(out) = Command::new("pg_config").arg("--bindir").stderr(Stdio::null()).output() {
-        if out.status.success() {
-            candidates.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
-        }
+    if let Ok(out) = Command::new("pg_config")
+        .arg("--bindir")
+        .stderr(Stdio::null())
+        .output()
+        && out.status.success()
+    {
+        candidates.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
     }
     let mut versioned: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
         .into_iter()
@@ -535,7 +619,7 @@ pub fn resolve_bin_dir(configured: Option<&Path>) -> Result<PathBuf, PostgresErr
             Some((version, e.path().join("bin")))
         })
         .collect();
-    versioned.sort_by(|a, b| b.0.cmp(&a.0));
+    versioned.sort_by_key(|v| std::cmp::Reverse(v.0));
     candidates.extend(versioned.into_iter().map(|(_, p)| p));
     if let Some(path) = std::env::var_os("PATH") {
         candidates.extend(std::env::split_paths(&path));
@@ -549,7 +633,11 @@ pub fn resolve_bin_dir(configured: Option<&Path>) -> Result<PathBuf, PostgresErr
 }
 
 fn check_bin_dir(dir: &Path) -> Result<(), PostgresError> {
-    let missing: Vec<&str> = REQUIRED_BINARIES.iter().copied().filter(|b| !dir.join(b).is_file()).collect();
+    let missing: Vec<&str> = REQUIRED_BINARIES
+        .iter()
+        .copied()
+        .filter(|b| !dir.join(b).is_file())
+        .collect();
     if missing.is_empty() {
         Ok(())
     } else {
@@ -590,12 +678,19 @@ mod tests {
     use super::*;
 
     fn config_in(dir: &Path) -> PostgresConfig {
-        PostgresConfig { data_dir: Some(dir.join("data")), ephemeral: false, ..Default::default() }
+        PostgresConfig {
+            data_dir: Some(dir.join("data")),
+            ephemeral: false,
+            ..Default::default()
+        }
     }
 
     /// A scratch directory the PostgreSQL user can reach when we run as root.
     fn scratch() -> tempfile::TempDir {
-        let dir = tempfile::Builder::new().prefix("tradestream-embedded-test-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("tradestream-embedded-test-")
+            .tempdir()
+            .expect("tempdir");
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
         dir
     }
@@ -607,13 +702,20 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.starts_with("PostgreSQL binaries not found"), "{msg}");
         assert!(msg.contains("initdb") && msg.contains("pg_ctl"), "{msg}");
-        assert!(msg.contains("postgresql") && msg.contains("TRADESTREAM_PG_BIN_DIR"), "{msg}");
+        assert!(
+            msg.contains("postgresql") && msg.contains("TRADESTREAM_PG_BIN_DIR"),
+            "{msg}"
+        );
         assert_eq!(err.class(), tradestream_schemas::ErrorClass::Fatal);
     }
 
     #[test]
     fn invalid_config_is_refused_before_anything_runs() {
-        let config = PostgresConfig { port: Some(0), max_connections: 0, ..Default::default() };
+        let config = PostgresConfig {
+            port: Some(0),
+            max_connections: 0,
+            ..Default::default()
+        };
         match EmbeddedPostgres::start(&config) {
             Err(PostgresError::Config(problems)) => assert_eq!(problems.len(), 2, "{problems:?}"),
             other => panic!("expected a config error, got {other:?}"),
@@ -627,12 +729,19 @@ mod tests {
 
         let pg = EmbeddedPostgres::start(&config).expect("start");
         assert!(pg.is_owned());
-        assert!(pg.url().starts_with("postgres://postgres@127.0.0.1:"), "{}", pg.url());
+        assert!(
+            pg.url().starts_with("postgres://postgres@127.0.0.1:"),
+            "{}",
+            pg.url()
+        );
         assert!(pg.url().ends_with("/tradestream"));
         let data_dir = pg.data_dir().to_path_buf();
         assert!(data_dir.join("PG_VERSION").is_file());
         let hba = fs::read_to_string(data_dir.join("pg_hba.conf")).expect("hba");
-        assert!(hba.contains("127.0.0.1/32 trust") && !hba.contains("0.0.0.0"), "{hba}");
+        assert!(
+            hba.contains("127.0.0.1/32 trust") && !hba.contains("0.0.0.0"),
+            "{hba}"
+        );
         // Listening on the port we were told.
         assert!(std::net::TcpStream::connect(("127.0.0.1", pg.port())).is_ok());
 
@@ -651,7 +760,10 @@ mod tests {
             .next()
             .and_then(|l| l.parse().ok())
             .expect("pid");
-        let status = Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill");
+        let status = Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .expect("kill");
         assert!(status.success());
         for _ in 0..100 {
             if !is_postgres_process(pid as u32) {
@@ -659,7 +771,10 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        assert!(data_dir.join("postmaster.pid").exists(), "the killed server leaves its pid file");
+        assert!(
+            data_dir.join("postmaster.pid").exists(),
+            "the killed server leaves its pid file"
+        );
         std::mem::forget(pg); // its Drop would try to stop the dead server
 
         let restarted = EmbeddedPostgres::start(&config).expect("restart after kill");
@@ -669,13 +784,19 @@ mod tests {
         restarted.stop().expect("stop");
         assert!(!data_dir.join("postmaster.pid").exists());
         assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
-        assert!(data_dir.join("PG_VERSION").is_file(), "not ephemeral: data kept");
+        assert!(
+            data_dir.join("PG_VERSION").is_file(),
+            "not ephemeral: data kept"
+        );
     }
 
     #[test]
     fn ephemeral_cluster_is_deleted_on_drop() {
         let dir = scratch();
-        let config = PostgresConfig { ephemeral: true, ..config_in(dir.path()) };
+        let config = PostgresConfig {
+            ephemeral: true,
+            ..config_in(dir.path())
+        };
         let pg = EmbeddedPostgres::start(&config).expect("start");
         let data_dir = pg.data_dir().to_path_buf();
         let port = pg.port();

@@ -126,7 +126,11 @@ pub enum PostgresError {
     Client(#[source] sqlx::Error),
 }
 
-fn fmt_where(table: &Option<String>, field: &Option<String>, constraint: &Option<String>) -> String {
+fn fmt_where(
+    table: &Option<String>,
+    field: &Option<String>,
+    constraint: &Option<String>,
+) -> String {
     let mut s = String::new();
     match (table, field) {
         (Some(t), Some(f)) => s.push_str(&format!(" in {t}.{f}")),
@@ -172,7 +176,10 @@ impl PostgresError {
     }
 
     pub(crate) fn embedded(action: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Embedded { action: action.into(), message: message.into() }
+        Self::Embedded {
+            action: action.into(),
+            message: message.into(),
+        }
     }
 
     /// Maps a driver error to a domain error. The single place where SQLSTATEs and constraint
@@ -182,7 +189,10 @@ impl PostgresError {
             sqlx::Error::Database(db) => {
                 let Some(pg) = db.try_downcast_ref::<PgDatabaseError>() else {
                     let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-                    return Self::Database { code, message: db.message().to_string() };
+                    return Self::Database {
+                        code,
+                        message: db.message().to_string(),
+                    };
                 };
                 from_pg(pg)
             }
@@ -209,16 +219,23 @@ fn from_pg(pg: &PgDatabaseError) -> PostgresError {
     let message = pg.message().to_string();
     let table = pg.table().map(str::to_string);
     let constraint = pg.constraint().map(str::to_string);
-    let field = pg
-        .column()
-        .map(str::to_string)
-        .or_else(|| constraint.as_deref().and_then(|c| column_of_constraint(c, table.as_deref())));
+    let field = pg.column().map(str::to_string).or_else(|| {
+        constraint
+            .as_deref()
+            .and_then(|c| column_of_constraint(c, table.as_deref()))
+    });
     match code {
-        SQLSTATE_INVALID_ORDER => PostgresError::InvalidOrder { field, reason: message },
-        SQLSTATE_UNKNOWN_ACCOUNT => {
-            PostgresError::UnknownAccount { account: pg.detail().unwrap_or_default().to_string() }
-        }
-        SQLSTATE_INVALID_ARGUMENT => PostgresError::InvalidArgument { argument: field, reason: message },
+        SQLSTATE_INVALID_ORDER => PostgresError::InvalidOrder {
+            field,
+            reason: message,
+        },
+        SQLSTATE_UNKNOWN_ACCOUNT => PostgresError::UnknownAccount {
+            account: pg.detail().unwrap_or_default().to_string(),
+        },
+        SQLSTATE_INVALID_ARGUMENT => PostgresError::InvalidArgument {
+            argument: field,
+            reason: message,
+        },
         SQLSTATE_INSUFFICIENT_FUNDS => PostgresError::InsufficientFunds {
             account: pg.detail().unwrap_or_default().to_string(),
             reason: message,
@@ -233,21 +250,38 @@ fn from_pg(pg: &PgDatabaseError) -> PostgresError {
             (Some(c), Some(detail))
                 if c.ends_with("_account_id_fkey") && detail.contains("is not present") =>
             {
-                PostgresError::UnknownAccount { account: key_value(detail).unwrap_or_default() }
+                PostgresError::UnknownAccount {
+                    account: key_value(detail).unwrap_or_default(),
+                }
             }
-            _ => PostgresError::InvalidData { table, field, constraint, message: detail_or(pg, message) },
+            _ => PostgresError::InvalidData {
+                table,
+                field,
+                constraint,
+                message: detail_or(pg, message),
+            },
         },
         // check_violation on orders is an invalid order; elsewhere, invalid data.
-        "23514" if table.as_deref() == Some("orders") => {
-            PostgresError::InvalidOrder { field, reason: message }
-        }
-        "40001" | "40P01" => PostgresError::Conflict { code: code.to_string(), message },
+        "23514" if table.as_deref() == Some("orders") => PostgresError::InvalidOrder {
+            field,
+            reason: message,
+        },
+        "40001" | "40P01" => PostgresError::Conflict {
+            code: code.to_string(),
+            message,
+        },
         // Other integrity violations (not null, check, exclusion) and data exceptions (bad
         // number, value out of range, division by zero...) are caused by the record's content.
-        c if c.starts_with("23") || c.starts_with("22") => {
-            PostgresError::InvalidData { table, field, constraint, message }
-        }
-        c => PostgresError::Database { code: c.to_string(), message },
+        c if c.starts_with("23") || c.starts_with("22") => PostgresError::InvalidData {
+            table,
+            field,
+            constraint,
+            message,
+        },
+        c => PostgresError::Database {
+            code: c.to_string(),
+            message,
+        },
     }
 }
 
@@ -295,7 +329,10 @@ mod tests {
 
     #[test]
     fn constraint_names_yield_columns() {
-        assert_eq!(column_of_constraint("orders_quantity_positive", Some("orders")).as_deref(), Some("quantity"));
+        assert_eq!(
+            column_of_constraint("orders_quantity_positive", Some("orders")).as_deref(),
+            Some("quantity")
+        );
         assert_eq!(
             column_of_constraint("fills_commission_non_negative", Some("fills")).as_deref(),
             Some("commission")
@@ -309,14 +346,18 @@ mod tests {
             Some("account_id")
         );
         assert_eq!(column_of_constraint("orders_pkey", Some("orders")), None);
-        assert_eq!(column_of_constraint("other_table_x_valid", Some("orders")), None);
+        assert_eq!(
+            column_of_constraint("other_table_x_valid", Some("orders")),
+            None
+        );
         assert_eq!(column_of_constraint("weird", None), None);
     }
 
     #[test]
     fn foreign_key_detail_yields_the_value() {
         assert_eq!(
-            key_value(r#"Key (account_id)=(acct-1) is not present in table "accounts"."#).as_deref(),
+            key_value(r#"Key (account_id)=(acct-1) is not present in table "accounts"."#)
+                .as_deref(),
             Some("acct-1")
         );
         assert_eq!(key_value("no key here"), None);
@@ -324,19 +365,44 @@ mod tests {
 
     #[test]
     fn classes() {
-        assert_eq!(PostgresError::Config(vec!["x".into()]).class(), ErrorClass::Fatal);
-        assert_eq!(PostgresError::BinariesNotFound("x".into()).class(), ErrorClass::Fatal);
-        assert_eq!(PostgresError::Connection(sqlx::Error::PoolTimedOut).class(), ErrorClass::Retryable);
-        assert_eq!(PostgresError::from_sqlx(sqlx::Error::PoolTimedOut).class(), ErrorClass::Retryable);
-        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        assert_eq!(PostgresError::from_sqlx(sqlx::Error::Io(io)).class(), ErrorClass::Retryable);
-        assert_eq!(PostgresError::from_sqlx(sqlx::Error::RowNotFound).class(), ErrorClass::Fatal);
         assert_eq!(
-            PostgresError::Conflict { code: "40001".into(), message: String::new() }.class(),
+            PostgresError::Config(vec!["x".into()]).class(),
+            ErrorClass::Fatal
+        );
+        assert_eq!(
+            PostgresError::BinariesNotFound("x".into()).class(),
+            ErrorClass::Fatal
+        );
+        assert_eq!(
+            PostgresError::Connection(sqlx::Error::PoolTimedOut).class(),
             ErrorClass::Retryable
         );
         assert_eq!(
-            PostgresError::UnknownAccount { account: "a".into() }.class(),
+            PostgresError::from_sqlx(sqlx::Error::PoolTimedOut).class(),
+            ErrorClass::Retryable
+        );
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(
+            PostgresError::from_sqlx(sqlx::Error::Io(io)).class(),
+            ErrorClass::Retryable
+        );
+        assert_eq!(
+            PostgresError::from_sqlx(sqlx::Error::RowNotFound).class(),
+            ErrorClass::Fatal
+        );
+        assert_eq!(
+            PostgresError::Conflict {
+                code: "40001".into(),
+                message: String::new()
+            }
+            .class(),
+            ErrorClass::Retryable
+        );
+        assert_eq!(
+            PostgresError::UnknownAccount {
+                account: "a".into()
+            }
+            .class(),
             ErrorClass::DeadLetter
         );
         for (code, class) in [
@@ -347,7 +413,10 @@ mod tests {
             ("42P01", ErrorClass::Fatal),
             ("28P01", ErrorClass::Fatal),
         ] {
-            let e = PostgresError::Database { code: code.into(), message: String::new() };
+            let e = PostgresError::Database {
+                code: code.into(),
+                message: String::new(),
+            };
             assert_eq!(e.class(), class, "{code}");
         }
     }
@@ -355,13 +424,19 @@ mod tests {
     #[test]
     fn messages_name_the_problem() {
         let e = PostgresError::Config(vec!["A: bad".into(), "B: worse".into()]);
-        assert_eq!(e.to_string(), "invalid Postgres configuration:\n  A: bad\n  B: worse");
+        assert_eq!(
+            e.to_string(),
+            "invalid Postgres configuration:\n  A: bad\n  B: worse"
+        );
         let e = PostgresError::InvalidData {
             table: Some("fills".into()),
             field: Some("price".into()),
             constraint: Some("fills_price_positive".into()),
             message: "violates".into(),
         };
-        assert_eq!(e.to_string(), "invalid data in fills.price (fills_price_positive): violates");
+        assert_eq!(
+            e.to_string(),
+            "invalid data in fills.price (fills_price_positive): violates"
+        );
     }
 }

@@ -43,11 +43,21 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A connection pool, plus the private cluster it talks to when no `DATABASE_URL` was given.
-#[derive(Debug)]
 pub struct Database {
     pool: PgPool,
     url: String,
     embedded: Option<EmbeddedPostgres>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password.
+        f.debug_struct("Database")
+            .field("pool", &self.pool)
+            .field("url", &redact_url(&self.url))
+            .field("embedded", &self.embedded)
+            .finish()
+    }
 }
 
 impl Database {
@@ -61,13 +71,19 @@ impl Database {
                 let cfg = config.clone();
                 let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&cfg))
                     .await
-                    .map_err(|e| PostgresError::embedded("start", format!("start task failed: {e}")))??;
+                    .map_err(|e| {
+                        PostgresError::embedded("start", format!("start task failed: {e}"))
+                    })??;
                 (pg.url(), Some(pg))
             }
         };
         let pool = connect_pool(&url, config.max_connections).await?;
         tracing::info!(url = %redact_url(&url), embedded = embedded.is_some(), "connected to PostgreSQL");
-        Ok(Self { pool, url, embedded })
+        Ok(Self {
+            pool,
+            url,
+            embedded,
+        })
     }
 
     /// The pool; cheap to clone.
@@ -111,9 +127,15 @@ pub async fn connect_pool(url: &str, max_connections: u32) -> Result<PgPool> {
     connect_pool_within(url, max_connections, CONNECT_DEADLINE).await
 }
 
-async fn connect_pool_within(url: &str, max_connections: u32, deadline: Duration) -> Result<PgPool> {
+async fn connect_pool_within(
+    url: &str,
+    max_connections: u32,
+    deadline: Duration,
+) -> Result<PgPool> {
     let options = PgConnectOptions::from_str(url).map_err(|e| {
-        PostgresError::Config(vec![format!("DATABASE_URL (database_url): cannot be parsed: {e}")])
+        PostgresError::Config(vec![format!(
+            "DATABASE_URL (database_url): cannot be parsed: {e}"
+        )])
     })?;
     // Probe with single connections first: the pool itself would retry refusals silently
     // until its acquire timeout and then report only "pool timed out".
@@ -177,7 +199,10 @@ pub fn url_with_database(url: &str, database: &str) -> String {
     let base = scheme_end + 3;
     let rest = &url[base..];
     let authority_end = rest.find(['/', '?']).map(|i| base + i).unwrap_or(url.len());
-    let query = url[authority_end..].find('?').map(|i| &url[authority_end + i..]).unwrap_or("");
+    let query = url[authority_end..]
+        .find('?')
+        .map(|i| &url[authority_end + i..])
+        .unwrap_or("");
     format!("{}/{}{}", &url[..authority_end], database, query)
 }
 
@@ -187,24 +212,42 @@ mod tests {
 
     #[test]
     fn redacts_passwords_only() {
-        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact_url("postgres://h/db?sslmode=require"), "postgres://h/db?sslmode=require");
+        assert_eq!(
+            redact_url("postgres://h/db?sslmode=require"),
+            "postgres://h/db?sslmode=require"
+        );
         assert_eq!(redact_url("not a url"), "not a url");
     }
 
     #[test]
     fn replaces_the_database() {
-        assert_eq!(url_with_database("postgres://u:p@h:1/db", "x"), "postgres://u:p@h:1/x");
+        assert_eq!(
+            url_with_database("postgres://u:p@h:1/db", "x"),
+            "postgres://u:p@h:1/x"
+        );
         assert_eq!(url_with_database("postgres://h", "x"), "postgres://h/x");
-        assert_eq!(url_with_database("postgres://h/db?sslmode=disable", "x"), "postgres://h/x?sslmode=disable");
-        assert_eq!(url_with_database("postgres://h?sslmode=disable", "x"), "postgres://h/x?sslmode=disable");
+        assert_eq!(
+            url_with_database("postgres://h/db?sslmode=disable", "x"),
+            "postgres://h/x?sslmode=disable"
+        );
+        assert_eq!(
+            url_with_database("postgres://h?sslmode=disable", "x"),
+            "postgres://h/x?sslmode=disable"
+        );
     }
 
     #[test]
     fn migrations_include_ours() {
         let versions: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
-        assert!(versions.contains(&1) && versions.contains(&2), "{versions:?}");
+        assert!(
+            versions.contains(&1) && versions.contains(&2),
+            "{versions:?}"
+        );
     }
 
     #[tokio::test]
@@ -214,19 +257,34 @@ mod tests {
         let err = connect_pool_within("postgres://u@127.0.0.1:1/db", 1, Duration::from_secs(2))
             .await
             .expect_err("refused");
-        assert_eq!(err.class(), tradestream_schemas::ErrorClass::Retryable, "{err}");
+        assert_eq!(
+            err.class(),
+            tradestream_schemas::ErrorClass::Retryable,
+            "{err}"
+        );
         let waited = started.elapsed();
-        assert!(waited >= Duration::from_millis(1000) && waited < Duration::from_secs(5), "{waited:?}");
+        assert!(
+            waited >= Duration::from_millis(1000) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
 
-        let err = connect_pool("postgres://u@127.0.0.1:notaport/db", 1).await.expect_err("bad url");
+        let err = connect_pool("postgres://u@127.0.0.1:notaport/db", 1)
+            .await
+            .expect_err("bad url");
         assert_eq!(err.class(), tradestream_schemas::ErrorClass::Fatal);
     }
 
     #[tokio::test]
     async fn database_connect_starts_migrates_and_shuts_down_a_private_cluster() {
-        let dir = tempfile::Builder::new().prefix("tradestream-db-test-").tempdir().expect("tempdir");
-        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .expect("chmod");
+        let dir = tempfile::Builder::new()
+            .prefix("tradestream-db-test-")
+            .tempdir()
+            .expect("tempdir");
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod");
         let config = PostgresConfig {
             data_dir: Some(dir.path().join("pg")),
             ephemeral: true,
@@ -242,7 +300,10 @@ mod tests {
             .await
             .expect("query");
         assert_eq!(n, 0);
-        let data_dir = db.embedded().map(|e| e.data_dir().to_path_buf()).expect("embedded");
+        let data_dir = db
+            .embedded()
+            .map(|e| e.data_dir().to_path_buf())
+            .expect("embedded");
         db.shutdown().await.expect("shutdown");
         assert!(!data_dir.exists());
     }

@@ -52,7 +52,11 @@ pub async fn load_offsets<'e, E: PgExecutor<'e>>(
 
 /// Forgets the stored offsets of `group` on `topic` (replay from the reset policy). Returns the
 /// number of partitions forgotten.
-pub async fn reset_offsets<'e, E: PgExecutor<'e>>(executor: E, group: &str, topic: &str) -> Result<u64> {
+pub async fn reset_offsets<'e, E: PgExecutor<'e>>(
+    executor: E,
+    group: &str,
+    topic: &str,
+) -> Result<u64> {
     let done = sqlx::query("DELETE FROM consumed_offsets WHERE consumer_group = $1 AND topic = $2")
         .bind(group)
         .bind(topic)

@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgExecutor;
 use tradestream_schemas::{
-    AccountId, Fill, Liquidity, Order, OrderStatus, OrderType, OriginKind, Side, Symbol, TimeInForce,
+    AccountId, Fill, Liquidity, Order, OrderStatus, OrderType, OriginKind, Side, Symbol,
+    TimeInForce,
 };
 
 /// A new account: cash starts at `initial_capital`.
@@ -214,7 +215,10 @@ const ACCOUNT_COLUMNS: &str = "account_id, name, initial_capital, cash, total_va
 
 /// Creates an account with cash = total value = initial capital.
 /// A second account with the same id is [`PostgresError::Duplicate`](crate::PostgresError::Duplicate).
-pub async fn create_account<'e, E: PgExecutor<'e>>(executor: E, account: &NewAccount) -> Result<Account> {
+pub async fn create_account<'e, E: PgExecutor<'e>>(
+    executor: E,
+    account: &NewAccount,
+) -> Result<Account> {
     let sql = format!(
         "INSERT INTO accounts (account_id, name, initial_capital, allow_short,
                                commission_per_share, commission_bps, commission_min)
@@ -234,13 +238,22 @@ pub async fn create_account<'e, E: PgExecutor<'e>>(executor: E, account: &NewAcc
 }
 
 /// The account, if it exists.
-pub async fn account<'e, E: PgExecutor<'e>>(executor: E, account_id: &AccountId) -> Result<Option<Account>> {
+pub async fn account<'e, E: PgExecutor<'e>>(
+    executor: E,
+    account_id: &AccountId,
+) -> Result<Option<Account>> {
     let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE account_id = $1");
-    Ok(sqlx::query_as(&sql).bind(account_id.as_str()).fetch_optional(executor).await?)
+    Ok(sqlx::query_as(&sql)
+        .bind(account_id.as_str())
+        .fetch_optional(executor)
+        .await?)
 }
 
 /// The account's positions (flat ones included), by symbol.
-pub async fn positions<'e, E: PgExecutor<'e>>(executor: E, account_id: &AccountId) -> Result<Vec<Position>> {
+pub async fn positions<'e, E: PgExecutor<'e>>(
+    executor: E,
+    account_id: &AccountId,
+) -> Result<Vec<Position>> {
     Ok(sqlx::query_as(
         "SELECT account_id, symbol, quantity, avg_price, realized_pnl, commission,
                 current_price, unrealized_pnl, updated_at
@@ -333,14 +346,16 @@ pub async fn check_available_funds<'e, E: PgExecutor<'e>>(
     quantity: Decimal,
     price: Option<Decimal>,
 ) -> Result<bool> {
-    Ok(sqlx::query_scalar("SELECT check_available_funds($1, $2, $3, $4, $5)")
-        .bind(account_id.as_str())
-        .bind(symbol.as_str())
-        .bind(side.as_str())
-        .bind(quantity)
-        .bind(price)
-        .fetch_one(executor)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT check_available_funds($1, $2, $3, $4, $5)")
+            .bind(account_id.as_str())
+            .bind(symbol.as_str())
+            .bind(side.as_str())
+            .bind(quantity)
+            .bind(price)
+            .fetch_one(executor)
+            .await?,
+    )
 }
 
 /// Like [`check_available_funds`] but fails with
@@ -382,7 +397,10 @@ pub async fn mark_to_market<'e, E: PgExecutor<'e>>(
 }
 
 /// Unrealized P&L of every position in `symbol` at its current mark, by account.
-pub async fn calculate_position_pnl<'e, E: PgExecutor<'e>>(executor: E, symbol: &Symbol) -> Result<Vec<PositionPnl>> {
+pub async fn calculate_position_pnl<'e, E: PgExecutor<'e>>(
+    executor: E,
+    symbol: &Symbol,
+) -> Result<Vec<PositionPnl>> {
     Ok(sqlx::query_as(
         "SELECT account_id, symbol, quantity, avg_price, current_price, unrealized_pnl
            FROM calculate_position_pnl($1)",

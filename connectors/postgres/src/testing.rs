@@ -39,16 +39,26 @@ impl TestDatabase {
         let server_url = server_url().await?;
         let name = format!("test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = admin_connection(&server_url).await?;
-        sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut admin).await?;
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut admin)
+            .await?;
         // Best effort: the admin connection has done its job.
         let _ = admin.close().await;
 
         let url = url_with_database(&server_url, &name);
         let options = PgConnectOptions::from_str(&url)
             .map_err(|e| PostgresError::Config(vec![format!("{ENV_TEST_DATABASE_URL}: {e}")]))?;
-        let pool = PgPoolOptions::new().max_connections(TEST_POOL_SIZE).connect_with(options).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(TEST_POOL_SIZE)
+            .connect_with(options)
+            .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool, url, name, server_url })
+        Ok(Self {
+            pool,
+            url,
+            name,
+            server_url,
+        })
     }
 
     /// Pool to the test database.
@@ -71,9 +81,12 @@ impl TestDatabase {
         self.pool.close().await;
         let result = async {
             let mut admin = admin_connection(&self.server_url).await?;
-            sqlx::query(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name))
-                .execute(&mut admin)
-                .await?;
+            sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut admin)
+            .await?;
             Ok::<_, PostgresError>(())
         }
         .await;
@@ -86,17 +99,21 @@ impl TestDatabase {
 /// A connection to the maintenance database `postgres` of the test server.
 async fn admin_connection(server_url: &str) -> Result<PgConnection> {
     let url = url_with_database(server_url, "postgres");
-    let options = PgConnectOptions::from_str(&url)
-        .map_err(|e| PostgresError::Config(vec![format!("{ENV_TEST_DATABASE_URL}: {}: {e}", redact_url(&url))]))?;
+    let options = PgConnectOptions::from_str(&url).map_err(|e| {
+        PostgresError::Config(vec![format!(
+            "{ENV_TEST_DATABASE_URL}: {}: {e}",
+            redact_url(&url)
+        )])
+    })?;
     Ok(PgConnection::connect_with(&options).await?)
 }
 
 async fn server_url() -> Result<String> {
     for var in [ENV_TEST_DATABASE_URL, crate::config::ENV_DATABASE_URL] {
-        if let Ok(url) = std::env::var(var) {
-            if !url.trim().is_empty() {
-                return Ok(url);
-            }
+        if let Ok(url) = std::env::var(var)
+            && !url.trim().is_empty()
+        {
+            return Ok(url);
         }
     }
     let cluster = CLUSTER.get_or_try_init(start_test_cluster).await?;
@@ -108,13 +125,20 @@ async fn start_test_cluster() -> Result<EmbeddedPostgres> {
         let dir = tempfile::Builder::new()
             .prefix("tradestream-test-pg-")
             .tempdir()
-            .map_err(|e| PostgresError::embedded("creating a temp dir for the test cluster", e.to_string()))?;
+            .map_err(|e| {
+                PostgresError::embedded("creating a temp dir for the test cluster", e.to_string())
+            })?;
         // Ours from now on: the cluster (or its watchdog) deletes it.
         let dir = dir.keep();
         // The PostgreSQL user must be able to enter it when we are root; it is ours to chown.
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| PostgresError::embedded("preparing the test cluster dir", e.to_string()))?;
-        let config = PostgresConfig { data_dir: Some(dir), ephemeral: true, ..Default::default() };
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+            PostgresError::embedded("preparing the test cluster dir", e.to_string())
+        })?;
+        let config = PostgresConfig {
+            data_dir: Some(dir),
+            ephemeral: true,
+            ..Default::default()
+        };
         EmbeddedPostgres::start_with(&config, StartOptions { watchdog: true })
     })
     .await

@@ -12,7 +12,11 @@ use tradestream_postgres::{PostgresError, portfolio};
 use tradestream_schemas::{ErrorClass, Side};
 
 async fn exec(pool: &sqlx::PgPool, sql: &str) -> Result<(), PostgresError> {
-    sqlx::query(sql).execute(pool).await.map(|_| ()).map_err(PostgresError::from)
+    sqlx::query(sql)
+        .execute(pool)
+        .await
+        .map(|_| ())
+        .map_err(PostgresError::from)
 }
 
 #[tokio::test]
@@ -22,21 +26,45 @@ async fn integrity_errors_are_dead_letters_naming_the_field() -> Result<()> {
     create_account(pool, "acc", dec!(1000)).await;
 
     // unique violation on the primary key
-    match portfolio::create_account(pool, &portfolio::NewAccount::new(acct("acc"), "again", dec!(1))).await {
+    match portfolio::create_account(
+        pool,
+        &portfolio::NewAccount::new(acct("acc"), "again", dec!(1)),
+    )
+    .await
+    {
         Err(e @ PostgresError::Duplicate { .. }) => {
             assert_eq!(e.class(), ErrorClass::DeadLetter);
-            let PostgresError::Duplicate { constraint, message } = &e else { unreachable!() };
+            let PostgresError::Duplicate {
+                constraint,
+                message,
+            } = &e
+            else {
+                unreachable!()
+            };
             assert_eq!(constraint, "accounts_pkey");
             assert!(message.contains("(account_id)=(acc)"), "{message}");
         }
         other => panic!("expected Duplicate, got {other:?}"),
     }
     // check violation outside orders: invalid data with table, field and constraint
-    match exec(pool, "INSERT INTO accounts (account_id, name, initial_capital) VALUES ('z', 'z', 0)").await {
-        Err(PostgresError::InvalidData { table, field, constraint, .. }) => {
+    match exec(
+        pool,
+        "INSERT INTO accounts (account_id, name, initial_capital) VALUES ('z', 'z', 0)",
+    )
+    .await
+    {
+        Err(PostgresError::InvalidData {
+            table,
+            field,
+            constraint,
+            ..
+        }) => {
             assert_eq!(table.as_deref(), Some("accounts"));
             assert_eq!(field.as_deref(), Some("initial_capital"));
-            assert_eq!(constraint.as_deref(), Some("accounts_initial_capital_positive"));
+            assert_eq!(
+                constraint.as_deref(),
+                Some("accounts_initial_capital_positive")
+            );
         }
         other => panic!("expected InvalidData, got {other:?}"),
     }
@@ -64,17 +92,40 @@ async fn integrity_errors_are_dead_letters_naming_the_field() -> Result<()> {
     exec(pool, "INSERT INTO market_data (record_id, kind, symbol, event_time, open, high, low, close, volume, source)
                 VALUES ('t', 'TICK', 'X', now(), 5, 5, 5, 5, 100, 's')").await?;
     // data exception: numeric overflow of NUMERIC(28,8)
-    match exec(pool, "UPDATE accounts SET commission_min = 1e30 WHERE account_id = 'acc'").await {
+    match exec(
+        pool,
+        "UPDATE accounts SET commission_min = 1e30 WHERE account_id = 'acc'",
+    )
+    .await
+    {
         Err(e @ PostgresError::InvalidData { .. }) => assert_eq!(e.class(), ErrorClass::DeadLetter),
         other => panic!("expected InvalidData, got {other:?}"),
     }
     // foreign key to a missing account from a plain table
-    match exec(pool, "INSERT INTO positions (account_id, symbol, updated_at) VALUES ('nobody', 'X', now())").await {
+    match exec(
+        pool,
+        "INSERT INTO positions (account_id, symbol, updated_at) VALUES ('nobody', 'X', now())",
+    )
+    .await
+    {
         Err(PostgresError::UnknownAccount { account }) => assert_eq!(account, "nobody"),
         other => panic!("expected UnknownAccount, got {other:?}"),
     }
     // a foreign key the other way (deleting a referenced account) is not an unknown account
-    portfolio::insert_fill(pool, &fill("f", "acc", "X", Side::Buy, dec!(1), dec!(1), dec!(0), at(1, 0))).await?;
+    portfolio::insert_fill(
+        pool,
+        &fill(
+            "f",
+            "acc",
+            "X",
+            Side::Buy,
+            dec!(1),
+            dec!(1),
+            dec!(0),
+            at(1, 0),
+        ),
+    )
+    .await?;
     match exec(pool, "DELETE FROM accounts WHERE account_id = 'acc'").await {
         Err(PostgresError::InvalidData { constraint, .. }) => {
             assert!(constraint.is_some_and(|c| c.ends_with("_account_id_fkey")))
@@ -95,10 +146,18 @@ async fn serialization_failures_and_deadlocks_are_retryable() -> Result<()> {
     // 40001: a repeatable-read transaction updates a row changed after its snapshot
     let mut c1 = sqlx::PgConnection::connect(db.url()).await?;
     let mut c2 = sqlx::PgConnection::connect(db.url()).await?;
-    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ").execute(&mut c1).await?;
-    sqlx::query("SELECT cash FROM accounts WHERE account_id = 'a'").execute(&mut c1).await?;
-    sqlx::query("UPDATE accounts SET name = 'changed' WHERE account_id = 'a'").execute(&mut c2).await?;
-    let r = sqlx::query("UPDATE accounts SET name = 'mine' WHERE account_id = 'a'").execute(&mut c1).await;
+    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut c1)
+        .await?;
+    sqlx::query("SELECT cash FROM accounts WHERE account_id = 'a'")
+        .execute(&mut c1)
+        .await?;
+    sqlx::query("UPDATE accounts SET name = 'changed' WHERE account_id = 'a'")
+        .execute(&mut c2)
+        .await?;
+    let r = sqlx::query("UPDATE accounts SET name = 'mine' WHERE account_id = 'a'")
+        .execute(&mut c1)
+        .await;
     match r.map_err(PostgresError::from) {
         Err(e @ PostgresError::Conflict { .. }) => {
             assert_eq!(e.sqlstate(), Some("40001"));
@@ -109,19 +168,34 @@ async fn serialization_failures_and_deadlocks_are_retryable() -> Result<()> {
     sqlx::query("ROLLBACK").execute(&mut c1).await?;
 
     // 40P01: two transactions lock a and b in opposite orders
-    sqlx::query("SET deadlock_timeout = '100ms'").execute(&mut c1).await?;
-    sqlx::query("SET deadlock_timeout = '100ms'").execute(&mut c2).await?;
+    sqlx::query("SET deadlock_timeout = '100ms'")
+        .execute(&mut c1)
+        .await?;
+    sqlx::query("SET deadlock_timeout = '100ms'")
+        .execute(&mut c2)
+        .await?;
     sqlx::query("BEGIN").execute(&mut c1).await?;
     sqlx::query("BEGIN").execute(&mut c2).await?;
-    sqlx::query("UPDATE accounts SET name = 'x' WHERE account_id = 'a'").execute(&mut c1).await?;
-    sqlx::query("UPDATE accounts SET name = 'y' WHERE account_id = 'b'").execute(&mut c2).await?;
+    sqlx::query("UPDATE accounts SET name = 'x' WHERE account_id = 'a'")
+        .execute(&mut c1)
+        .await?;
+    sqlx::query("UPDATE accounts SET name = 'y' WHERE account_id = 'b'")
+        .execute(&mut c2)
+        .await?;
     let (r1, r2) = tokio::join!(
         sqlx::query("UPDATE accounts SET name = 'x' WHERE account_id = 'b'").execute(&mut c1),
         sqlx::query("UPDATE accounts SET name = 'y' WHERE account_id = 'a'").execute(&mut c2),
     );
-    let errors: Vec<PostgresError> =
-        [r1.err(), r2.err()].into_iter().flatten().map(PostgresError::from).collect();
-    assert_eq!(errors.len(), 1, "exactly one side is the deadlock victim: {errors:?}");
+    let errors: Vec<PostgresError> = [r1.err(), r2.err()]
+        .into_iter()
+        .flatten()
+        .map(PostgresError::from)
+        .collect();
+    assert_eq!(
+        errors.len(),
+        1,
+        "exactly one side is the deadlock victim: {errors:?}"
+    );
     assert_eq!(errors[0].sqlstate(), Some("40P01"), "{:?}", errors[0]);
     assert_eq!(errors[0].class(), ErrorClass::Retryable);
     sqlx::query("ROLLBACK").execute(&mut c1).await?;
@@ -153,7 +227,9 @@ async fn schema_and_migration_errors_are_fatal() -> Result<()> {
         other => panic!("expected Migration, got {other:?}"),
     }
     // decoding a value into the wrong Rust type is a client-side bug
-    let r: Result<i64, _> = sqlx::query_scalar("SELECT 'text'::text").fetch_one(pool).await;
+    let r: Result<i64, _> = sqlx::query_scalar("SELECT 'text'::text")
+        .fetch_one(pool)
+        .await;
     match r.map_err(PostgresError::from) {
         Err(e @ PostgresError::Client(_)) => assert_eq!(e.class(), ErrorClass::Fatal),
         other => panic!("expected Client, got {other:?}"),

@@ -47,8 +47,17 @@ enum Price {
 
 #[derive(Debug, Clone)]
 enum Step {
-    Fill { symbol: usize, side: Side, size: Size, price: Price, commission: Decimal },
-    Mark { symbol: usize, price: Decimal },
+    Fill {
+        symbol: usize,
+        side: Side,
+        size: Size,
+        price: Price,
+        commission: Decimal,
+    },
+    Mark {
+        symbol: usize,
+        price: Decimal,
+    },
 }
 
 /// A decimal in `(0, max]` with 0 to 8 decimal places.
@@ -108,7 +117,11 @@ struct Model {
 
 impl Model {
     fn new() -> Self {
-        Self { cash: INITIAL_CAPITAL, positions: BTreeMap::new(), snapshots: 0 }
+        Self {
+            cash: INITIAL_CAPITAL,
+            positions: BTreeMap::new(),
+            snapshots: 0,
+        }
     }
 
     fn round8(x: Decimal) -> Decimal {
@@ -117,7 +130,11 @@ impl Model {
 
     /// The fill quantity a `Size` means for `symbol` now; `None` if it would be zero.
     fn resolve(&self, symbol: &str, side: Side, size: &Size) -> Option<(Side, Decimal)> {
-        let open = self.positions.get(symbol).map(|p| p.quantity).unwrap_or_default();
+        let open = self
+            .positions
+            .get(symbol)
+            .map(|p| p.quantity)
+            .unwrap_or_default();
         // Trading against the open position, or `side` when flat.
         let against = if open > Decimal::ZERO {
             Side::Sell
@@ -132,7 +149,10 @@ impl Model {
         };
         let (side, q) = match size {
             Size::Fixed(q) => (side, *q),
-            Size::Fraction(tenths) => (against, (open.abs() * Decimal::from(*tenths) / dec!(10)).round_dp(8)),
+            Size::Fraction(tenths) => (
+                against,
+                (open.abs() * Decimal::from(*tenths) / dec!(10)).round_dp(8),
+            ),
             Size::Close => (against, open.abs()),
             Size::Flip(extra) => (against, open.abs() + extra),
             Size::Double => (if open.is_zero() { side } else { with }, open.abs()),
@@ -144,25 +164,47 @@ impl Model {
         match price {
             Price::Fixed(p) => *p,
             Price::NearAverage(ticks) => {
-                let avg = self.positions.get(symbol).map(|p| p.avg_price).unwrap_or_default();
+                let avg = self
+                    .positions
+                    .get(symbol)
+                    .map(|p| p.avg_price)
+                    .unwrap_or_default();
                 let p = avg + Decimal::new(*ticks, 8);
                 if p > Decimal::ZERO { p } else { Decimal::ONE }
             }
         }
     }
 
-    fn fill(&mut self, symbol: &'static str, side: Side, quantity: Decimal, price: Decimal, commission: Decimal) {
-        let q = if side == Side::Buy { quantity } else { -quantity };
+    fn fill(
+        &mut self,
+        symbol: &'static str,
+        side: Side,
+        quantity: Decimal,
+        price: Decimal,
+        commission: Decimal,
+    ) {
+        let q = if side == Side::Buy {
+            quantity
+        } else {
+            -quantity
+        };
         self.cash -= q * price + commission;
         let pos = self.positions.entry(symbol).or_default();
         let old_q = pos.quantity;
         if old_q.is_zero() || old_q.is_sign_negative() == q.is_sign_negative() {
-            pos.avg_price =
-                Self::round8((old_q.abs() * pos.avg_price + q.abs() * price) / (old_q.abs() + q.abs()));
+            pos.avg_price = Self::round8(
+                (old_q.abs() * pos.avg_price + q.abs() * price) / (old_q.abs() + q.abs()),
+            );
             pos.quantity = old_q + q;
         } else {
             let closed = q.abs().min(old_q.abs());
-            pos.realized_pnl += closed * (price - pos.avg_price) * if old_q.is_sign_negative() { Decimal::NEGATIVE_ONE } else { Decimal::ONE };
+            pos.realized_pnl += closed
+                * (price - pos.avg_price)
+                * if old_q.is_sign_negative() {
+                    Decimal::NEGATIVE_ONE
+                } else {
+                    Decimal::ONE
+                };
             pos.quantity = old_q + q;
             if pos.quantity.is_zero() {
                 pos.avg_price = Decimal::ZERO;
@@ -189,7 +231,10 @@ impl Model {
     }
 
     fn positions_value(&self) -> Decimal {
-        self.positions.values().map(|p| p.quantity * p.current_price.unwrap_or(p.avg_price)).sum()
+        self.positions
+            .values()
+            .map(|p| p.quantity * p.current_price.unwrap_or(p.avg_price))
+            .sum()
     }
 
     fn total_value(&self) -> Decimal {
@@ -198,9 +243,11 @@ impl Model {
 }
 
 async fn reset(pool: &sqlx::PgPool) -> Result<()> {
-    sqlx::query("TRUNCATE fills, positions, portfolio_snapshots, orders, accounts RESTART IDENTITY CASCADE")
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "TRUNCATE fills, positions, portfolio_snapshots, orders, accounts RESTART IDENTITY CASCADE",
+    )
+    .execute(pool)
+    .await?;
     let mut account = NewAccount::new(acct(ACCOUNT), "model", INITIAL_CAPITAL);
     account.allow_short = true;
     portfolio::create_account(pool, &account).await?;
@@ -208,15 +255,32 @@ async fn reset(pool: &sqlx::PgPool) -> Result<()> {
 }
 
 async fn compare(pool: &sqlx::PgPool, model: &Model, step: usize) -> Result<()> {
-    let account = portfolio::account(pool, &acct(ACCOUNT)).await?.context("account")?;
-    anyhow::ensure!(account.cash == model.cash, "step {step}: cash db {} model {}", account.cash, model.cash);
+    let account = portfolio::account(pool, &acct(ACCOUNT))
+        .await?
+        .context("account")?;
+    anyhow::ensure!(
+        account.cash == model.cash,
+        "step {step}: cash db {} model {}",
+        account.cash,
+        model.cash
+    );
     let total = model.total_value();
-    anyhow::ensure!(account.total_value == total, "step {step}: total_value db {} model {total}", account.total_value);
+    anyhow::ensure!(
+        account.total_value == total,
+        "step {step}: total_value db {} model {total}",
+        account.total_value
+    );
 
     let positions = portfolio::positions(pool, &acct(ACCOUNT)).await?;
-    anyhow::ensure!(positions.len() == model.positions.len(), "step {step}: position count");
+    anyhow::ensure!(
+        positions.len() == model.positions.len(),
+        "step {step}: position count"
+    );
     for p in &positions {
-        let m = model.positions.get(p.symbol.as_str()).context("position in model")?;
+        let m = model
+            .positions
+            .get(p.symbol.as_str())
+            .context("position in model")?;
         let db = ModelPosition {
             quantity: p.quantity,
             avg_price: p.avg_price,
@@ -228,27 +292,33 @@ async fn compare(pool: &sqlx::PgPool, model: &Model, step: usize) -> Result<()> 
         anyhow::ensure!(&db == m, "step {step}: {}: db {db:?} model {m:?}", p.symbol);
     }
 
-    let (count, total_value, cash, positions_value, total_pnl, total_return): (
-        i64,
-        Option<Decimal>,
-        Option<Decimal>,
-        Option<Decimal>,
-        Option<Decimal>,
-        Option<Decimal>,
-    ) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM portfolio_snapshots), s.total_value, s.cash, s.positions_value,
-                s.total_pnl, s.total_return
-           FROM (SELECT 1) one
-           LEFT JOIN LATERAL (SELECT * FROM portfolio_snapshots ORDER BY snapshot_id DESC LIMIT 1) s ON true",
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM portfolio_snapshots")
+        .fetch_one(pool)
+        .await?;
+    anyhow::ensure!(
+        count as usize == model.snapshots,
+        "step {step}: snapshots db {count} model {}",
+        model.snapshots
+    );
+    let last: Option<(Decimal, Decimal, Decimal, Decimal, Decimal)> = sqlx::query_as(
+        "SELECT total_value, cash, positions_value, total_pnl, total_return
+           FROM portfolio_snapshots ORDER BY snapshot_id DESC LIMIT 1",
     )
-    .fetch_one(pool)
+    .fetch_optional(pool)
     .await?;
-    anyhow::ensure!(count as usize == model.snapshots, "step {step}: snapshots db {count} model {}", model.snapshots);
-    if model.snapshots > 0 {
+    if let Some(got) = last {
         let pnl = total - INITIAL_CAPITAL;
-        let expected = (Some(total), Some(model.cash), Some(model.positions_value()), Some(pnl), Some(Model::round8(pnl / INITIAL_CAPITAL)));
-        let got = (total_value, cash, positions_value, total_pnl, total_return);
-        anyhow::ensure!(got == expected, "step {step}: last snapshot db {got:?} model {expected:?}");
+        let expected = (
+            total,
+            model.cash,
+            model.positions_value(),
+            pnl,
+            Model::round8(pnl / INITIAL_CAPITAL),
+        );
+        anyhow::ensure!(
+            got == expected,
+            "step {step}: last snapshot db {got:?} model {expected:?}"
+        );
     }
     Ok(())
 }
@@ -260,11 +330,28 @@ async fn run_case(pool: &sqlx::PgPool, steps: &[Step]) -> Result<()> {
     for (i, step) in steps.iter().enumerate() {
         let time = at(1, 0) + chrono::Duration::hours(i as i64);
         match step {
-            Step::Fill { symbol, side, size, price, commission } => {
+            Step::Fill {
+                symbol,
+                side,
+                size,
+                price,
+                commission,
+            } => {
                 let symbol = SYMBOLS[*symbol];
-                let Some((side, quantity)) = model.resolve(symbol, *side, size) else { continue };
+                let Some((side, quantity)) = model.resolve(symbol, *side, size) else {
+                    continue;
+                };
                 let price = model.price(symbol, price);
-                let f = fill(&format!("f{i}"), ACCOUNT, symbol, side, quantity, price, *commission, time);
+                let f = fill(
+                    &format!("f{i}"),
+                    ACCOUNT,
+                    symbol,
+                    side,
+                    quantity,
+                    price,
+                    *commission,
+                    time,
+                );
                 anyhow::ensure!(portfolio::insert_fill(pool, &f).await?, "fill {i} stored");
                 model.fill(symbol, side, quantity, price, *commission);
             }
@@ -272,21 +359,37 @@ async fn run_case(pool: &sqlx::PgPool, steps: &[Step]) -> Result<()> {
                 let symbol = SYMBOLS[*symbol];
                 let n = portfolio::mark_to_market(pool, &sym(symbol), *price, time).await?;
                 let expected = model.mark(symbol, *price);
-                anyhow::ensure!(n == expected, "step {i}: mark updated {n}, model {expected}");
+                anyhow::ensure!(
+                    n == expected,
+                    "step {i}: mark updated {n}, model {expected}"
+                );
             }
         }
-        compare(pool, &model, i + 1).await.with_context(|| format!("after {step:?}"))?;
+        compare(pool, &model, i + 1)
+            .await
+            .with_context(|| format!("after {step:?}"))?;
     }
     Ok(())
 }
 
 #[test]
 fn database_accounting_matches_the_model() -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let db = rt.block_on(TestDatabase::new())?;
-    let mut runner = TestRunner::new(Config { cases: 64, failure_persistence: None, ..Config::default() });
+    let mut runner = TestRunner::new(Config {
+        // PROPTEST_CASES=1000 for a deeper run.
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64),
+        failure_persistence: None,
+        ..Config::default()
+    });
     let result = runner.run(&proptest::collection::vec(step(), 1..=40), |steps| {
-        rt.block_on(run_case(db.pool(), &steps)).map_err(|e| TestCaseError::fail(format!("{e:#}")))
+        rt.block_on(run_case(db.pool(), &steps))
+            .map_err(|e| TestCaseError::fail(format!("{e:#}")))
     });
     rt.block_on(db.cleanup());
     result.map_err(|e| anyhow::anyhow!("{e}"))
@@ -299,11 +402,20 @@ fn the_model_itself_follows_the_worked_example() {
     m.fill("AAA", Side::Buy, dec!(10), dec!(100), dec!(1));
     m.fill("AAA", Side::Buy, dec!(5), dec!(106), dec!(1.5));
     let p = &m.positions["AAA"];
-    assert_eq!((p.quantity, p.avg_price, p.unrealized_pnl), (dec!(15), dec!(102), dec!(-30)));
+    assert_eq!(
+        (p.quantity, p.avg_price, p.unrealized_pnl),
+        (dec!(15), dec!(102), dec!(-30))
+    );
     m.fill("AAA", Side::Sell, dec!(20), dec!(110), dec!(0));
     let p = &m.positions["AAA"];
-    assert_eq!((p.quantity, p.avg_price, p.realized_pnl), (dec!(-5), dec!(110), dec!(120)));
-    assert_eq!(m.cash, INITIAL_CAPITAL - dec!(1000) - dec!(1) - dec!(530) - dec!(1.5) + dec!(2200));
+    assert_eq!(
+        (p.quantity, p.avg_price, p.realized_pnl),
+        (dec!(-5), dec!(110), dec!(120))
+    );
+    assert_eq!(
+        m.cash,
+        INITIAL_CAPITAL - dec!(1000) - dec!(1) - dec!(530) - dec!(1.5) + dec!(2200)
+    );
     assert_eq!(m.mark("AAA", dec!(100)), 1);
     assert_eq!(m.positions["AAA"].unrealized_pnl, dec!(50));
     assert_eq!(m.mark("BBB", dec!(1)), 0);

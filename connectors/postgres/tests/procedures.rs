@@ -38,26 +38,53 @@ async fn validate_order_enforces_each_rule_with_a_mapped_error() -> Result<()> {
     // LIMIT and STOP_LIMIT need a limit price
     for t in [OrderType::Limit, OrderType::StopLimit] {
         let o = common::order("l", "acc", t, dec!(1));
-        let o = tradestream_schemas::Order { stop_price: Some(dec!(5)), ..o };
-        assert_eq!(invalid_field(portfolio::insert_order(pool, &o).await).as_deref(), Some("limit_price"));
+        let o = tradestream_schemas::Order {
+            stop_price: Some(dec!(5)),
+            ..o
+        };
+        assert_eq!(
+            invalid_field(portfolio::insert_order(pool, &o).await).as_deref(),
+            Some("limit_price")
+        );
     }
     // STOP and STOP_LIMIT need a stop price
     for t in [OrderType::Stop, OrderType::StopLimit] {
         let o = common::order("s", "acc", t, dec!(1));
-        let o = tradestream_schemas::Order { limit_price: Some(dec!(5)), ..o };
-        assert_eq!(invalid_field(portfolio::insert_order(pool, &o).await).as_deref(), Some("stop_price"));
+        let o = tradestream_schemas::Order {
+            limit_price: Some(dec!(5)),
+            ..o
+        };
+        assert_eq!(
+            invalid_field(portfolio::insert_order(pool, &o).await).as_deref(),
+            Some("stop_price")
+        );
     }
     // prices, when present, must be > 0
-    let o = tradestream_schemas::Order { limit_price: Some(dec!(0)), ..order("lp", "acc", OrderType::Limit, dec!(1)) };
-    assert_eq!(invalid_field(portfolio::insert_order(pool, &o).await).as_deref(), Some("limit_price"));
-    let o = tradestream_schemas::Order { stop_price: Some(dec!(-2)), ..order("sp", "acc", OrderType::Stop, dec!(1)) };
-    assert_eq!(invalid_field(portfolio::insert_order(pool, &o).await).as_deref(), Some("stop_price"));
+    let o = tradestream_schemas::Order {
+        limit_price: Some(dec!(0)),
+        ..order("lp", "acc", OrderType::Limit, dec!(1))
+    };
+    assert_eq!(
+        invalid_field(portfolio::insert_order(pool, &o).await).as_deref(),
+        Some("limit_price")
+    );
+    let o = tradestream_schemas::Order {
+        stop_price: Some(dec!(-2)),
+        ..order("sp", "acc", OrderType::Stop, dec!(1))
+    };
+    assert_eq!(
+        invalid_field(portfolio::insert_order(pool, &o).await).as_deref(),
+        Some("stop_price")
+    );
 
     // the account must exist
     match portfolio::insert_order(pool, &order("u", "ghost", OrderType::Market, dec!(1))).await {
         Err(e @ PostgresError::UnknownAccount { .. }) => {
             assert_eq!(e.class(), ErrorClass::DeadLetter);
-            assert!(matches!(&e, PostgresError::UnknownAccount { account } if account == "ghost"), "{e:?}");
+            assert!(
+                matches!(&e, PostgresError::UnknownAccount { account } if account == "ghost"),
+                "{e:?}"
+            );
         }
         other => panic!("expected UnknownAccount, got {other:?}"),
     }
@@ -69,8 +96,14 @@ async fn validate_order_enforces_each_rule_with_a_mapped_error() -> Result<()> {
     };
     assert!(portfolio::insert_order(pool, &rejected).await?);
     // ... but still needs a real account
-    let rejected_ghost = tradestream_schemas::Order { order_id: "rej2".into(), ..rejected.clone() };
-    let rejected_ghost = tradestream_schemas::Order { account: acct("ghost"), ..rejected_ghost };
+    let rejected_ghost = tradestream_schemas::Order {
+        order_id: "rej2".into(),
+        ..rejected.clone()
+    };
+    let rejected_ghost = tradestream_schemas::Order {
+        account: acct("ghost"),
+        ..rejected_ghost
+    };
     assert!(matches!(
         portfolio::insert_order(pool, &rejected_ghost).await,
         Err(PostgresError::UnknownAccount { .. })
@@ -79,8 +112,14 @@ async fn validate_order_enforces_each_rule_with_a_mapped_error() -> Result<()> {
     // valid orders of every type are stored
     let valid = [
         order("m", "acc", OrderType::Market, dec!(1.5)),
-        tradestream_schemas::Order { limit_price: Some(dec!(10)), ..order("l1", "acc", OrderType::Limit, dec!(2)) },
-        tradestream_schemas::Order { stop_price: Some(dec!(9)), ..order("s1", "acc", OrderType::Stop, dec!(3)) },
+        tradestream_schemas::Order {
+            limit_price: Some(dec!(10)),
+            ..order("l1", "acc", OrderType::Limit, dec!(2))
+        },
+        tradestream_schemas::Order {
+            stop_price: Some(dec!(9)),
+            ..order("s1", "acc", OrderType::Stop, dec!(3))
+        },
         tradestream_schemas::Order {
             limit_price: Some(dec!(10)),
             stop_price: Some(dec!(9)),
@@ -90,13 +129,19 @@ async fn validate_order_enforces_each_rule_with_a_mapped_error() -> Result<()> {
     for o in &valid {
         assert!(portfolio::insert_order(pool, o).await?, "{o:?}");
     }
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(pool).await?;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+        .fetch_one(pool)
+        .await?;
     assert_eq!(n, 5, "4 valid + 1 rejected");
 
     // the CHECK constraints keep updates honest too
-    let r = sqlx::query("UPDATE orders SET quantity = 0 WHERE order_id = 'm'").execute(pool).await;
+    let r = sqlx::query("UPDATE orders SET quantity = 0 WHERE order_id = 'm'")
+        .execute(pool)
+        .await;
     match r.map_err(PostgresError::from) {
-        Err(PostgresError::InvalidOrder { field, .. }) => assert_eq!(field.as_deref(), Some("quantity")),
+        Err(PostgresError::InvalidOrder { field, .. }) => {
+            assert_eq!(field.as_deref(), Some("quantity"))
+        }
         other => panic!("expected InvalidOrder, got {other:?}"),
     }
     db.cleanup().await;
@@ -124,27 +169,42 @@ async fn order_events_advance_by_sequence_and_client_ids_are_unique_per_account(
     };
     assert!(portfolio::insert_order(pool, &filled).await?);
     // a replayed older event changes nothing
-    let accepted = tradestream_schemas::Order { sequence: 1, status: OrderStatus::Accepted, ..new.clone() };
+    let accepted = tradestream_schemas::Order {
+        sequence: 1,
+        status: OrderStatus::Accepted,
+        ..new.clone()
+    };
     assert!(!portfolio::insert_order(pool, &accepted).await?);
     assert!(!portfolio::insert_order(pool, &filled).await?);
-    let (status, filled_qty, seq): (String, Decimal, i32) =
-        sqlx::query_as("SELECT status, filled_quantity, sequence FROM orders WHERE order_id = 'o1'")
-            .fetch_one(pool)
-            .await?;
+    let (status, filled_qty, seq): (String, Decimal, i32) = sqlx::query_as(
+        "SELECT status, filled_quantity, sequence FROM orders WHERE order_id = 'o1'",
+    )
+    .fetch_one(pool)
+    .await?;
     assert_eq!((status.as_str(), filled_qty, seq), ("FILLED", dec!(10), 2));
 
     // another order of the same account reusing the client id is a duplicate ...
-    let dup = tradestream_schemas::Order { order_id: "o2".into(), ..new.clone() };
+    let dup = tradestream_schemas::Order {
+        order_id: "o2".into(),
+        ..new.clone()
+    };
     match portfolio::insert_order(pool, &dup).await {
         Err(e @ PostgresError::Duplicate { .. }) => {
-            assert!(matches!(&e, PostgresError::Duplicate { constraint, .. }
-                if constraint == "orders_account_id_client_order_id_key"), "{e:?}");
+            assert!(
+                matches!(&e, PostgresError::Duplicate { constraint, .. }
+                if constraint == "orders_account_id_client_order_id_key"),
+                "{e:?}"
+            );
             assert_eq!(e.class(), ErrorClass::DeadLetter);
         }
         other => panic!("expected Duplicate, got {other:?}"),
     }
     // ... but another account may use it, and orders without client ids never collide
-    let other_account = tradestream_schemas::Order { order_id: "o3".into(), account: acct("b"), ..new.clone() };
+    let other_account = tradestream_schemas::Order {
+        order_id: "o3".into(),
+        account: acct("b"),
+        ..new.clone()
+    };
     assert!(portfolio::insert_order(pool, &other_account).await?);
     for id in ["o4", "o5"] {
         assert!(portfolio::insert_order(pool, &order(id, "a", OrderType::Market, dec!(1))).await?);
@@ -186,8 +246,20 @@ async fn check_available_funds_counts_commission_positions_and_shorting() -> Res
 
     // selling needs a position unless shorting is allowed
     assert!(!check("fees", Side::Sell, dec!(1), None).await?);
-    portfolio::insert_fill(pool, &fill("f1", "fees", "AAPL", Side::Buy, dec!(10), dec!(100), dec!(0), at(1, 0)))
-        .await?;
+    portfolio::insert_fill(
+        pool,
+        &fill(
+            "f1",
+            "fees",
+            "AAPL",
+            Side::Buy,
+            dec!(10),
+            dec!(100),
+            dec!(0),
+            at(1, 0),
+        ),
+    )
+    .await?;
     assert!(check("fees", Side::Sell, dec!(10), None).await?);
     assert!(!check("fees", Side::Sell, dec!(10.00000001), Some(dec!(100))).await?);
     assert!(check("shorty", Side::Sell, dec!(1000000), None).await?);
@@ -200,24 +272,50 @@ async fn check_available_funds_counts_commission_positions_and_shorting() -> Res
         other => panic!("expected UnknownAccount, got {other:?}"),
     }
     match check("fees", Side::Buy, dec!(0), Some(dec!(1))).await {
-        Err(PostgresError::InvalidArgument { argument, .. }) => assert_eq!(argument.as_deref(), Some("p_quantity")),
+        Err(PostgresError::InvalidArgument { argument, .. }) => {
+            assert_eq!(argument.as_deref(), Some("p_quantity"))
+        }
         other => panic!("expected InvalidArgument, got {other:?}"),
     }
     match check("fees", Side::Buy, dec!(1), None).await {
-        Err(PostgresError::InvalidArgument { argument, .. }) => assert_eq!(argument.as_deref(), Some("p_price")),
+        Err(PostgresError::InvalidArgument { argument, .. }) => {
+            assert_eq!(argument.as_deref(), Some("p_price"))
+        }
         other => panic!("expected InvalidArgument, got {other:?}"),
     }
     let bad_side: Result<bool, _> =
-        sqlx::query_scalar("SELECT check_available_funds('fees', 'AAPL', 'HOLD', 1, 1)").fetch_one(pool).await;
-    assert!(matches!(bad_side.map_err(PostgresError::from), Err(PostgresError::InvalidArgument { .. })));
+        sqlx::query_scalar("SELECT check_available_funds('fees', 'AAPL', 'HOLD', 1, 1)")
+            .fetch_one(pool)
+            .await;
+    assert!(matches!(
+        bad_side.map_err(PostgresError::from),
+        Err(PostgresError::InvalidArgument { .. })
+    ));
 
     // require_available_funds raises instead of answering false
-    portfolio::require_available_funds(pool, &acct("fees"), &sym("AAPL"), Side::Buy, dec!(1), Some(dec!(1))).await?;
-    match portfolio::require_available_funds(pool, &acct("fees"), &sym("AAPL"), Side::Buy, dec!(1000), Some(dec!(100)))
-        .await
+    portfolio::require_available_funds(
+        pool,
+        &acct("fees"),
+        &sym("AAPL"),
+        Side::Buy,
+        dec!(1),
+        Some(dec!(1)),
+    )
+    .await?;
+    match portfolio::require_available_funds(
+        pool,
+        &acct("fees"),
+        &sym("AAPL"),
+        Side::Buy,
+        dec!(1000),
+        Some(dec!(100)),
+    )
+    .await
     {
         Err(e @ PostgresError::InsufficientFunds { .. }) => {
-            assert!(matches!(&e, PostgresError::InsufficientFunds { account, .. } if account == "fees"));
+            assert!(
+                matches!(&e, PostgresError::InsufficientFunds { account, .. } if account == "fees")
+            );
             assert!(e.to_string().contains("insufficient funds"), "{e}");
             assert_eq!(e.class(), ErrorClass::DeadLetter);
         }
@@ -239,20 +337,39 @@ struct Expect {
     unrealized: Decimal,
 }
 
-async fn assert_position(pool: &sqlx::PgPool, account: &str, symbol: &str, e: Expect) -> Result<()> {
+async fn assert_position(
+    pool: &sqlx::PgPool,
+    account: &str,
+    symbol: &str,
+    e: Expect,
+) -> Result<()> {
     let positions = portfolio::positions(pool, &acct(account)).await?;
-    let p = positions.iter().find(|p| p.symbol.as_str() == symbol).expect("position exists");
+    let p = positions
+        .iter()
+        .find(|p| p.symbol.as_str() == symbol)
+        .expect("position exists");
     assert_eq!(p.quantity, e.quantity, "quantity of {symbol}");
     assert_eq!(p.avg_price, e.avg, "avg_price of {symbol}");
     assert_eq!(p.realized_pnl, e.realized, "realized_pnl of {symbol}");
     assert_eq!(p.commission, e.commission, "commission of {symbol}");
-    assert_eq!(p.current_price, Some(e.current), "current_price of {symbol}");
+    assert_eq!(
+        p.current_price,
+        Some(e.current),
+        "current_price of {symbol}"
+    );
     assert_eq!(p.unrealized_pnl, e.unrealized, "unrealized_pnl of {symbol}");
     Ok(())
 }
 
-async fn assert_cash_and_value(pool: &sqlx::PgPool, account: &str, cash: Decimal, total: Decimal) -> Result<()> {
-    let a = portfolio::account(pool, &acct(account)).await?.expect("account exists");
+async fn assert_cash_and_value(
+    pool: &sqlx::PgPool,
+    account: &str,
+    cash: Decimal,
+    total: Decimal,
+) -> Result<()> {
+    let a = portfolio::account(pool, &acct(account))
+        .await?
+        .expect("account exists");
     assert_eq!(a.cash, cash, "cash");
     assert_eq!(a.total_value, total, "total_value");
     Ok(())
@@ -266,49 +383,159 @@ async fn apply_fill_buy_add_partial_sell_and_close() -> Result<()> {
     let ins = |f| async move { portfolio::insert_fill(pool, &f).await };
 
     // buy 10 @ 100, commission 1: cash 100000 - 1000 - 1 = 98999, value 98999 + 10*100
-    assert!(ins(fill("f1", "acc", "AAPL", Side::Buy, dec!(10), dec!(100), dec!(1), at(1, 0))).await?);
-    assert_position(pool, "acc", "AAPL", Expect {
-        quantity: dec!(10), avg: dec!(100), realized: dec!(0), commission: dec!(1), current: dec!(100), unrealized: dec!(0),
-    }).await?;
+    assert!(
+        ins(fill(
+            "f1",
+            "acc",
+            "AAPL",
+            Side::Buy,
+            dec!(10),
+            dec!(100),
+            dec!(1),
+            at(1, 0)
+        ))
+        .await?
+    );
+    assert_position(
+        pool,
+        "acc",
+        "AAPL",
+        Expect {
+            quantity: dec!(10),
+            avg: dec!(100),
+            realized: dec!(0),
+            commission: dec!(1),
+            current: dec!(100),
+            unrealized: dec!(0),
+        },
+    )
+    .await?;
     assert_cash_and_value(pool, "acc", dec!(98999), dec!(99999)).await?;
 
     // the same fill again is ignored (idempotent sink)
-    assert!(!ins(fill("f1", "acc", "AAPL", Side::Buy, dec!(10), dec!(100), dec!(1), at(1, 0))).await?);
+    assert!(
+        !ins(fill(
+            "f1",
+            "acc",
+            "AAPL",
+            Side::Buy,
+            dec!(10),
+            dec!(100),
+            dec!(1),
+            at(1, 0)
+        ))
+        .await?
+    );
     assert_cash_and_value(pool, "acc", dec!(98999), dec!(99999)).await?;
 
     // add 5 @ 106, commission 1.5: avg (10*100 + 5*106)/15 = 102; the mark stays at 100 so
     // unrealized = 15 * (100 - 102) = -30; cash 98999 - 530 - 1.5 = 98467.5; value + 15*100
-    assert!(ins(fill("f2", "acc", "AAPL", Side::Buy, dec!(5), dec!(106), dec!(1.5), at(1, 1))).await?);
-    assert_position(pool, "acc", "AAPL", Expect {
-        quantity: dec!(15), avg: dec!(102), realized: dec!(0), commission: dec!(2.5), current: dec!(100), unrealized: dec!(-30),
-    }).await?;
+    assert!(
+        ins(fill(
+            "f2",
+            "acc",
+            "AAPL",
+            Side::Buy,
+            dec!(5),
+            dec!(106),
+            dec!(1.5),
+            at(1, 1)
+        ))
+        .await?
+    );
+    assert_position(
+        pool,
+        "acc",
+        "AAPL",
+        Expect {
+            quantity: dec!(15),
+            avg: dec!(102),
+            realized: dec!(0),
+            commission: dec!(2.5),
+            current: dec!(100),
+            unrealized: dec!(-30),
+        },
+    )
+    .await?;
     assert_cash_and_value(pool, "acc", dec!(98467.5), dec!(99967.5)).await?;
 
     // partial sell 5 @ 110, commission 1: realized 5 * (110 - 102) = 40, avg unchanged,
     // unrealized 10 * (100 - 102) = -20, cash 98467.5 + 550 - 1 = 99016.5
-    assert!(ins(fill("f3", "acc", "AAPL", Side::Sell, dec!(5), dec!(110), dec!(1), at(1, 2))).await?);
-    assert_position(pool, "acc", "AAPL", Expect {
-        quantity: dec!(10), avg: dec!(102), realized: dec!(40), commission: dec!(3.5), current: dec!(100), unrealized: dec!(-20),
-    }).await?;
+    assert!(
+        ins(fill(
+            "f3",
+            "acc",
+            "AAPL",
+            Side::Sell,
+            dec!(5),
+            dec!(110),
+            dec!(1),
+            at(1, 2)
+        ))
+        .await?
+    );
+    assert_position(
+        pool,
+        "acc",
+        "AAPL",
+        Expect {
+            quantity: dec!(10),
+            avg: dec!(102),
+            realized: dec!(40),
+            commission: dec!(3.5),
+            current: dec!(100),
+            unrealized: dec!(-20),
+        },
+    )
+    .await?;
     assert_cash_and_value(pool, "acc", dec!(99016.5), dec!(100016.5)).await?;
 
     // close 10 @ 99, commission 1: realized 40 + 10 * (99 - 102) = 10, flat: avg 0,
     // unrealized 0, cash 99016.5 + 990 - 1 = 100005.5 = 100000 + realized 10 - commission 4.5
-    assert!(ins(fill("f4", "acc", "AAPL", Side::Sell, dec!(10), dec!(99), dec!(1), at(1, 3))).await?);
-    assert_position(pool, "acc", "AAPL", Expect {
-        quantity: dec!(0), avg: dec!(0), realized: dec!(10), commission: dec!(4.5), current: dec!(100), unrealized: dec!(0),
-    }).await?;
+    assert!(
+        ins(fill(
+            "f4",
+            "acc",
+            "AAPL",
+            Side::Sell,
+            dec!(10),
+            dec!(99),
+            dec!(1),
+            at(1, 3)
+        ))
+        .await?
+    );
+    assert_position(
+        pool,
+        "acc",
+        "AAPL",
+        Expect {
+            quantity: dec!(0),
+            avg: dec!(0),
+            realized: dec!(10),
+            commission: dec!(4.5),
+            current: dec!(100),
+            unrealized: dec!(0),
+        },
+    )
+    .await?;
     assert_cash_and_value(pool, "acc", dec!(100005.5), dec!(100005.5)).await?;
 
     // every fill wrote a snapshot at its event time, seeing the cash after that fill
     let snaps = portfolio::snapshots(pool, &acct("acc"), at(1, 0), at(2, 0)).await?;
-    let got: Vec<_> = snaps.iter().map(|s| (s.snapshot_time, s.cash, s.positions_value, s.total_value)).collect();
-    assert_eq!(got, vec![
-        (at(1, 0), dec!(98999), dec!(1000), dec!(99999)),
-        (at(1, 1), dec!(98467.5), dec!(1500), dec!(99967.5)),
-        (at(1, 2), dec!(99016.5), dec!(1000), dec!(100016.5)),
-        (at(1, 3), dec!(100005.5), dec!(0), dec!(100005.5)),
-    ]);
+    let got: Vec<_> = snaps
+        .iter()
+        .map(|s| (s.snapshot_time, s.cash, s.positions_value, s.total_value))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (at(1, 0), dec!(98999), dec!(1000), dec!(99999)),
+            (at(1, 1), dec!(98467.5), dec!(1500), dec!(99967.5)),
+            (at(1, 2), dec!(99016.5), dec!(1000), dec!(100016.5)),
+            (at(1, 3), dec!(100005.5), dec!(0), dec!(100005.5)),
+        ]
+    );
     let last = snaps.last().expect("snapshots");
     assert_eq!(last.total_pnl, dec!(5.5));
     assert_eq!(last.total_return, dec!(0.000055)); // 5.5 / 100000
@@ -324,27 +551,100 @@ async fn apply_fill_flips_long_to_short_and_back() -> Result<()> {
     let ins = |f| async move { portfolio::insert_fill(pool, &f).await };
 
     // long 4 @ 50 (cash -200)
-    ins(fill("f1", "acc", "FLIP", Side::Buy, dec!(4), dec!(50), dec!(0), at(1, 0))).await?;
+    ins(fill(
+        "f1",
+        "acc",
+        "FLIP",
+        Side::Buy,
+        dec!(4),
+        dec!(50),
+        dec!(0),
+        at(1, 0),
+    ))
+    .await?;
     // sell 10 @ 55: closes 4 (realized 4 * 5 = 20), the other 6 open short at 55;
     // mark still 50: unrealized -6 * (50 - 55) = 30; cash -200 + 550 = +350
-    ins(fill("f2", "acc", "FLIP", Side::Sell, dec!(10), dec!(55), dec!(0.5), at(1, 1))).await?;
-    assert_position(pool, "acc", "FLIP", Expect {
-        quantity: dec!(-6), avg: dec!(55), realized: dec!(20), commission: dec!(0.5), current: dec!(50), unrealized: dec!(30),
-    }).await?;
+    ins(fill(
+        "f2",
+        "acc",
+        "FLIP",
+        Side::Sell,
+        dec!(10),
+        dec!(55),
+        dec!(0.5),
+        at(1, 1),
+    ))
+    .await?;
+    assert_position(
+        pool,
+        "acc",
+        "FLIP",
+        Expect {
+            quantity: dec!(-6),
+            avg: dec!(55),
+            realized: dec!(20),
+            commission: dec!(0.5),
+            current: dec!(50),
+            unrealized: dec!(30),
+        },
+    )
+    .await?;
     // cash 10000 - 200 + 550 - 0.5 = 10349.5; value 10349.5 - 6 * 50 = 10049.5
     assert_cash_and_value(pool, "acc", dec!(10349.5), dec!(10049.5)).await?;
 
     // adding to the short: sell 2 @ 59 -> avg (6*55 + 2*59)/8 = 448/8 = 56
-    ins(fill("f3", "acc", "FLIP", Side::Sell, dec!(2), dec!(59), dec!(0), at(1, 2))).await?;
-    assert_position(pool, "acc", "FLIP", Expect {
-        quantity: dec!(-8), avg: dec!(56), realized: dec!(20), commission: dec!(0.5), current: dec!(50), unrealized: dec!(48),
-    }).await?;
+    ins(fill(
+        "f3",
+        "acc",
+        "FLIP",
+        Side::Sell,
+        dec!(2),
+        dec!(59),
+        dec!(0),
+        at(1, 2),
+    ))
+    .await?;
+    assert_position(
+        pool,
+        "acc",
+        "FLIP",
+        Expect {
+            quantity: dec!(-8),
+            avg: dec!(56),
+            realized: dec!(20),
+            commission: dec!(0.5),
+            current: dec!(50),
+            unrealized: dec!(48),
+        },
+    )
+    .await?;
 
     // buy 10 @ 52: covers 8 (realized += 8 * (52 - 56) * -1 = 32 -> 52), 2 open long at 52
-    ins(fill("f4", "acc", "FLIP", Side::Buy, dec!(10), dec!(52), dec!(0), at(1, 3))).await?;
-    assert_position(pool, "acc", "FLIP", Expect {
-        quantity: dec!(2), avg: dec!(52), realized: dec!(52), commission: dec!(0.5), current: dec!(50), unrealized: dec!(-4),
-    }).await?;
+    ins(fill(
+        "f4",
+        "acc",
+        "FLIP",
+        Side::Buy,
+        dec!(10),
+        dec!(52),
+        dec!(0),
+        at(1, 3),
+    ))
+    .await?;
+    assert_position(
+        pool,
+        "acc",
+        "FLIP",
+        Expect {
+            quantity: dec!(2),
+            avg: dec!(52),
+            realized: dec!(52),
+            commission: dec!(0.5),
+            current: dec!(50),
+            unrealized: dec!(-4),
+        },
+    )
+    .await?;
     // cash 10349.5 + 118 - 520 = 9947.5; value 9947.5 + 2 * 50 = 10047.5
     assert_cash_and_value(pool, "acc", dec!(9947.5), dec!(10047.5)).await?;
     db.cleanup().await;
@@ -357,24 +657,108 @@ async fn apply_fill_rounds_the_average_half_away_from_zero() -> Result<()> {
     let pool = db.pool();
     create_account(pool, "acc", dec!(10000)).await;
     // (3 * 10 + 3 * 10.00000001) / 6 = 10.000000005 exactly: a midpoint, rounds up
-    portfolio::insert_fill(pool, &fill("a1", "acc", "MID", Side::Buy, dec!(3), dec!(10), dec!(0), at(1, 0))).await?;
-    portfolio::insert_fill(pool, &fill("a2", "acc", "MID", Side::Buy, dec!(3), dec!(10.00000001), dec!(0), at(1, 1)))
-        .await?;
+    portfolio::insert_fill(
+        pool,
+        &fill(
+            "a1",
+            "acc",
+            "MID",
+            Side::Buy,
+            dec!(3),
+            dec!(10),
+            dec!(0),
+            at(1, 0),
+        ),
+    )
+    .await?;
+    portfolio::insert_fill(
+        pool,
+        &fill(
+            "a2",
+            "acc",
+            "MID",
+            Side::Buy,
+            dec!(3),
+            dec!(10.00000001),
+            dec!(0),
+            at(1, 1),
+        ),
+    )
+    .await?;
     // (1 * 1 + 2 * 2) / 3 = 1.6666...: rounds to 1.66666667
-    portfolio::insert_fill(pool, &fill("b1", "acc", "THIRD", Side::Buy, dec!(1), dec!(1), dec!(0), at(1, 0))).await?;
-    portfolio::insert_fill(pool, &fill("b2", "acc", "THIRD", Side::Buy, dec!(2), dec!(2), dec!(0), at(1, 1))).await?;
+    portfolio::insert_fill(
+        pool,
+        &fill(
+            "b1",
+            "acc",
+            "THIRD",
+            Side::Buy,
+            dec!(1),
+            dec!(1),
+            dec!(0),
+            at(1, 0),
+        ),
+    )
+    .await?;
+    portfolio::insert_fill(
+        pool,
+        &fill(
+            "b2",
+            "acc",
+            "THIRD",
+            Side::Buy,
+            dec!(2),
+            dec!(2),
+            dec!(0),
+            at(1, 1),
+        ),
+    )
+    .await?;
     // short side: (1 * 1 + 1 * 1.00000001) / 2 = 1.000000005 -> 1.00000001 (away from zero
     // in magnitude; prices are positive, so the same direction)
-    portfolio::insert_fill(pool, &fill("c1", "acc", "SHRT", Side::Sell, dec!(1), dec!(1), dec!(0), at(1, 0))).await?;
-    portfolio::insert_fill(pool, &fill("c2", "acc", "SHRT", Side::Sell, dec!(1), dec!(1.00000001), dec!(0), at(1, 1)))
-        .await?;
+    portfolio::insert_fill(
+        pool,
+        &fill(
+            "c1",
+            "acc",
+            "SHRT",
+            Side::Sell,
+            dec!(1),
+            dec!(1),
+            dec!(0),
+            at(1, 0),
+        ),
+    )
+    .await?;
+    portfolio::insert_fill(
+        pool,
+        &fill(
+            "c2",
+            "acc",
+            "SHRT",
+            Side::Sell,
+            dec!(1),
+            dec!(1.00000001),
+            dec!(0),
+            at(1, 1),
+        ),
+    )
+    .await?;
     let positions = portfolio::positions(pool, &acct("acc")).await?;
-    let avg = |s: &str| positions.iter().find(|p| p.symbol.as_str() == s).map(|p| p.avg_price);
+    let avg = |s: &str| {
+        positions
+            .iter()
+            .find(|p| p.symbol.as_str() == s)
+            .map(|p| p.avg_price)
+    };
     assert_eq!(avg("MID"), Some(dec!(10.00000001)));
     assert_eq!(avg("THIRD"), Some(dec!(1.66666667)));
     assert_eq!(avg("SHRT"), Some(dec!(1.00000001)));
     // unrealized uses the rounded average at the first fill's price: 3 * (1 - 1.66666667)
-    let third = positions.iter().find(|p| p.symbol.as_str() == "THIRD").expect("THIRD");
+    let third = positions
+        .iter()
+        .find(|p| p.symbol.as_str() == "THIRD")
+        .expect("THIRD");
     assert_eq!(third.unrealized_pnl, dec!(-2.00000001));
     db.cleanup().await;
     Ok(())
@@ -385,21 +769,89 @@ async fn fills_for_unknown_accounts_or_with_bad_numbers_are_refused() -> Result<
     let db = TestDatabase::new().await?;
     let pool = db.pool();
     create_account(pool, "acc", dec!(1000)).await;
-    match portfolio::insert_fill(pool, &fill("g", "ghost", "AAPL", Side::Buy, dec!(1), dec!(1), dec!(0), at(1, 0))).await {
+    match portfolio::insert_fill(
+        pool,
+        &fill(
+            "g",
+            "ghost",
+            "AAPL",
+            Side::Buy,
+            dec!(1),
+            dec!(1),
+            dec!(0),
+            at(1, 0),
+        ),
+    )
+    .await
+    {
         Err(PostgresError::UnknownAccount { account }) => assert_eq!(account, "ghost"),
         other => panic!("expected UnknownAccount, got {other:?}"),
     }
     for (f, column) in [
-        (fill("q0", "acc", "AAPL", Side::Buy, dec!(0), dec!(1), dec!(0), at(1, 0)), "quantity"),
-        (fill("qn", "acc", "AAPL", Side::Sell, dec!(-1), dec!(1), dec!(0), at(1, 0)), "quantity"),
-        (fill("p0", "acc", "AAPL", Side::Buy, dec!(1), dec!(0), dec!(0), at(1, 0)), "price"),
-        (fill("cn", "acc", "AAPL", Side::Buy, dec!(1), dec!(1), dec!(-0.01), at(1, 0)), "commission"),
+        (
+            fill(
+                "q0",
+                "acc",
+                "AAPL",
+                Side::Buy,
+                dec!(0),
+                dec!(1),
+                dec!(0),
+                at(1, 0),
+            ),
+            "quantity",
+        ),
+        (
+            fill(
+                "qn",
+                "acc",
+                "AAPL",
+                Side::Sell,
+                dec!(-1),
+                dec!(1),
+                dec!(0),
+                at(1, 0),
+            ),
+            "quantity",
+        ),
+        (
+            fill(
+                "p0",
+                "acc",
+                "AAPL",
+                Side::Buy,
+                dec!(1),
+                dec!(0),
+                dec!(0),
+                at(1, 0),
+            ),
+            "price",
+        ),
+        (
+            fill(
+                "cn",
+                "acc",
+                "AAPL",
+                Side::Buy,
+                dec!(1),
+                dec!(1),
+                dec!(-0.01),
+                at(1, 0),
+            ),
+            "commission",
+        ),
     ] {
         match portfolio::insert_fill(pool, &f).await {
             Err(e @ PostgresError::InvalidData { .. }) => {
                 assert_eq!(e.class(), ErrorClass::DeadLetter);
-                let PostgresError::InvalidData { table, field, .. } = &e else { unreachable!() };
-                assert_eq!((table.as_deref(), field.as_deref()), (Some("fills"), Some(column)), "{e}");
+                let PostgresError::InvalidData { table, field, .. } = &e else {
+                    unreachable!()
+                };
+                assert_eq!(
+                    (table.as_deref(), field.as_deref()),
+                    (Some("fills"), Some(column)),
+                    "{e}"
+                );
             }
             other => panic!("expected InvalidData for {column}, got {other:?}"),
         }
@@ -419,55 +871,156 @@ async fn mark_to_market_and_calculate_position_pnl() -> Result<()> {
     let mut s = NewAccount::new(acct("short"), "short", dec!(10000));
     s.allow_short = true;
     portfolio::create_account(pool, &s).await?;
-    portfolio::insert_fill(pool, &fill("f1", "long", "AAPL", Side::Buy, dec!(10), dec!(100), dec!(0), at(1, 0))).await?;
-    portfolio::insert_fill(pool, &fill("f2", "short", "AAPL", Side::Sell, dec!(4), dec!(101), dec!(0), at(1, 0))).await?;
-    portfolio::insert_fill(pool, &fill("f3", "long", "MSFT", Side::Buy, dec!(1), dec!(300), dec!(0), at(1, 0))).await?;
+    portfolio::insert_fill(
+        pool,
+        &fill(
+            "f1",
+            "long",
+            "AAPL",
+            Side::Buy,
+            dec!(10),
+            dec!(100),
+            dec!(0),
+            at(1, 0),
+        ),
+    )
+    .await?;
+    portfolio::insert_fill(
+        pool,
+        &fill(
+            "f2",
+            "short",
+            "AAPL",
+            Side::Sell,
+            dec!(4),
+            dec!(101),
+            dec!(0),
+            at(1, 0),
+        ),
+    )
+    .await?;
+    portfolio::insert_fill(
+        pool,
+        &fill(
+            "f3",
+            "long",
+            "MSFT",
+            Side::Buy,
+            dec!(1),
+            dec!(300),
+            dec!(0),
+            at(1, 0),
+        ),
+    )
+    .await?;
 
     let n = portfolio::mark_to_market(pool, &sym("AAPL"), dec!(103.5), at(2, 0)).await?;
     assert_eq!(n, 2, "both AAPL positions, not MSFT");
-    assert_eq!(portfolio::mark_to_market(pool, &sym("NONE"), dec!(1), at(2, 0)).await?, 0);
+    assert_eq!(
+        portfolio::mark_to_market(pool, &sym("NONE"), dec!(1), at(2, 0)).await?,
+        0
+    );
 
     let pnl = portfolio::calculate_position_pnl(pool, &sym("AAPL")).await?;
     let rows: Vec<_> = pnl
         .iter()
-        .map(|r| (r.account_id.as_str(), r.quantity, r.avg_price, r.current_price, r.unrealized_pnl))
+        .map(|r| {
+            (
+                r.account_id.as_str(),
+                r.quantity,
+                r.avg_price,
+                r.current_price,
+                r.unrealized_pnl,
+            )
+        })
         .collect();
-    assert_eq!(rows, vec![
-        // 10 * (103.5 - 100) = 35
-        ("long", dec!(10), dec!(100), Some(dec!(103.5)), Some(dec!(35))),
-        // -4 * (103.5 - 101) = -10
-        ("short", dec!(-4), dec!(101), Some(dec!(103.5)), Some(dec!(-10))),
-    ]);
+    assert_eq!(
+        rows,
+        vec![
+            // 10 * (103.5 - 100) = 35
+            (
+                "long",
+                dec!(10),
+                dec!(100),
+                Some(dec!(103.5)),
+                Some(dec!(35))
+            ),
+            // -4 * (103.5 - 101) = -10
+            (
+                "short",
+                dec!(-4),
+                dec!(101),
+                Some(dec!(103.5)),
+                Some(dec!(-10))
+            ),
+        ]
+    );
     // the stored unrealized P&L agrees
-    assert_position(pool, "long", "AAPL", Expect {
-        quantity: dec!(10), avg: dec!(100), realized: dec!(0), commission: dec!(0), current: dec!(103.5), unrealized: dec!(35),
-    }).await?;
+    assert_position(
+        pool,
+        "long",
+        "AAPL",
+        Expect {
+            quantity: dec!(10),
+            avg: dec!(100),
+            realized: dec!(0),
+            commission: dec!(0),
+            current: dec!(103.5),
+            unrealized: dec!(35),
+        },
+    )
+    .await?;
     // MSFT untouched
-    assert_position(pool, "long", "MSFT", Expect {
-        quantity: dec!(1), avg: dec!(300), realized: dec!(0), commission: dec!(0), current: dec!(300), unrealized: dec!(0),
-    }).await?;
+    assert_position(
+        pool,
+        "long",
+        "MSFT",
+        Expect {
+            quantity: dec!(1),
+            avg: dec!(300),
+            realized: dec!(0),
+            commission: dec!(0),
+            current: dec!(300),
+            unrealized: dec!(0),
+        },
+    )
+    .await?;
 
     // the marks wrote snapshots at the mark's event time with the new values:
     // long: cash 10000 - 1000 - 300 = 8700; positions 10*103.5 + 300 = 1335; total 10035
     let snaps = portfolio::snapshots(pool, &acct("long"), at(2, 0), at(2, 0)).await?;
     assert_eq!(snaps.len(), 1);
     let s = &snaps[0];
-    assert_eq!((s.cash, s.positions_value, s.total_value, s.total_pnl), (dec!(8700), dec!(1335), dec!(10035), dec!(35)));
+    assert_eq!(
+        (s.cash, s.positions_value, s.total_value, s.total_pnl),
+        (dec!(8700), dec!(1335), dec!(10035), dec!(35))
+    );
     assert_eq!(s.total_return, dec!(0.0035));
     // short: cash 10000 + 404 = 10404; positions -4 * 103.5 = -414; total 9990; return -0.001
     let snaps = portfolio::snapshots(pool, &acct("short"), at(2, 0), at(2, 0)).await?;
     assert_eq!(snaps.len(), 1);
-    assert_eq!((snaps[0].total_value, snaps[0].total_return), (dec!(9990), dec!(-0.001)));
-    let a = portfolio::account(pool, &acct("short")).await?.expect("account");
+    assert_eq!(
+        (snaps[0].total_value, snaps[0].total_return),
+        (dec!(9990), dec!(-0.001))
+    );
+    let a = portfolio::account(pool, &acct("short"))
+        .await?
+        .expect("account");
     assert_eq!(a.total_value, dec!(9990));
 
     // a position deleted by hand still updates the account and writes a snapshot
-    sqlx::query("DELETE FROM positions WHERE account_id = 'long' AND symbol = 'MSFT'").execute(pool).await?;
-    let a = portfolio::account(pool, &acct("long")).await?.expect("account");
+    sqlx::query("DELETE FROM positions WHERE account_id = 'long' AND symbol = 'MSFT'")
+        .execute(pool)
+        .await?;
+    let a = portfolio::account(pool, &acct("long"))
+        .await?
+        .expect("account");
     assert_eq!(a.total_value, dec!(9735)); // 8700 + 1035
 
     match portfolio::mark_to_market(pool, &sym("AAPL"), dec!(0), at(3, 0)).await {
-        Err(PostgresError::InvalidArgument { argument, .. }) => assert_eq!(argument.as_deref(), Some("p_price")),
+        Err(PostgresError::InvalidArgument { argument, .. }) => {
+            assert_eq!(argument.as_deref(), Some("p_price"))
+        }
         other => panic!("expected InvalidArgument, got {other:?}"),
     }
     db.cleanup().await;
@@ -477,7 +1030,12 @@ async fn mark_to_market_and_calculate_position_pnl() -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // get_portfolio_stats
 
-async fn snapshot(pool: &sqlx::PgPool, account: &str, time: chrono::DateTime<chrono::Utc>, value: Decimal) -> Result<()> {
+async fn snapshot(
+    pool: &sqlx::PgPool,
+    account: &str,
+    time: chrono::DateTime<chrono::Utc>,
+    value: Decimal,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO portfolio_snapshots (account_id, snapshot_time, total_value, cash, positions_value, total_pnl, total_return)
          VALUES ($1, $2, $3, $3, 0, 0, 0)",
@@ -520,7 +1078,11 @@ async fn portfolio_stats_on_a_hand_computed_series() -> Result<()> {
     assert_eq!(stats.total_return, Some(dec!(0.089)));
     assert_eq!(stats.max_drawdown, Some(dec!(0.1))); // 110 -> 99
     assert!(close(stats.sharpe, 21f64.sqrt()), "{:?}", stats.sharpe);
-    assert!(close(stats.volatility, 0.2 * 84f64.sqrt()), "{:?}", stats.volatility);
+    assert!(
+        close(stats.volatility, 0.2 * 84f64.sqrt()),
+        "{:?}",
+        stats.volatility
+    );
 
     // Account t trades only on days 1 (50) and 3 (60); summed with s, carried forward over
     // day 2: 150, 160, 159, 168.9.
@@ -528,18 +1090,36 @@ async fn portfolio_stats_on_a_hand_computed_series() -> Result<()> {
     snapshot(pool, "t", at(3, 12), dec!(60)).await?;
     let all = portfolio::get_portfolio_stats(pool, at(1, 0), at(4, 23), None).await?;
     assert_eq!(all.snapshots, 7);
-    assert_eq!((all.start_value, all.end_value), (Some(dec!(150)), Some(dec!(168.9))));
+    assert_eq!(
+        (all.start_value, all.end_value),
+        (Some(dec!(150)), Some(dec!(168.9)))
+    );
     assert_eq!(all.total_return, Some(dec!(0.126))); // 18.9 / 150
     assert_eq!(all.max_drawdown, Some(dec!(0.00625))); // (160 - 159) / 160
-    let r = [160.0 / 150.0 - 1.0, 159.0 / 160.0 - 1.0, 168.9 / 159.0 - 1.0];
+    let r = [
+        160.0 / 150.0 - 1.0,
+        159.0 / 160.0 - 1.0,
+        168.9 / 159.0 - 1.0,
+    ];
     let mean = r.iter().sum::<f64>() / 3.0;
     let sd = (r.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 2.0).sqrt();
-    assert!(close(all.volatility, sd * 252f64.sqrt()), "{:?}", all.volatility);
-    assert!(close(all.sharpe, mean / sd * 252f64.sqrt()), "{:?}", all.sharpe);
+    assert!(
+        close(all.volatility, sd * 252f64.sqrt()),
+        "{:?}",
+        all.volatility
+    );
+    assert!(
+        close(all.sharpe, mean / sd * 252f64.sqrt()),
+        "{:?}",
+        all.sharpe
+    );
 
     // one day: no returns, no drawdown
     let one = portfolio::get_portfolio_stats(pool, at(2, 0), at(2, 23), Some(&acct("s"))).await?;
-    assert_eq!((one.snapshots, one.total_return, one.max_drawdown), (1, Some(dec!(0)), Some(dec!(0))));
+    assert_eq!(
+        (one.snapshots, one.total_return, one.max_drawdown),
+        (1, Some(dec!(0)), Some(dec!(0)))
+    );
     assert_eq!((one.sharpe, one.volatility), (None, None));
     // two days: one return, volatility undefined
     let two = portfolio::get_portfolio_stats(pool, at(2, 0), at(3, 23), Some(&acct("s"))).await?;
@@ -548,7 +1128,15 @@ async fn portfolio_stats_on_a_hand_computed_series() -> Result<()> {
     // empty window
     let none = portfolio::get_portfolio_stats(pool, at(20, 0), at(21, 0), None).await?;
     assert_eq!(none.snapshots, 0);
-    assert_eq!((none.total_return, none.start_value, none.max_drawdown, none.sharpe), (None, None, None, None));
+    assert_eq!(
+        (
+            none.total_return,
+            none.start_value,
+            none.max_drawdown,
+            none.sharpe
+        ),
+        (None, None, None, None)
+    );
     db.cleanup().await;
     Ok(())
 }
@@ -559,17 +1147,38 @@ async fn portfolio_stats_from_fills_and_marks() -> Result<()> {
     let pool = db.pool();
     create_account(pool, "acc", dec!(1000)).await;
     // all in: 10 @ 100, then marks 110, 99, 108.9 -> values 1000, 1100, 990, 1089
-    portfolio::insert_fill(pool, &fill("f", "acc", "IXIC", Side::Buy, dec!(10), dec!(100), dec!(0), at(1, 16))).await?;
+    portfolio::insert_fill(
+        pool,
+        &fill(
+            "f",
+            "acc",
+            "IXIC",
+            Side::Buy,
+            dec!(10),
+            dec!(100),
+            dec!(0),
+            at(1, 16),
+        ),
+    )
+    .await?;
     portfolio::mark_to_market(pool, &sym("IXIC"), dec!(110), at(2, 16)).await?;
     portfolio::mark_to_market(pool, &sym("IXIC"), dec!(99), at(3, 16)).await?;
     portfolio::mark_to_market(pool, &sym("IXIC"), dec!(108.9), at(4, 16)).await?;
-    let stats = portfolio::get_portfolio_stats(pool, at(1, 0), at(5, 0), Some(&acct("acc"))).await?;
+    let stats =
+        portfolio::get_portfolio_stats(pool, at(1, 0), at(5, 0), Some(&acct("acc"))).await?;
     assert_eq!(stats.snapshots, 4);
-    assert_eq!((stats.start_value, stats.end_value), (Some(dec!(1000)), Some(dec!(1089))));
+    assert_eq!(
+        (stats.start_value, stats.end_value),
+        (Some(dec!(1000)), Some(dec!(1089)))
+    );
     assert_eq!(stats.total_return, Some(dec!(0.089)));
     assert_eq!(stats.max_drawdown, Some(dec!(0.1)));
     assert!(close(stats.sharpe, 21f64.sqrt()), "{:?}", stats.sharpe);
-    assert!(close(stats.volatility, 0.2 * 84f64.sqrt()), "{:?}", stats.volatility);
+    assert!(
+        close(stats.volatility, 0.2 * 84f64.sqrt()),
+        "{:?}",
+        stats.volatility
+    );
     db.cleanup().await;
     Ok(())
 }
@@ -594,24 +1203,65 @@ async fn consumed_offsets_upsert_never_rewinds_and_commits_with_the_data() -> Re
 
     // rows and offsets commit or roll back together
     let mut tx = pool.begin().await?;
-    portfolio::insert_fill(&mut *tx, &fill("f1", "acc", "AAPL", Side::Buy, dec!(1), dec!(10), dec!(0), at(1, 0))).await?;
+    portfolio::insert_fill(
+        &mut *tx,
+        &fill(
+            "f1",
+            "acc",
+            "AAPL",
+            Side::Buy,
+            dec!(1),
+            dec!(10),
+            dec!(0),
+            at(1, 0),
+        ),
+    )
+    .await?;
     offsets::store_offset(&mut *tx, "sink", "fills", 0, 16).await?;
     tx.rollback().await?;
-    assert_eq!(offsets::load_offsets(pool, "sink", "fills").await?.get(&0), Some(&15));
+    assert_eq!(
+        offsets::load_offsets(pool, "sink", "fills").await?.get(&0),
+        Some(&15)
+    );
     assert!(portfolio::positions(pool, &acct("acc")).await?.is_empty());
     let mut tx = pool.begin().await?;
-    portfolio::insert_fill(&mut *tx, &fill("f1", "acc", "AAPL", Side::Buy, dec!(1), dec!(10), dec!(0), at(1, 0))).await?;
+    portfolio::insert_fill(
+        &mut *tx,
+        &fill(
+            "f1",
+            "acc",
+            "AAPL",
+            Side::Buy,
+            dec!(1),
+            dec!(10),
+            dec!(0),
+            at(1, 0),
+        ),
+    )
+    .await?;
     offsets::store_offset(&mut *tx, "sink", "fills", 0, 16).await?;
     tx.commit().await?;
-    assert_eq!(offsets::load_offsets(pool, "sink", "fills").await?.get(&0), Some(&16));
+    assert_eq!(
+        offsets::load_offsets(pool, "sink", "fills").await?.get(&0),
+        Some(&16)
+    );
     assert_eq!(portfolio::positions(pool, &acct("acc")).await?.len(), 1);
 
     assert_eq!(offsets::reset_offsets(pool, "sink", "fills").await?, 2);
-    assert!(offsets::load_offsets(pool, "sink", "fills").await?.is_empty());
-    assert_eq!(offsets::load_offsets(pool, "sink", "orders").await?.get(&0), Some(&99));
+    assert!(
+        offsets::load_offsets(pool, "sink", "fills")
+            .await?
+            .is_empty()
+    );
+    assert_eq!(
+        offsets::load_offsets(pool, "sink", "orders").await?.get(&0),
+        Some(&99)
+    );
 
     match offsets::store_offset(pool, "sink", "fills", -1, 0).await {
-        Err(PostgresError::InvalidData { field, .. }) => assert_eq!(field.as_deref(), Some("partition")),
+        Err(PostgresError::InvalidData { field, .. }) => {
+            assert_eq!(field.as_deref(), Some("partition"))
+        }
         other => panic!("expected InvalidData, got {other:?}"),
     }
     db.cleanup().await;
@@ -624,13 +1274,18 @@ async fn test_databases_are_isolated_and_dropped() -> Result<()> {
     let b = TestDatabase::new().await?;
     assert_ne!(a.name(), b.name());
     create_account(a.pool(), "only-in-a", dec!(1)).await;
-    assert!(portfolio::account(b.pool(), &acct("only-in-a")).await?.is_none());
+    assert!(
+        portfolio::account(b.pool(), &acct("only-in-a"))
+            .await?
+            .is_none()
+    );
     let name = a.name().to_string();
     a.cleanup().await;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(&name)
-        .fetch_one(b.pool())
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(b.pool())
+            .await?;
     assert!(!exists, "cleanup drops the database");
     b.cleanup().await;
     Ok(())

@@ -6,7 +6,8 @@ use rust_decimal::Decimal;
 use sqlx::PgPool;
 use tradestream_postgres::portfolio::{self, Account, NewAccount};
 use tradestream_schemas::{
-    AccountId, Fill, Liquidity, Order, OrderStatus, OrderType, OriginKind, Side, Symbol, TimeInForce,
+    AccountId, Fill, Liquidity, Order, OrderStatus, OrderType, OriginKind, Side, Symbol,
+    TimeInForce,
 };
 
 pub fn acct(id: &str) -> AccountId {
@@ -19,13 +20,19 @@ pub fn sym(s: &str) -> Symbol {
 
 /// Midnight UTC of 2020-01-`day` plus `hours`.
 pub fn at(day: u32, hours: i64) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2020, 1, day, 0, 0, 0).single().expect("valid date") + Duration::hours(hours)
+    Utc.with_ymd_and_hms(2020, 1, day, 0, 0, 0)
+        .single()
+        .expect("valid date")
+        + Duration::hours(hours)
 }
 
 pub async fn create_account(pool: &PgPool, id: &str, capital: Decimal) -> Account {
-    portfolio::create_account(pool, &NewAccount::new(acct(id), format!("account {id}"), capital))
-        .await
-        .expect("create account")
+    portfolio::create_account(
+        pool,
+        &NewAccount::new(acct(id), format!("account {id}"), capital),
+    )
+    .await
+    .expect("create account")
 }
 
 #[allow(clippy::too_many_arguments)] // mirrors the Fill record
