@@ -14,6 +14,8 @@ echo "== build"
 cargo build --workspace --all-targets --locked
 
 work=$(mktemp -d /tmp/tradestream-test.XXXXXX)
+# The private cluster runs as an unprivileged user when we are root: it must reach its data dir.
+chmod 755 "$work"
 pg_pid=""
 cleanup() {
   if [ -n "$pg_pid" ] && kill -0 "$pg_pid" 2>/dev/null; then
