@@ -3,5 +3,9 @@
 //! dead-letter it instead of dropping it.
 
 pub mod csv_replay;
+pub mod publish;
+pub mod synthetic;
 
 pub use csv_replay::{CsvFormat, CsvReplay, RowError};
+pub use synthetic::{SyntheticConfig, SyntheticConfigError, SyntheticFeed};
+pub use publish::{IngestError, Pace, PublishStats, SourceItem, merge_by_event_time, publish};
