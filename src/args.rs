@@ -51,6 +51,131 @@ pub(crate) enum Command {
     Schemas(SchemasArgs),
     /// Check that Kafka, Postgres and the schema registry answer.
     Health(HealthArgs),
+    /// Run one stream processor (features, scorer, router, exchange or sink) until stopped.
+    Run(RunArgs),
+    /// Run every stream processor in this one process until stopped.
+    Up(UpArgs),
+    /// Publish market data to `market_data`: replay a CSV file or generate a synthetic feed.
+    Ingest(IngestArgs),
+    /// Train the signal model and the anomaly detector on historical bars and print test
+    /// metrics.
+    Train(TrainArgs),
+}
+
+/// Settings shared by the processes that run stream processors.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ProcessArgs {
+    /// TOML file with [features], [scorer], [router], [exchange], [sink] sections.
+    #[arg(long, env = "TRADESTREAM_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Address serving /metrics and /healthz.
+    #[arg(
+        long,
+        env = "TRADESTREAM_METRICS_LISTEN",
+        default_value = "127.0.0.1:9464"
+    )]
+    pub(crate) metrics_listen: SocketAddr,
+    /// Seconds a stage may take to finish its batch after SIGTERM before the process exits.
+    #[arg(long, env = "TRADESTREAM_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub(crate) shutdown_grace_secs: u64,
+    #[command(flatten)]
+    pub(crate) kafka: KafkaArgs,
+    #[command(flatten)]
+    pub(crate) pg: PgArgs,
+    #[command(flatten)]
+    pub(crate) registry: RegistryClientArgs,
+}
+
+/// `run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Which processor.
+    #[arg(value_enum)]
+    pub(crate) stage: crate::commands::pipeline::Stage,
+    #[command(flatten)]
+    pub(crate) process: ProcessArgs,
+}
+
+/// `up`.
+#[derive(Debug, Args)]
+pub(crate) struct UpArgs {
+    #[command(flatten)]
+    pub(crate) process: ProcessArgs,
+}
+
+/// `ingest`.
+#[derive(Debug, Args)]
+pub(crate) struct IngestArgs {
+    /// Source kind.
+    #[arg(value_enum)]
+    pub(crate) source: IngestSource,
+    /// CSV file (csv source).
+    #[arg(long, env = "TRADESTREAM_INGEST_FILE")]
+    pub(crate) file: Option<PathBuf>,
+    /// Symbol of a daily-format CSV's rows; omit for the generic format with a symbol column.
+    #[arg(long, env = "TRADESTREAM_INGEST_SYMBOL")]
+    pub(crate) symbol: Option<String>,
+    /// Bar interval label of CSV rows.
+    #[arg(long, env = "TRADESTREAM_INGEST_INTERVAL", default_value = "1d")]
+    pub(crate) interval: String,
+    /// Synthetic symbols (comma-separated).
+    #[arg(
+        long,
+        env = "TRADESTREAM_SYNTHETIC_SYMBOLS",
+        value_delimiter = ',',
+        default_value = "SYNA,SYNB,SYNC"
+    )]
+    pub(crate) symbols: Vec<String>,
+    /// Synthetic seed (same seed, same bars).
+    #[arg(long, env = "TRADESTREAM_SYNTHETIC_SEED", default_value_t = 42)]
+    pub(crate) seed: u64,
+    /// Synthetic bars per symbol.
+    #[arg(long, env = "TRADESTREAM_SYNTHETIC_BARS", default_value_t = 1000)]
+    pub(crate) bars: u64,
+    /// Synthetic bar interval in seconds.
+    #[arg(
+        long,
+        env = "TRADESTREAM_SYNTHETIC_INTERVAL_SECS",
+        default_value_t = 86_400
+    )]
+    pub(crate) interval_secs: u64,
+    /// Event time runs this many times faster than real time (0: as fast as possible).
+    #[arg(long, env = "TRADESTREAM_INGEST_SPEEDUP", default_value_t = 0.0)]
+    pub(crate) speedup: f64,
+    /// Fixed publishing rate in records per second (overrides --speedup).
+    #[arg(long, env = "TRADESTREAM_INGEST_RATE")]
+    pub(crate) rate: Option<f64>,
+    #[command(flatten)]
+    pub(crate) kafka: KafkaArgs,
+    #[command(flatten)]
+    pub(crate) registry: RegistryClientArgs,
+}
+
+/// Market-data sources.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum IngestSource {
+    /// Replay a CSV file.
+    Csv,
+    /// Geometric Brownian motion with jumps.
+    Synthetic,
+}
+
+/// `train`.
+#[derive(Debug, Args)]
+pub(crate) struct TrainArgs {
+    /// OHLCV CSV (daily format, or generic with a symbol column).
+    #[arg(
+        long,
+        env = "TRADESTREAM_TRAIN_DATA",
+        default_value = "../shared/data/nasdaq-daily.csv"
+    )]
+    pub(crate) data: PathBuf,
+    /// Directory to write signal-model.json and anomaly-model.json to.
+    #[arg(long, env = "TRADESTREAM_TRAIN_OUT", default_value = "models")]
+    pub(crate) out: PathBuf,
+    /// Symbol of a daily-format file's rows.
+    #[arg(long, env = "TRADESTREAM_TRAIN_SYMBOL", default_value = "^IXIC")]
+    pub(crate) symbol: String,
 }
 
 /// Log output.
@@ -226,9 +351,23 @@ pub(crate) struct DemoArgs {
     /// Symbol of the CSV's rows.
     #[arg(long, env = "TRADESTREAM_DEMO_SYMBOL", default_value = "^IXIC")]
     pub(crate) symbol: String,
-    /// Starting cash of the demo account.
-    #[arg(long, env = "TRADESTREAM_DEMO_CAPITAL", default_value = "1000000")]
-    pub(crate) capital: String,
+    /// Synthetic symbols replayed alongside the file (comma-separated; empty for none).
+    #[arg(
+        long,
+        env = "TRADESTREAM_DEMO_SYNTHETIC",
+        value_delimiter = ',',
+        default_value = "SYNA,SYNB,SYNC"
+    )]
+    pub(crate) synthetic: Vec<String>,
+    /// Seed of the synthetic symbols.
+    #[arg(long, env = "TRADESTREAM_DEMO_SEED", default_value_t = 7)]
+    pub(crate) seed: u64,
+    /// Print the summary as JSON on stdout (for scripts and tests).
+    #[arg(long, env = "TRADESTREAM_DEMO_JSON", default_value_t = false)]
+    pub(crate) json: bool,
+    /// TOML file with [features], [scorer], [router], [exchange], [sink] sections.
+    #[arg(long, env = "TRADESTREAM_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) kafka: KafkaArgs,
     #[command(flatten)]

@@ -1,60 +1,176 @@
-//! `tradestream demo`: the whole embedded stack on the real NASDAQ file.
+//! `tradestream demo`: the whole pipeline on the real NASDAQ file plus synthetic symbols.
 //!
-//! What runs today (the pipeline processors arrive with their issue): market data is replayed
-//! from CSV into `market_data` as Confluent-framed Avro through the schema registry, read
-//! back by a consumer group that writes it to Postgres with its offsets in the same
-//! transaction, and a buy-and-hold account is kept exact by the database's fill and
-//! mark-to-market triggers; the summary comes from `get_portfolio_stats`.
+//! Everything embedded unless configured (mock Kafka, tradestream's registry, a private
+//! Postgres in `.tradestream/demo-postgres`, recreated each run). Market data is published,
+//! the processors run as tasks of this process, and the demo waits until every consumer group
+//! has caught up with every topic before it stops them and prints the summary from Postgres.
 
+use super::pipeline::{
+    PipelineConfig, Stack, Stage, ensure_accounts, join_all, serve_metrics, shutdown_channel,
+    spawn_stage,
+};
 use crate::args::DemoArgs;
 use anyhow::Context;
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
-use rdkafka::Message;
-use rdkafka::consumer::Consumer;
-use rdkafka::producer::FutureRecord;
 use rust_decimal::Decimal;
+use serde_json::json;
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::str::FromStr;
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tradestream_ingest::{CsvFormat, CsvReplay};
-use tradestream_kafka::dlq::DeadLetterInfo;
-use tradestream_kafka::{Kafka, commit_offsets, standard_topics};
-use tradestream_postgres::Database;
-use tradestream_schemas::registry::{RegistryState, serve};
-use tradestream_schemas::{Codec, MarketData, Record, Symbol, Topic};
+use tokio::task::JoinSet;
+use tradestream_ingest::{
+    CsvFormat, CsvReplay, Pace, SourceItem, SyntheticConfig, SyntheticFeed, merge_by_event_time,
+    publish,
+};
+use tradestream_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+use tradestream_kafka::rdkafka::{Offset, TopicPartitionList};
+use tradestream_kafka::{Kafka, Metrics};
+use tradestream_schemas::{Symbol, Topic};
 
-/// A one-line progress bar on a terminal; only the final state in logs.
-fn progress(label: &str, done: usize, total: usize) {
-    let terminal = std::io::stderr().is_terminal();
-    if !terminal && done != total {
-        return;
+/// Which group reads which topics.
+const READERS: [(&str, &[Topic]); 5] = [
+    ("features", &[Topic::MarketData]),
+    ("scorer", &[Topic::Features]),
+    (
+        "router",
+        &[
+            Topic::TradingSignals,
+            Topic::Orders,
+            Topic::Fills,
+            Topic::MarketData,
+        ],
+    ),
+    ("exchange", &[Topic::Orders, Topic::MarketData]),
+    ("sink", &Topic::ALL),
+];
+
+/// Bars per symbol published before waiting for the stages to catch up: well inside the
+/// exchange's per-symbol bar buffer (default 256).
+const CHUNK_BARS_PER_SYMBOL: usize = 200;
+
+fn status_line(text: &str) {
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[2K  {text}");
+        let _ = std::io::stderr().flush();
     }
-    let width = 30;
-    let filled = (done * width).checked_div(total).unwrap_or(width);
-    eprint!(
-        "\r  {label:<22} [{}{}] {done}/{total}",
+}
+
+fn bar(done: u64, total: u64) -> String {
+    let width = 30u64;
+    let filled = (done * width)
+        .checked_div(total)
+        .unwrap_or(width)
+        .min(width) as usize;
+    format!(
+        "[{}{}] {done}/{total}",
         "#".repeat(filled),
-        ".".repeat(width - filled)
-    );
-    let _ = std::io::stderr().flush();
-    if done == total {
-        eprintln!();
+        ".".repeat(width as usize - filled)
+    )
+}
+
+/// Long-lived clients for watching the pipeline's progress: one for watermarks and one per
+/// consumer group for its committed offsets (creating clients per check would dominate).
+struct Progress {
+    watermarks: BaseConsumer,
+    groups: Vec<(&'static str, &'static [Topic], BaseConsumer)>,
+    partitions: BTreeMap<String, i32>,
+}
+
+impl Progress {
+    fn new(kafka: &Kafka, prefix: &str) -> anyhow::Result<Self> {
+        let watermarks = kafka.base_consumer(&format!("{prefix}-progress"))?;
+        let mut groups = Vec::new();
+        for (group, topics) in READERS {
+            groups.push((
+                group,
+                topics,
+                kafka.base_consumer(&format!("{prefix}-{group}"))?,
+            ));
+        }
+        let mut partitions = BTreeMap::new();
+        for topic in Topic::ALL {
+            for name in [topic.name().to_string(), topic.dlq()] {
+                let md = watermarks.fetch_metadata(Some(&name), Duration::from_secs(10))?;
+                let n = md
+                    .topics()
+                    .first()
+                    .map(|t| t.partitions().len())
+                    .unwrap_or(0) as i32;
+                partitions.insert(name, n);
+            }
+        }
+        Ok(Self {
+            watermarks,
+            groups,
+            partitions,
+        })
+    }
+
+    fn ends(&self, topic: &str) -> anyhow::Result<Vec<i64>> {
+        let n = self.partitions.get(topic).copied().unwrap_or(0);
+        (0..n)
+            .map(|p| {
+                Ok(self
+                    .watermarks
+                    .fetch_watermarks(topic, p, Duration::from_secs(10))?
+                    .1)
+            })
+            .collect()
+    }
+
+    fn totals(&self) -> anyhow::Result<BTreeMap<String, i64>> {
+        tokio::task::block_in_place(|| {
+            self.partitions
+                .keys()
+                .map(|t| Ok((t.clone(), self.ends(t)?.iter().sum())))
+                .collect()
+        })
+    }
+
+    /// Whether each of `groups` (all when empty) has committed up to the end of every topic
+    /// it reads.
+    fn caught_up(&self, only: &[&str]) -> anyhow::Result<bool> {
+        tokio::task::block_in_place(|| {
+            for (group, topics, consumer) in &self.groups {
+                if !only.is_empty() && !only.contains(group) {
+                    continue;
+                }
+                for topic in topics.iter() {
+                    let ends = self.ends(topic.name())?;
+                    let mut tpl = TopicPartitionList::new();
+                    for p in 0..ends.len() as i32 {
+                        tpl.add_partition(topic.name(), p);
+                    }
+                    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+                    for (p, end) in ends.iter().enumerate() {
+                        let done = match committed
+                            .find_partition(topic.name(), p as i32)
+                            .map(|e| e.offset())
+                        {
+                            Some(Offset::Offset(o)) => o,
+                            _ => 0,
+                        };
+                        if done < *end {
+                            tracing::debug!(
+                                group,
+                                topic = topic.name(),
+                                partition = p,
+                                done,
+                                end,
+                                "behind"
+                            );
+                            return Ok(false);
+                        }
+                    }
+                }
+            }
+            Ok(true)
+        })
     }
 }
 
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let capital = Decimal::from_str(&args.capital)
-        .ok()
-        .filter(|c| *c > Decimal::ZERO)
-        .with_context(|| {
-            format!(
-                "TRADESTREAM_DEMO_CAPITAL / --capital {:?} must be a positive number",
-                args.capital
-            )
-        })?;
     let symbol = Symbol::canonical(&args.symbol).context("TRADESTREAM_DEMO_SYMBOL / --symbol")?;
     let file = std::fs::File::open(&args.data).with_context(|| {
         format!(
@@ -67,288 +183,358 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let config = PipelineConfig::load(args.config.as_deref())?;
+    let mut pg = args.pg.config()?;
+    if pg.database_url.is_none() && pg.data_dir.is_none() {
+        // A fresh private database each run, kept afterwards for inspection.
+        let dir = PathBuf::from(".tradestream/demo-postgres");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| {
+                format!("removing the previous demo database {}", dir.display())
+            })?;
+        }
+        pg.data_dir = Some(dir);
+    }
 
     eprintln!("tradestream demo");
-    eprintln!("  starting: Kafka, Postgres, schema registry");
-    let kafka = Kafka::connect(args.kafka.config()?)?;
-    let db = Database::connect(&args.pg.config()?).await?;
-    db.migrate().await?;
-    let (registry_url, registry_task) = match &args.registry.schema_registry_url {
-        Some(url) => (url.clone(), None),
-        None => {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let url = format!("http://{}", listener.local_addr()?);
-            let state = RegistryState::new(db.pool().clone());
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let task = tokio::spawn(serve(listener, state, async {
-                let _ = stopped.await;
-            }));
-            (url, Some((stop, task)))
-        }
-    };
+    eprintln!("  starting Kafka, Postgres and the schema registry ...");
+    let stack = Stack::start(
+        args.kafka.config()?,
+        pg,
+        args.registry.schema_registry_url.clone(),
+        true,
+    )
+    .await?;
+    let pool = stack.pool().context("the demo needs Postgres")?;
+    ensure_accounts(&pool, &config.router).await?;
+    let metrics = Metrics::new();
+    let (stop, stopped) = shutdown_channel();
+    let (metrics_address, metrics_task) =
+        serve_metrics(&metrics, "127.0.0.1:0".parse()?, stopped.clone()).await?;
+    let embedded_kafka = stack.kafka.mock().is_some();
     eprintln!(
-        "  kafka: {} ({})",
-        kafka.bootstrap(),
-        if kafka.mock().is_some() {
+        "  kafka            {} ({})",
+        stack.kafka.bootstrap(),
+        if embedded_kafka {
             "embedded mock cluster"
         } else {
             "external"
         }
     );
-    eprintln!("  postgres: {}", db.url());
-    eprintln!("  schema registry: {registry_url}");
-    kafka.provision(&standard_topics(kafka.config())).await?;
-    let codec = Codec::new(&registry_url)?;
-    let ids = codec.register_all().await?;
-    eprintln!("  registered {} schemas", ids.len());
+    eprintln!(
+        "  postgres         {}",
+        stack
+            .db
+            .as_ref()
+            .map(|d| tradestream_postgres::redact_url(d.url()))
+            .unwrap_or_default()
+    );
+    eprintln!("  schema registry  {}", stack.registry_url);
+    eprintln!("  metrics          http://{metrics_address}/metrics");
 
-    // 1. CSV → market_data.
-    let rows = CsvReplay::new(
+    let prefix = format!("tradestream-demo-{}", chrono::Utc::now().timestamp());
+    let ctx = super::pipeline::StageContext {
+        kafka: stack.kafka.clone(),
+        codec: stack.codec.clone(),
+        metrics: metrics.clone(),
+        pool: Some(pool.clone()),
+        config: config.clone(),
+        group_prefix: prefix.clone(),
+    };
+    let mut tasks = JoinSet::new();
+    for stage in Stage::ALL {
+        spawn_stage(&mut tasks, &ctx, stage, stopped.clone())?;
+    }
+
+    // Market data: the real file plus synthetic symbols over the same dates.
+    let now = chrono::Utc::now();
+    let csv = CsvReplay::new(
         &file_name,
         CsvFormat::Daily {
             symbol: symbol.clone(),
         },
         "1d",
     )
-    .read(file, chrono::Utc::now())
+    .read(file, now)
     .map_err(|e| anyhow::anyhow!("{}: {e}", args.data.display()))?;
-    let total = rows.len();
-    let producer = kafka.producer()?;
-    let produce_started = Instant::now();
-    let mut in_flight = FuturesUnordered::new();
-    let (mut produced, mut dead) = (0usize, 0usize);
-    for row in rows {
-        let (payload, key, headers, topic) = match row {
-            Ok(md) => (
-                codec.encode(&md).await?,
-                md.symbol.to_string(),
-                None,
-                Topic::MarketData.name().to_string(),
-            ),
-            Err(e) => {
-                dead += 1;
-                let info = DeadLetterInfo {
-                    topic: Topic::MarketData.name().into(),
-                    partition: -1,
-                    offset: i64::try_from(e.line).unwrap_or(-1),
-                    error_class: "dead_letter".into(),
-                    message: e.to_string(),
-                    processor: "ingest".into(),
-                };
-                (
-                    e.raw.into_bytes(),
-                    symbol.to_string(),
-                    Some(info.headers()),
-                    Topic::MarketData.dlq(),
-                )
-            }
+    let first_time = csv
+        .iter()
+        .find_map(|r| r.as_ref().ok().map(|m| m.event_time));
+    let mut sources: Vec<Vec<SourceItem>> = vec![csv];
+    let synthetic: Vec<String> = args
+        .synthetic
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .cloned()
+        .collect();
+    if !synthetic.is_empty() {
+        let bars = sources[0].len() as u64;
+        let cfg = SyntheticConfig {
+            symbols: synthetic.clone(),
+            seed: args.seed,
+            start: first_time.unwrap_or(now),
+            bars_per_symbol: Some(bars),
+            ..SyntheticConfig::default()
         };
-        let producer = producer.clone();
-        in_flight.push(async move {
-            let mut record = FutureRecord::to(&topic).key(&key).payload(&payload);
-            if let Some(h) = headers {
-                record = record.headers(h);
-            }
-            producer
-                .send(record, Duration::from_secs(30))
-                .await
-                .map_err(|(e, _)| e)
-        });
-        if in_flight.len() >= 1000
-            && let Some(r) = in_flight.next().await
-        {
-            r.context("producing market_data")?;
-            produced += 1;
-            if produced.is_multiple_of(250) {
-                progress("market_data produced", produced, total);
-            }
-        }
+        let mut feed = SyntheticFeed::new(cfg)?;
+        sources.push(std::iter::from_fn(|| feed.next_at(now)).map(Ok).collect());
     }
-    while let Some(r) = in_flight.next().await {
-        r.context("producing market_data")?;
-        produced += 1;
-    }
-    progress("market_data produced", produced, total);
-    let produce_secs = produce_started.elapsed().as_secs_f64();
-
-    // 2. market_data → Postgres, offsets in the same transaction.
-    let group = "tradestream-demo-sink";
-    let consumer = Arc::new(kafka.consumer(group)?);
-    consumer.subscribe(&[Topic::MarketData.name()])?;
-    let expected = total - dead;
-    let mut bars: Vec<MarketData> = Vec::with_capacity(expected);
-    let mut stream = consumer.stream();
-    let consume_started = Instant::now();
-    while bars.len() < expected {
-        let msg = tokio::time::timeout(Duration::from_secs(60), stream.next())
-            .await
-            .context("no market data arrived for 60 s")?
-            .context("consumer stream ended")??;
-        let md: MarketData = codec.decode(msg.payload().unwrap_or_default()).await?;
-        let mut tx = db.pool().begin().await?;
-        insert_bar(&mut tx, &md).await?;
-        sqlx::query(
-            "INSERT INTO consumed_offsets (consumer_group, topic, partition, next_offset) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()",
-        )
-        .bind(group)
-        .bind(msg.topic())
-        .bind(msg.partition())
-        .bind(msg.offset() + 1)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        commit_offsets(
-            consumer.clone(),
-            vec![(msg.topic().to_string(), msg.partition(), msg.offset() + 1)],
-        )
-        .await?;
-        bars.push(md);
-        if bars.len().is_multiple_of(250) || bars.len() == expected {
-            progress("market_data stored", bars.len(), expected);
-        }
-    }
-    drop(stream);
-    let consume_secs = consume_started.elapsed().as_secs_f64();
-
-    // 3. Buy and hold through the database's portfolio logic.
-    bars.sort_by_key(|b| b.event_time);
-    let account = format!("demo-{}", chrono::Utc::now().timestamp());
-    let (first, last) = match (bars.first(), bars.last()) {
-        (Some(f), Some(l)) => (f.clone(), l.clone()),
-        _ => anyhow::bail!("no valid bars in {}", args.data.display()),
-    };
-    sqlx::query("INSERT INTO accounts (account_id, name, initial_capital, commission_bps, commission_min) VALUES ($1, 'demo buy-and-hold', $2, 1, 1)")
-        .bind(&account)
-        .bind(capital)
-        .execute(db.pool())
-        .await?;
-    let quantity = (capital * Decimal::new(95, 2) / first.close).floor();
-    let commission = (quantity * first.close * Decimal::new(1, 4))
-        .max(Decimal::ONE)
-        .round_dp(8);
-    sqlx::query("INSERT INTO fills (fill_id, order_id, account_id, symbol, side, quantity, price, commission, liquidity, fill_time) VALUES ($1, $2, $3, $4, 'BUY', $5, $6, $7, 'TAKER', $8)")
-        .bind(format!("{account}:fill:0"))
-        .bind(format!("{account}:order:0"))
-        .bind(&account)
-        .bind(symbol.as_str())
-        .bind(quantity)
-        .bind(first.close)
-        .bind(commission)
-        .bind(first.event_time)
-        .execute(db.pool())
-        .await?;
-    let mut tx = db.pool().begin().await?;
-    for (i, bar) in bars.iter().enumerate().skip(1) {
-        sqlx::query("SELECT mark_to_market($1, $2, $3)")
-            .bind(bar.symbol.as_str())
-            .bind(bar.close)
-            .bind(bar.event_time)
-            .execute(&mut *tx)
-            .await?;
-        if i.is_multiple_of(500) || i + 1 == bars.len() {
-            progress("positions marked", i + 1, bars.len());
-        }
-    }
-    tx.commit().await?;
-    let (value, cash): (Decimal, Decimal) =
-        sqlx::query_as("SELECT total_value, cash FROM accounts WHERE account_id = $1")
-            .bind(&account)
-            .fetch_one(db.pool())
-            .await?;
-    let stats: (Option<Decimal>, Option<f64>, Option<Decimal>, Option<f64>, i64) = sqlx::query_as(
-        "SELECT total_return, sharpe, max_drawdown, volatility, snapshots FROM get_portfolio_stats($1, $2, $3)",
-    )
-    .bind(first.event_time)
-    .bind(last.event_time)
-    .bind(&account)
-    .fetch_one(db.pool())
-    .await?;
-    let rows_in_db: i64 = sqlx::query_scalar("SELECT count(*) FROM market_data WHERE source = $1")
-        .bind(&first.source)
-        .fetch_one(db.pool())
-        .await?;
-
-    let pct = |d: Option<Decimal>| {
-        d.map(|d| format!("{:.2}%", d * Decimal::ONE_HUNDRED))
-            .unwrap_or_else(|| "n/a".into())
-    };
-    let num = |f: Option<f64>| f.map(|f| format!("{f:.3}")).unwrap_or_else(|| "n/a".into());
-    println!();
-    println!("== tradestream demo summary ==");
-    println!(
-        "input            {} ({} rows, {} .. {})",
+    let items = merge_by_event_time(sources);
+    let total = items.len() as u64;
+    eprintln!(
+        "  replaying {total} bars: {} ({symbol}) + {} synthetic symbols",
         args.data.display(),
-        total,
-        first.event_time.date_naive(),
-        last.event_time.date_naive()
+        synthetic.len()
     );
-    println!(
-        "market_data      {} records produced ({:.0}/s), {} dead-lettered to {}",
-        produced - dead,
-        (produced as f64) / produce_secs.max(1e-9),
-        dead,
-        Topic::MarketData.dlq()
-    );
-    println!(
-        "postgres         {} bars stored with offsets ({:.0}/s)",
-        rows_in_db,
-        (bars.len() as f64) / consume_secs.max(1e-9)
-    );
-    println!(
-        "account          {account}: bought {quantity} {symbol} at {} on {}",
-        first.close.round_dp(2),
-        first.event_time.date_naive()
-    );
-    println!(
-        "portfolio value  {} (cash {}), P&L {}",
-        value.round_dp(2),
-        cash.round_dp(2),
-        (value - capital).round_dp(2)
-    );
-    println!(
-        "stats            total return {}, Sharpe {}, max drawdown {}, volatility {} ({} snapshots)",
-        pct(stats.0),
-        num(stats.1),
-        pct(stats.2),
-        num(stats.3),
-        stats.4
-    );
-    println!("elapsed          {:.1} s", started.elapsed().as_secs_f64());
-    println!();
-    println!("Look at the results:");
-    println!("  psql '{}'", db.url());
-    println!("  e.g. SELECT * FROM get_portfolio_stats('1999-01-01', '2019-01-01', '{account}');");
-    if db.embedded().is_some() {
-        println!(
-            "  (the private cluster stops with the demo; its data stays in the data directory:"
+    let progress = Progress::new(&stack.kafka, &prefix)?;
+    let pipeline_started = Instant::now();
+    // Replay in chunks and let the router and the exchange catch up before the next one, as
+    // they would with live data: their cross-topic buffers (the exchange matches orders
+    // against the bars after them) are sized for live lag, not for a whole history at once.
+    let mut published = tradestream_ingest::PublishStats::default();
+    let chunk_size = CHUNK_BARS_PER_SYMBOL * (1 + synthetic.len());
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        let chunk: Vec<SourceItem> = items.by_ref().take(chunk_size).collect();
+        let done = published.published + published.dead_lettered;
+        let stats = publish(
+            &stack.kafka,
+            &stack.codec,
+            &metrics,
+            chunk,
+            Pace::AsFastAsPossible,
+            std::future::pending(),
+            |s| {
+                status_line(&format!(
+                    "market_data published {}",
+                    bar(done + s.published + s.dead_lettered, total)
+                ));
+            },
+        )
+        .await?;
+        published.published += stats.published;
+        published.dead_lettered += stats.dead_lettered;
+        tracing::debug!(
+            published = published.published,
+            "chunk published; waiting for the stages"
         );
-        println!("   serve it again with `tradestream postgres` and the same --pg-data-dir)");
+        while !progress.caught_up(&["features", "scorer", "router", "exchange"])? {
+            if tasks.len() < Stage::ALL.len() + 1 {
+                let _ = stop.send(true);
+                join_all(tasks, &stop).await?;
+                anyhow::bail!("a pipeline stage stopped before the demo finished");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
-    if let Some((stop, task)) = registry_task {
-        let _ = stop.send(());
-        task.await??;
+    let publish_secs = pipeline_started.elapsed().as_secs_f64();
+    if std::io::stderr().is_terminal() {
+        eprintln!();
     }
-    db.shutdown().await?;
+    eprintln!(
+        "  published {} records in {publish_secs:.1} s; waiting for every stage to catch up ...",
+        published.published
+    );
+
+    // Wait until every group has consumed everything (twice in a row: outputs of one stage
+    // are inputs of the next).
+    let mut stable = 0;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while stable < 2 {
+        if tasks.len() < Stage::ALL.len() + 1 {
+            // A stage ended early: that is a failure; collect it.
+            let _ = stop.send(true);
+            join_all(tasks, &stop).await?;
+            anyhow::bail!("a pipeline stage stopped before the demo finished");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let totals = progress.totals()?;
+        let line: Vec<String> = Topic::ALL
+            .iter()
+            .map(|t| {
+                format!(
+                    "{} {}",
+                    t.name(),
+                    totals.get(t.name()).copied().unwrap_or(0)
+                )
+            })
+            .collect();
+        status_line(&line.join(" | "));
+        stable = if progress.caught_up(&[])? {
+            stable + 1
+        } else {
+            0
+        };
+        if Instant::now() > deadline {
+            anyhow::bail!("the pipeline did not drain within 10 minutes");
+        }
+    }
+    let pipeline_secs = pipeline_started.elapsed().as_secs_f64();
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+    let _ = stop.send(true);
+    join_all(tasks, &stop).await?;
+    let _ = metrics_task.await;
+
+    let totals = progress.totals()?;
+    let summary = summarize(&pool, &config, totals, published.published, pipeline_secs).await?;
+    let url = stack
+        .db
+        .as_ref()
+        .map(|d| d.url().to_string())
+        .unwrap_or_default();
+    let data_dir = stack
+        .db
+        .as_ref()
+        .and_then(|d| d.embedded())
+        .map(|e| e.data_dir().display().to_string());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_summary(&summary, started.elapsed().as_secs_f64());
+        println!();
+        println!("Look at the results:");
+        match &data_dir {
+            Some(dir) => {
+                println!(
+                    "  the private Postgres stops with the demo; its data stays in {dir}. Serve it again with"
+                );
+                println!("    target/release/tradestream postgres --pg-data-dir {dir}");
+                println!("  and connect with the printed URL: psql '<database_url>'");
+            }
+            None => println!("  psql '{url}'"),
+        }
+        println!("  e.g. SELECT status, count(*) FROM orders GROUP BY status;");
+        println!("       SELECT * FROM get_portfolio_stats('1999-01-01', '2019-01-01');");
+        println!("  (the REST API arrives with its issue)");
+    }
+    stack.stop().await?;
     Ok(())
 }
 
-async fn insert_bar(tx: &mut sqlx::PgConnection, md: &MarketData) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO market_data (record_id, kind, symbol, event_time, interval, open, high, low, close, volume, source) \
-         VALUES ($1, 'BAR', $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (record_id) DO NOTHING",
+async fn summarize(
+    pool: &sqlx::PgPool,
+    config: &PipelineConfig,
+    totals: BTreeMap<String, i64>,
+    market_data: u64,
+    pipeline_secs: f64,
+) -> anyhow::Result<serde_json::Value> {
+    let statuses: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, count(*) FROM orders GROUP BY status ORDER BY status")
+            .fetch_all(pool)
+            .await?;
+    let rejections: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT split_part(reject_reason, ':', 1), count(*) FROM orders WHERE status = 'REJECTED' GROUP BY 1 ORDER BY 2 DESC",
     )
-    .bind(md.id())
-    .bind(md.symbol.as_str())
-    .bind(md.event_time)
-    .bind(&md.interval)
-    .bind(md.open)
-    .bind(md.high)
-    .bind(md.low)
-    .bind(md.close)
-    .bind(md.volume)
-    .bind(&md.source)
-    .execute(tx)
+    .fetch_all(pool)
     .await?;
-    Ok(())
+    let fills: i64 = sqlx::query_scalar("SELECT count(*) FROM fills")
+        .fetch_one(pool)
+        .await?;
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT 'market_data', count(*) FROM market_data UNION ALL SELECT 'features', count(*) FROM features \
+         UNION ALL SELECT 'trading_signals', count(*) FROM signals UNION ALL SELECT 'anomalies', count(*) FROM anomalies \
+         UNION ALL SELECT 'orders', count(*) FROM order_events UNION ALL SELECT 'fills', count(*) FROM fills",
+    )
+    .fetch_all(pool)
+    .await?;
+    let (first, last): (
+        Option<chrono::DateTime<chrono::Utc>>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    ) = sqlx::query_as("SELECT min(event_time), max(event_time) FROM market_data")
+        .fetch_one(pool)
+        .await?;
+    let mut accounts = Vec::new();
+    for id in config.router.accounts.keys() {
+        let (capital, cash, value): (Decimal, Decimal, Decimal) = sqlx::query_as(
+            "SELECT initial_capital, cash, total_value FROM accounts WHERE account_id = $1",
+        )
+        .bind(id.as_str())
+        .fetch_one(pool)
+        .await?;
+        let stats: (Option<Decimal>, Option<f64>, Option<Decimal>, Option<f64>, i64) = sqlx::query_as(
+            "SELECT total_return, sharpe, max_drawdown, volatility, snapshots FROM get_portfolio_stats($1, $2, $3)",
+        )
+        .bind(first.unwrap_or_default())
+        .bind(last.unwrap_or_default())
+        .bind(id.as_str())
+        .fetch_one(pool)
+        .await?;
+        let positions: Vec<(String, Decimal)> =
+            sqlx::query_as("SELECT symbol, quantity FROM positions WHERE account_id = $1 AND quantity <> 0 ORDER BY symbol")
+                .bind(id.as_str())
+                .fetch_all(pool)
+                .await?;
+        accounts.push(json!({
+            "account": id.as_str(),
+            "initial_capital": capital.to_string(),
+            "cash": cash.round_dp(2).to_string(),
+            "total_value": value.round_dp(2).to_string(),
+            "pnl": (value - capital).round_dp(2).to_string(),
+            "total_return": stats.0.map(|d| d.to_string()),
+            "sharpe": stats.1,
+            "max_drawdown": stats.2.map(|d| d.to_string()),
+            "volatility": stats.3,
+            "snapshots": stats.4,
+            "open_positions": positions.iter().map(|(s, q)| json!({"symbol": s, "quantity": q.to_string()})).collect::<Vec<_>>(),
+        }));
+    }
+    Ok(json!({
+        "topics": totals,
+        "postgres_rows": rows.into_iter().collect::<BTreeMap<_, _>>(),
+        "orders_by_status": statuses.into_iter().collect::<BTreeMap<_, _>>(),
+        "rejections_by_reason": rejections.into_iter().collect::<BTreeMap<_, _>>(),
+        "fills": fills,
+        "accounts": accounts,
+        "market_data_records": market_data,
+        "pipeline_seconds": pipeline_secs,
+        "throughput_records_per_second": market_data as f64 / pipeline_secs.max(1e-9),
+        "first_event": first,
+        "last_event": last,
+    }))
+}
+
+fn print_summary(s: &serde_json::Value, elapsed: f64) {
+    println!();
+    println!("== tradestream demo summary ==");
+    println!("records per topic (Kafka):");
+    if let Some(topics) = s["topics"].as_object() {
+        for (topic, n) in topics {
+            println!("  {topic:<22} {n}");
+        }
+    }
+    println!("rows in Postgres:      {}", s["postgres_rows"]);
+    println!("orders by status:      {}", s["orders_by_status"]);
+    println!("rejections by reason:  {}", s["rejections_by_reason"]);
+    println!("fills:                 {}", s["fills"]);
+    for a in s["accounts"].as_array().into_iter().flatten() {
+        println!(
+            "account {}: value {} (cash {}), P&L {}, total return {}, Sharpe {}, max drawdown {}, volatility {}",
+            a["account"].as_str().unwrap_or_default(),
+            a["total_value"].as_str().unwrap_or_default(),
+            a["cash"].as_str().unwrap_or_default(),
+            a["pnl"].as_str().unwrap_or_default(),
+            a["total_return"].as_str().unwrap_or("n/a"),
+            a["sharpe"]
+                .as_f64()
+                .map(|v| format!("{v:.3}"))
+                .unwrap_or_else(|| "n/a".into()),
+            a["max_drawdown"].as_str().unwrap_or("n/a"),
+            a["volatility"]
+                .as_f64()
+                .map(|v| format!("{v:.3}"))
+                .unwrap_or_else(|| "n/a".into()),
+        );
+        println!("  open positions: {}", a["open_positions"]);
+    }
+    println!(
+        "throughput:            {} market-data records end to end in {:.1} s ({:.0}/s)",
+        s["market_data_records"],
+        s["pipeline_seconds"].as_f64().unwrap_or_default(),
+        s["throughput_records_per_second"]
+            .as_f64()
+            .unwrap_or_default()
+    );
+    println!("elapsed:               {elapsed:.1} s");
 }

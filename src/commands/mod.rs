@@ -2,6 +2,8 @@
 
 mod demo;
 mod infra;
+pub(crate) mod pipeline;
+mod stream;
 
 use crate::args::Command;
 
@@ -16,6 +18,10 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
         Command::Topics(a) => infra::topics(a).await,
         Command::Schemas(a) => infra::schemas(a).await,
         Command::Health(a) => infra::health(a).await,
+        Command::Run(a) => stream::run(a).await,
+        Command::Up(a) => stream::up(a).await,
+        Command::Ingest(a) => stream::ingest(a).await,
+        Command::Train(a) => stream::train(a).await,
     }
 }
 

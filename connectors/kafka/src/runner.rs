@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 use tradestream_schemas::{AnyRecord, Codec, DeadLetter, ErrorClass, Processor, Topic};
 
 /// How the runner batches and identifies itself.
@@ -72,9 +73,21 @@ pub async fn run_processor<P: Processor>(
     metrics: &Metrics,
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunStats, KafkaError> {
+    let span = tracing::info_span!("processor", processor = core.name(), group = %config.group_id);
+    run_loop(kafka, codec, core, config, metrics, shutdown)
+        .instrument(span)
+        .await
+}
+
+async fn run_loop<P: Processor>(
+    kafka: &Kafka,
+    codec: &Codec,
+    core: &mut P,
+    config: &RunnerConfig,
+    metrics: &Metrics,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RunStats, KafkaError> {
     let name = core.name();
-    let span = tracing::info_span!("processor", processor = name, group = %config.group_id);
-    let _entered = span.enter();
     let consumer = Arc::new(kafka.consumer(&config.group_id)?);
     let topics: Vec<&str> = core.inputs().iter().map(|t| t.name()).collect();
     consumer

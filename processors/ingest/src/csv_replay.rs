@@ -60,7 +60,11 @@ struct Columns {
 impl CsvReplay {
     /// A replay of the file named `file_name` (used in `source` and record ids).
     pub fn new(file_name: &str, format: CsvFormat, interval: &str) -> Self {
-        Self { source: format!("csv:{file_name}"), format, interval: interval.to_string() }
+        Self {
+            source: format!("csv:{file_name}"),
+            format,
+            interval: interval.to_string(),
+        }
     }
 
     /// Parses everything `input` holds. `ingest_time` is stamped on every record (passed in
@@ -70,14 +74,31 @@ impl CsvReplay {
         input: impl Read,
         ingest_time: DateTime<Utc>,
     ) -> Result<Vec<Result<MarketData, RowError>>, RowError> {
-        let mut reader = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(input);
-        let header_err = |reason: String| RowError { line: 1, reason, raw: String::new() };
-        let headers = reader.headers().map_err(|e| header_err(e.to_string()))?.clone();
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .trim(csv::Trim::All)
+            .from_reader(input);
+        let header_err = |reason: String| RowError {
+            line: 1,
+            reason,
+            raw: String::new(),
+        };
+        let headers = reader
+            .headers()
+            .map_err(|e| header_err(e.to_string()))?
+            .clone();
         let find = |names: &[&str]| {
-            headers.iter().position(|h| names.iter().any(|n| h.eq_ignore_ascii_case(n)))
+            headers
+                .iter()
+                .position(|h| names.iter().any(|n| h.eq_ignore_ascii_case(n)))
         };
         let need = |names: &[&str]| {
-            find(names).ok_or_else(|| header_err(format!("missing column {:?} in header {:?}", names[0], headers)))
+            find(names).ok_or_else(|| {
+                header_err(format!(
+                    "missing column {:?} in header {:?}",
+                    names[0], headers
+                ))
+            })
         };
         let cols = Columns {
             symbol: match self.format {
@@ -96,23 +117,36 @@ impl CsvReplay {
         for (i, row) in reader.records().enumerate() {
             let line = i as u64 + 2;
             let parsed = match row {
-                Err(e) => Err(RowError { line, reason: e.to_string(), raw: String::new() }),
-                Ok(row) => self.parse_row(&row, &cols, ingest_time).map_err(|reason| RowError {
+                Err(e) => Err(RowError {
                     line,
-                    reason,
-                    raw: row.iter().collect::<Vec<_>>().join(","),
+                    reason: e.to_string(),
+                    raw: String::new(),
                 }),
+                Ok(row) => self
+                    .parse_row(&row, &cols, ingest_time)
+                    .map_err(|reason| RowError {
+                        line,
+                        reason,
+                        raw: row.iter().collect::<Vec<_>>().join(","),
+                    }),
             };
             let checked = parsed.and_then(|md| {
                 let order_problem = match last_time.get(&md.symbol) {
-                    Some(t) if md.event_time == *t => Some(format!("duplicate bar for {} at {t}", md.symbol)),
-                    Some(t) if md.event_time < *t => {
-                        Some(format!("out of order: {} is before {t} for {}", md.event_time, md.symbol))
+                    Some(t) if md.event_time == *t => {
+                        Some(format!("duplicate bar for {} at {t}", md.symbol))
                     }
+                    Some(t) if md.event_time < *t => Some(format!(
+                        "out of order: {} is before {t} for {}",
+                        md.event_time, md.symbol
+                    )),
                     _ => None,
                 };
                 match order_problem {
-                    Some(reason) => Err(RowError { line, reason, raw: md.record_id }),
+                    Some(reason) => Err(RowError {
+                        line,
+                        reason,
+                        raw: md.record_id,
+                    }),
                     None => {
                         last_time.insert(md.symbol.clone(), md.event_time);
                         Ok(md)
@@ -124,7 +158,12 @@ impl CsvReplay {
         Ok(out)
     }
 
-    fn parse_row(&self, row: &csv::StringRecord, c: &Columns, ingest_time: DateTime<Utc>) -> Result<MarketData, String> {
+    fn parse_row(
+        &self,
+        row: &csv::StringRecord,
+        c: &Columns,
+        ingest_time: DateTime<Utc>,
+    ) -> Result<MarketData, String> {
         let field = |i: usize, name: &str| row.get(i).ok_or_else(|| format!("missing {name}"));
         let num = |i: usize, name: &str| -> Result<Decimal, String> {
             let raw = field(i, name)?;
@@ -135,12 +174,19 @@ impl CsvReplay {
         };
         let symbol = match (&self.format, c.symbol) {
             (CsvFormat::Daily { symbol }, _) => symbol.clone(),
-            (CsvFormat::Generic, Some(i)) => Symbol::canonical(field(i, "symbol")?).map_err(|e| e.to_string())?,
+            (CsvFormat::Generic, Some(i)) => {
+                Symbol::canonical(field(i, "symbol")?).map_err(|e| e.to_string())?
+            }
             (CsvFormat::Generic, None) => return Err("no symbol column".into()),
         };
         let event_time = parse_time(field(c.time, "date")?)?;
         let md = MarketData {
-            record_id: format!("{}:{}:{}", self.source, symbol, event_time.timestamp_micros()),
+            record_id: format!(
+                "{}:{}:{}",
+                self.source,
+                symbol,
+                event_time.timestamp_micros()
+            ),
             symbol,
             event_time,
             kind: MarketDataKind::Bar,
@@ -205,8 +251,11 @@ mod tests {
                    1/3/1999,10,11,9,10,10,5\n\
                    1/9/1999,10,11,9,10,10,5\n";
         let rows = daily().read(csv.as_bytes(), now()).expect("header");
-        let errors: Vec<(u64, String)> =
-            rows.iter().filter_map(|r| r.as_ref().err()).map(|e| (e.line, e.reason.clone())).collect();
+        let errors: Vec<(u64, String)> = rows
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .map(|e| (e.line, e.reason.clone()))
+            .collect();
         assert_eq!(rows.iter().filter(|r| r.is_ok()).count(), 2);
         assert_eq!(errors.len(), 6, "{errors:?}");
         assert!(errors[0].1.contains("not a number"), "{errors:?}");
@@ -229,7 +278,10 @@ mod tests {
 
     #[test]
     fn the_shipped_nasdaq_file_parses_cleanly() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/nasdaq-daily.csv");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/data/nasdaq-daily.csv"
+        );
         let Ok(file) = std::fs::File::open(path) else {
             panic!("test data missing at {path}");
         };

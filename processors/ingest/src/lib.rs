@@ -7,5 +7,5 @@ pub mod publish;
 pub mod synthetic;
 
 pub use csv_replay::{CsvFormat, CsvReplay, RowError};
-pub use synthetic::{SyntheticConfig, SyntheticConfigError, SyntheticFeed};
 pub use publish::{IngestError, Pace, PublishStats, SourceItem, merge_by_event_time, publish};
+pub use synthetic::{SyntheticConfig, SyntheticConfigError, SyntheticFeed};

@@ -1,0 +1,157 @@
+//! Venue configuration: slippage, the commission schedule (the router's formula, see
+//! [`tradestream_router::Commission`]), optional volume participation for partial fills, and
+//! how many recent bars per symbol are kept to fill orders that arrive after their bars.
+
+use crate::error::ExchangeError;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use tradestream_router::Commission;
+
+fn default_slippage_bps() -> Decimal {
+    Decimal::ONE
+}
+fn default_commission_bps() -> Decimal {
+    Decimal::ONE
+}
+fn default_commission_min() -> Decimal {
+    Decimal::ONE
+}
+fn default_bar_buffer() -> usize {
+    256
+}
+
+/// Which UTC day a DAY order lives for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DaySession {
+    /// The day of its first eligible bar: an order placed after its day's last bar (a
+    /// signal on a daily close) works in the next session, as a broker queues it.
+    FirstBar,
+    /// Its creation day: it expires at the first bar of a later day, even if that bar is
+    /// the first it could have traded on (with daily bars such orders never trade).
+    Created,
+}
+
+fn default_day_session() -> DaySession {
+    DaySession::FirstBar
+}
+
+/// Paper-venue settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeConfig {
+    /// Slippage of market and triggered stop fills, in basis points (buys pay up, sells
+    /// receive less).
+    #[serde(
+        default = "default_slippage_bps",
+        deserialize_with = "tradestream_router::amount::de"
+    )]
+    pub slippage_bps: Decimal,
+    /// Commission per unit.
+    #[serde(default, deserialize_with = "tradestream_router::amount::de")]
+    pub commission_per_share: Decimal,
+    /// Commission in basis points of notional.
+    #[serde(
+        default = "default_commission_bps",
+        deserialize_with = "tradestream_router::amount::de"
+    )]
+    pub commission_bps: Decimal,
+    /// Minimum commission per fill.
+    #[serde(
+        default = "default_commission_min",
+        deserialize_with = "tradestream_router::amount::de"
+    )]
+    pub commission_min: Decimal,
+    /// At most this percent of a bar's volume fills per order and bar (the rest waits for
+    /// later bars: PARTIALLY_FILLED); absent: full quantity at once.
+    #[serde(default, deserialize_with = "tradestream_router::amount::de_opt")]
+    pub max_participation_pct: Option<Decimal>,
+    /// Recent bars kept per symbol for orders that arrive after the bars that may fill them.
+    #[serde(default = "default_bar_buffer")]
+    pub bar_buffer: usize,
+    /// Session of DAY orders: `first_bar` or `created`.
+    #[serde(default = "default_day_session")]
+    pub day_session: DaySession,
+}
+
+impl Default for ExchangeConfig {
+    fn default() -> Self {
+        Self {
+            slippage_bps: default_slippage_bps(),
+            commission_per_share: Decimal::ZERO,
+            commission_bps: default_commission_bps(),
+            commission_min: default_commission_min(),
+            max_participation_pct: None,
+            bar_buffer: default_bar_buffer(),
+            day_session: default_day_session(),
+        }
+    }
+}
+
+impl ExchangeConfig {
+    /// The venue's commission schedule.
+    pub fn commission(&self) -> Commission {
+        Commission {
+            per_share: self.commission_per_share,
+            bps: self.commission_bps,
+            min: self.commission_min,
+        }
+    }
+
+    /// Checks every setting; all problems are reported together.
+    pub fn validate(&self) -> Result<(), ExchangeError> {
+        let mut p = Vec::new();
+        if self.slippage_bps < Decimal::ZERO || self.slippage_bps >= Decimal::from(10_000) {
+            p.push(format!(
+                "slippage_bps: must be in [0, 10000), got {}",
+                self.slippage_bps
+            ));
+        }
+        for (name, v) in [
+            ("commission_per_share", self.commission_per_share),
+            ("commission_bps", self.commission_bps),
+            ("commission_min", self.commission_min),
+        ] {
+            if v < Decimal::ZERO {
+                p.push(format!("{name}: must be >= 0, got {v}"));
+            }
+        }
+        if let Some(v) = self
+            .max_participation_pct
+            .filter(|v| *v <= Decimal::ZERO || *v > Decimal::ONE_HUNDRED)
+        {
+            p.push(format!(
+                "max_participation_pct: must be in (0, 100], got {v}"
+            ));
+        }
+        if self.bar_buffer == 0 {
+            p.push("bar_buffer: must be > 0".to_string());
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(ExchangeError::Config { problems: p })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_validation() -> Result<(), Box<dyn std::error::Error>> {
+        let c: ExchangeConfig = serde_json::from_str("{}")?;
+        assert_eq!(c, ExchangeConfig::default());
+        c.validate()?;
+        let bad: ExchangeConfig = serde_json::from_str(
+            r#"{"slippage_bps": "-1", "commission_min": "-2", "bar_buffer": 0}"#,
+        )?;
+        let Err(ExchangeError::Config { problems }) = bad.validate() else {
+            return Err("expected errors".into());
+        };
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(serde_json::from_str::<ExchangeConfig>(r#"{"typo": 1}"#).is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,516 @@
+//! The exchange core: holds accepted orders and fills them against later market data.
+//!
+//! No look-ahead: an order only trades on bars whose `event_time` is strictly after its
+//! `created_time` (a bracket child also only after the bar that filled its parent). The two
+//! input topics interleave arbitrarily, so the venue keeps the last `bar_buffer` bars per
+//! symbol: an order that arrives late is first run against the buffered bars after its
+//! creation, in time order, exactly as if it had been resting when they arrived. Bars are
+//! applied to a symbol's orders one bar at a time, in (created_time, order_id) order, so OCO
+//! and parent/child effects do not depend on arrival order either.
+//!
+//! Outputs: `fills` (`fill_id = order_id:fill:n`, n from 0) and the order's next states on
+//! `orders` (sequence = last seen + 1, cumulative `filled_quantity`).
+
+use crate::config::{DaySession, ExchangeConfig};
+use crate::error::ExchangeError;
+use crate::matching::{OrderPrices, Prices, evaluate, slip};
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+use tradestream_router::Commission;
+use tradestream_router::error::status_name;
+use tradestream_schemas::{
+    AnyRecord, Fill, MarketData, Order, OrderStatus, OriginKind, ProcessError, Processor, Record,
+    Symbol, TimeInForce, Topic,
+};
+
+/// An order the venue holds.
+#[derive(Debug, Clone)]
+struct Held {
+    /// Latest state (published or received).
+    order: Order,
+    /// Fills so far.
+    fills: u32,
+    /// Bracket child waiting for its parent to fill.
+    active: bool,
+    /// Only bars strictly after this time may fill it.
+    not_before: DateTime<Utc>,
+    /// Last bar applied.
+    last_bar: Option<DateTime<Utc>>,
+    rested: bool,
+    triggered: bool,
+    /// Arrived after the bars it must be run against; waits for its siblings (see
+    /// [`ExchangeProcessor::flush`]).
+    deferred: bool,
+    /// UTC day a DAY order lives for, fixed at its first eligible bar.
+    session: Option<NaiveDate>,
+}
+
+/// How an order the venue no longer holds ended (and when, for parents that filled).
+#[derive(Debug, Clone, Copy)]
+struct Finished {
+    status: OrderStatus,
+    at: DateTime<Utc>,
+}
+
+/// The paper venue: see the module documentation.
+#[derive(Debug, Clone)]
+pub struct ExchangeProcessor {
+    config: ExchangeConfig,
+    commission: Commission,
+    bars: BTreeMap<Symbol, Vec<MarketData>>,
+    held: BTreeMap<String, Held>,
+    finished: BTreeMap<String, Finished>,
+    /// Bracket parent → the child that executed first (its siblings are canceled, including
+    /// any that arrive later).
+    oco_done: BTreeMap<String, String>,
+}
+
+fn next_event(
+    held: &Held,
+    status: OrderStatus,
+    at: DateTime<Utc>,
+    reason: Option<String>,
+) -> Order {
+    let mut o = held.order.clone();
+    o.sequence = o.sequence.saturating_add(1);
+    o.event_id = format!("{}:{}", o.order_id, o.sequence);
+    o.status = status;
+    o.updated_time = at;
+    o.reject_reason = reason;
+    o
+}
+
+impl ExchangeProcessor {
+    /// A venue with no orders; fails on an invalid config.
+    pub fn new(config: ExchangeConfig) -> Result<Self, ExchangeError> {
+        config.validate()?;
+        Ok(Self {
+            commission: config.commission(),
+            config,
+            bars: BTreeMap::new(),
+            held: BTreeMap::new(),
+            finished: BTreeMap::new(),
+            oco_done: BTreeMap::new(),
+        })
+    }
+
+    /// Ids of the orders the venue holds (resting or waiting for a parent).
+    pub fn held_orders(&self) -> Vec<&str> {
+        self.held.keys().map(String::as_str).collect()
+    }
+
+    fn on_order(&mut self, o: &Order) -> Result<Vec<AnyRecord>, ExchangeError> {
+        match o.status {
+            OrderStatus::Accepted => self.on_accepted(o),
+            OrderStatus::Canceled => Ok(self.on_cancel(o)),
+            // Our own updates echoed back, rejections and NEW requests are not for the venue;
+            // still track the highest sequence of held orders so ours stays above it.
+            _ => {
+                if let Some(h) = self.held.get_mut(&o.order_id)
+                    && o.sequence > h.order.sequence
+                {
+                    h.order.sequence = o.sequence;
+                }
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    fn on_accepted(&mut self, o: &Order) -> Result<Vec<AnyRecord>, ExchangeError> {
+        if self.held.contains_key(&o.order_id) || self.finished.contains_key(&o.order_id) {
+            return Ok(Vec::new()); // duplicate
+        }
+        o.validate()?;
+        let mut held = Held {
+            order: o.clone(),
+            fills: 0,
+            active: true,
+            not_before: o.created_time,
+            last_bar: None,
+            rested: false,
+            triggered: false,
+            deferred: false,
+            session: None,
+        };
+        if o.origin_kind == OriginKind::Bracket {
+            let parent =
+                o.parent_order_id
+                    .as_ref()
+                    .ok_or_else(|| ExchangeError::MissingParent {
+                        order_id: o.order_id.clone(),
+                    })?;
+            if let Some(first) = self.oco_done.get(parent) {
+                let reason = format!("OCO_SIBLING_FILLED: order_id={first}");
+                let cancel = next_event(&held, OrderStatus::Canceled, o.updated_time, Some(reason));
+                self.finished.insert(
+                    o.order_id.clone(),
+                    Finished {
+                        status: OrderStatus::Canceled,
+                        at: o.updated_time,
+                    },
+                );
+                return Ok(vec![AnyRecord::Order(cancel)]);
+            }
+            match self.finished.get(parent) {
+                Some(Finished {
+                    status: OrderStatus::Filled,
+                    at,
+                }) => {
+                    held.not_before = held.not_before.max(*at);
+                    // Its siblings follow it on `orders`; running it alone over the buffered
+                    // bars would let it win an OCO race it might lose to them.
+                    held.deferred = true;
+                }
+                Some(Finished { status, .. }) => {
+                    let reason = format!(
+                        "BRACKET_PARENT_ENDED: parent={parent}, status={}",
+                        status_name(*status)
+                    );
+                    let cancel =
+                        next_event(&held, OrderStatus::Canceled, o.updated_time, Some(reason));
+                    self.finished.insert(
+                        o.order_id.clone(),
+                        Finished {
+                            status: OrderStatus::Canceled,
+                            at: o.updated_time,
+                        },
+                    );
+                    return Ok(vec![AnyRecord::Order(cancel)]);
+                }
+                None => held.active = false,
+            }
+        }
+        let symbol = o.symbol.clone();
+        let deferred = held.deferred;
+        self.held.insert(o.order_id.clone(), held);
+        if deferred {
+            Ok(Vec::new())
+        } else {
+            self.catch_up(&symbol)
+        }
+    }
+
+    /// Runs deferred bracket children against the bars they missed. [`Processor::process`]
+    /// calls it before every record except a sibling of the deferred children, so the whole
+    /// OCO group catches up together; a backtester should call it once at the end of input.
+    pub fn flush(&mut self) -> Result<Vec<AnyRecord>, ProcessError> {
+        Ok(self.flush_except(None)?)
+    }
+
+    fn flush_except(&mut self, parent: Option<&str>) -> Result<Vec<AnyRecord>, ExchangeError> {
+        let mut symbols: Vec<Symbol> = self
+            .held
+            .values_mut()
+            .filter(|h| {
+                h.deferred && (parent.is_none() || h.order.parent_order_id.as_deref() != parent)
+            })
+            .map(|h| {
+                h.deferred = false;
+                h.order.symbol.clone()
+            })
+            .collect();
+        symbols.sort();
+        symbols.dedup();
+        let mut out = Vec::new();
+        for s in symbols {
+            out.extend(self.catch_up(&s)?);
+        }
+        Ok(out)
+    }
+
+    fn on_cancel(&mut self, o: &Order) -> Vec<AnyRecord> {
+        let Some(mut h) = self.held.remove(&o.order_id) else {
+            return Vec::new(); // not held: finished already, or never seen
+        };
+        h.order.sequence = h.order.sequence.max(o.sequence);
+        let at = o.updated_time;
+        let mut out = vec![AnyRecord::Order(next_event(
+            &h,
+            OrderStatus::Canceled,
+            at,
+            o.reject_reason.clone(),
+        ))];
+        self.finished.insert(
+            o.order_id.clone(),
+            Finished {
+                status: OrderStatus::Canceled,
+                at,
+            },
+        );
+        out.extend(self.end_children(&o.order_id, OrderStatus::Canceled, at));
+        out
+    }
+
+    /// A parent ended without filling: its waiting children can never become active.
+    fn end_children(
+        &mut self,
+        parent: &str,
+        status: OrderStatus,
+        at: DateTime<Utc>,
+    ) -> Vec<AnyRecord> {
+        let children: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.order.parent_order_id.as_deref() == Some(parent) && !h.active)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut out = Vec::new();
+        for id in children {
+            if let Some(h) = self.held.remove(&id) {
+                let reason = format!(
+                    "BRACKET_PARENT_ENDED: parent={parent}, status={}",
+                    status_name(status)
+                );
+                out.push(AnyRecord::Order(next_event(
+                    &h,
+                    OrderStatus::Canceled,
+                    at,
+                    Some(reason),
+                )));
+                self.finished.insert(
+                    id,
+                    Finished {
+                        status: OrderStatus::Canceled,
+                        at,
+                    },
+                );
+            }
+        }
+        out
+    }
+
+    fn on_market_data(&mut self, m: &MarketData) -> Result<Vec<AnyRecord>, ExchangeError> {
+        m.validate()?;
+        let buffer = self.bars.entry(m.symbol.clone()).or_default();
+        let pos = buffer.partition_point(|b| b.event_time < m.event_time);
+        if buffer
+            .get(pos)
+            .is_some_and(|b| b.event_time == m.event_time)
+        {
+            return Ok(Vec::new()); // one bar per instant: a replayed duplicate
+        }
+        let newest = pos == buffer.len();
+        buffer.insert(pos, m.clone());
+        if buffer.len() > self.config.bar_buffer {
+            let excess = buffer.len() - self.config.bar_buffer;
+            buffer.drain(..excess);
+        }
+        if newest {
+            self.apply_bar(m)
+        } else {
+            self.catch_up(&m.symbol)
+        }
+    }
+
+    /// Runs every buffered bar of `symbol`, oldest first, against the orders that have not
+    /// seen it yet.
+    fn catch_up(&mut self, symbol: &Symbol) -> Result<Vec<AnyRecord>, ExchangeError> {
+        let bars = self.bars.get(symbol).cloned().unwrap_or_default();
+        let mut out = Vec::new();
+        for bar in &bars {
+            out.extend(self.apply_bar(bar)?);
+        }
+        Ok(out)
+    }
+
+    fn apply_bar(&mut self, bar: &MarketData) -> Result<Vec<AnyRecord>, ExchangeError> {
+        let mut ids: Vec<(DateTime<Utc>, String)> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.order.symbol == bar.symbol && h.active && !h.deferred)
+            .map(|(id, h)| (h.order.created_time, id.clone()))
+            .collect();
+        ids.sort();
+        let mut out = Vec::new();
+        for (_, id) in ids {
+            out.extend(self.step(&id, bar)?);
+        }
+        Ok(out)
+    }
+
+    /// One order against one bar.
+    fn step(&mut self, id: &str, bar: &MarketData) -> Result<Vec<AnyRecord>, ExchangeError> {
+        let Some(h) = self.held.get_mut(id) else {
+            return Ok(Vec::new());
+        };
+        if !h.active
+            || bar.event_time <= h.not_before
+            || h.last_bar.is_some_and(|t| bar.event_time <= t)
+        {
+            return Ok(Vec::new());
+        }
+        h.last_bar = Some(bar.event_time);
+        let at = bar.event_time;
+        let o = h.order.clone();
+        let session = *h.session.get_or_insert(match self.config.day_session {
+            DaySession::FirstBar => at.date_naive(),
+            DaySession::Created => o.created_time.date_naive(),
+        });
+        if o.time_in_force == TimeInForce::Day && at.date_naive() > session {
+            return Ok(self.finish(
+                id,
+                OrderStatus::Expired,
+                at,
+                Some("EXPIRED_DAY: tif=DAY".into()),
+            ));
+        }
+        let prices = OrderPrices {
+            side: o.side,
+            order_type: o.order_type,
+            limit: o.limit_price,
+            stop: o.stop_price,
+            triggered: h.triggered,
+            rested: h.rested,
+        };
+        let m = evaluate(&prices, Prices::of(bar));
+        h.triggered = m.triggered;
+        let remaining = o.quantity - o.filled_quantity;
+        let cap = match self.config.max_participation_pct {
+            Some(pct) => (bar.volume * pct / Decimal::ONE_HUNDRED).trunc_with_scale(8),
+            None => remaining,
+        };
+        let quantity = remaining.min(cap);
+        let ioc = o.time_in_force == TimeInForce::Ioc;
+        let Some(raw) = m.price.filter(|_| quantity > Decimal::ZERO) else {
+            h.rested = true;
+            if ioc {
+                return Ok(self.finish(
+                    id,
+                    OrderStatus::Canceled,
+                    at,
+                    Some("IOC_UNFILLED: filled=0".into()),
+                ));
+            }
+            return Ok(Vec::new());
+        };
+        let price = if m.slips {
+            slip(raw, o.side, self.config.slippage_bps)
+        } else {
+            raw
+        };
+        let commission = self.commission.charge(quantity, price)?;
+        let fill = Fill {
+            fill_id: format!("{id}:fill:{}", h.fills),
+            order_id: id.to_string(),
+            account: o.account.clone(),
+            symbol: o.symbol.clone(),
+            side: o.side,
+            quantity,
+            price,
+            commission,
+            liquidity: m.liquidity,
+            fill_time: at,
+        };
+        h.fills += 1;
+        h.order.filled_quantity += quantity;
+        let filled = h.order.filled_quantity;
+        let mut out = vec![AnyRecord::Fill(fill)];
+        if filled >= o.quantity {
+            out.extend(self.finish(id, OrderStatus::Filled, at, None));
+        } else {
+            let update = next_event(h, OrderStatus::PartiallyFilled, at, None);
+            h.order = update.clone();
+            h.rested = true;
+            out.push(AnyRecord::Order(update));
+            if ioc {
+                let reason = format!("IOC_UNFILLED: filled={}", filled.normalize());
+                out.extend(self.finish(id, OrderStatus::Canceled, at, Some(reason)));
+            }
+        }
+        // One-cancels-other: the first execution of a bracket child ends its sibling.
+        if let Some(parent) = o
+            .parent_order_id
+            .as_deref()
+            .filter(|_| o.origin_kind == OriginKind::Bracket)
+        {
+            self.oco_done
+                .entry(parent.to_string())
+                .or_insert_with(|| id.to_string());
+            let siblings: Vec<String> = self
+                .held
+                .iter()
+                .filter(|(sid, s)| {
+                    sid.as_str() != id && s.order.parent_order_id.as_deref() == Some(parent)
+                })
+                .map(|(sid, _)| sid.clone())
+                .collect();
+            for sid in siblings {
+                let reason = format!("OCO_SIBLING_FILLED: order_id={id}");
+                out.extend(self.finish(&sid, OrderStatus::Canceled, at, Some(reason)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ends a held order with `status` and publishes it; a filled parent activates its
+    /// children, any other end cancels them.
+    fn finish(
+        &mut self,
+        id: &str,
+        status: OrderStatus,
+        at: DateTime<Utc>,
+        reason: Option<String>,
+    ) -> Vec<AnyRecord> {
+        let Some(h) = self.held.remove(id) else {
+            return Vec::new();
+        };
+        let mut out = vec![AnyRecord::Order(next_event(&h, status, at, reason))];
+        self.finished
+            .insert(id.to_string(), Finished { status, at });
+        if status == OrderStatus::Filled {
+            for child in self
+                .held
+                .values_mut()
+                .filter(|c| c.order.parent_order_id.as_deref() == Some(id) && !c.active)
+            {
+                child.active = true;
+                child.not_before = child.not_before.max(at);
+            }
+        } else {
+            out.extend(self.end_children(id, status, at));
+        }
+        out
+    }
+}
+
+impl Processor for ExchangeProcessor {
+    fn name(&self) -> &'static str {
+        "exchange"
+    }
+
+    fn inputs(&self) -> &'static [Topic] {
+        &[Topic::Orders, Topic::MarketData]
+    }
+
+    fn process(
+        &mut self,
+        input: &AnyRecord,
+        _now: DateTime<Utc>,
+    ) -> Result<Vec<AnyRecord>, ProcessError> {
+        let sibling_of = match input {
+            AnyRecord::Order(o)
+                if o.origin_kind == OriginKind::Bracket && o.status == OrderStatus::Accepted =>
+            {
+                o.parent_order_id.as_deref()
+            }
+            _ => None,
+        };
+        let mut out = self.flush_except(sibling_of)?;
+        out.extend(match input {
+            AnyRecord::Order(o) => self.on_order(o),
+            AnyRecord::MarketData(m) => self.on_market_data(m),
+            other => {
+                return Err(ProcessError::dead_letter(format!(
+                    "exchange does not read {}",
+                    other.topic()
+                )));
+            }
+        }?);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+#[path = "processor_tests.rs"]
+mod tests;

@@ -1,0 +1,912 @@
+//! Venue behaviour tests: every order type and time in force, slippage direction,
+//! commissions, no look-ahead, independence from how the two input topics interleave,
+//! bracket OCO, partial fills, cancels, and properties over random bars and orders.
+
+use super::*;
+use crate::config::DaySession;
+use chrono::{Duration, TimeZone};
+use proptest::prelude::*;
+use rust_decimal_macros::dec;
+use tradestream_schemas::{AccountId, Liquidity, MarketDataKind, OrderType, Side};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn at(day: u32, minute: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 3, day, 14, 0, 0)
+        .single()
+        .unwrap_or_default()
+        + Duration::minutes(minute)
+}
+
+fn sym() -> Symbol {
+    Symbol::new("AAPL").unwrap_or_else(|_| unreachable!("valid"))
+}
+
+fn bar(
+    time: DateTime<Utc>,
+    open: Decimal,
+    high: Decimal,
+    low: Decimal,
+    close: Decimal,
+) -> AnyRecord {
+    AnyRecord::MarketData(MarketData {
+        record_id: format!("test:AAPL:{}", time.timestamp()),
+        symbol: sym(),
+        event_time: time,
+        kind: MarketDataKind::Bar,
+        interval: Some("1m".into()),
+        open,
+        high,
+        low,
+        close,
+        volume: dec!(100),
+        source: "test".into(),
+        ingest_time: time,
+    })
+}
+
+/// A flat bar at `p`.
+fn flat(time: DateTime<Utc>, p: Decimal) -> AnyRecord {
+    bar(time, p, p, p, p)
+}
+
+fn order(
+    id: &str,
+    side: Side,
+    order_type: OrderType,
+    qty: Decimal,
+    price: Option<Decimal>,
+    created: DateTime<Utc>,
+) -> Order {
+    Order {
+        event_id: format!("{id}:0"),
+        order_id: id.into(),
+        sequence: 0,
+        client_order_id: None,
+        account: AccountId::new("demo").unwrap_or_else(|_| unreachable!("valid")),
+        symbol: sym(),
+        side,
+        order_type,
+        quantity: qty,
+        limit_price: if matches!(order_type, OrderType::Limit) {
+            price
+        } else {
+            None
+        },
+        stop_price: if matches!(order_type, OrderType::Stop) {
+            price
+        } else {
+            None
+        },
+        time_in_force: TimeInForce::Gtc,
+        status: OrderStatus::Accepted,
+        filled_quantity: Decimal::ZERO,
+        origin_kind: OriginKind::Signal,
+        origin_id: "s".into(),
+        parent_order_id: None,
+        reject_reason: None,
+        created_time: created,
+        updated_time: created,
+    }
+}
+
+fn child(parent: &Order, suffix: &str, order_type: OrderType, price: Decimal) -> Order {
+    let mut c = order(
+        &format!("{}:{suffix}", parent.order_id),
+        Side::Sell,
+        order_type,
+        parent.quantity,
+        Some(price),
+        parent.created_time,
+    );
+    c.origin_kind = OriginKind::Bracket;
+    c.parent_order_id = Some(parent.order_id.clone());
+    c
+}
+
+fn venue(f: impl FnOnce(&mut ExchangeConfig)) -> Result<ExchangeProcessor, ExchangeError> {
+    let mut c = ExchangeConfig::default();
+    f(&mut c);
+    ExchangeProcessor::new(c)
+}
+
+#[derive(Debug, Default, PartialEq)]
+struct Out {
+    fills: Vec<Fill>,
+    orders: Vec<Order>,
+}
+
+fn feed(ex: &mut ExchangeProcessor, inputs: &[AnyRecord]) -> Result<Out, ProcessError> {
+    let mut out = Out::default();
+    let mut batches = Vec::new();
+    for i in inputs {
+        batches.push(ex.process(i, Utc::now())?);
+    }
+    batches.push(ex.flush()?);
+    for batch in batches {
+        for r in batch {
+            match r {
+                AnyRecord::Fill(f) => out.fills.push(f),
+                AnyRecord::Order(o) => out.orders.push(o),
+                other => return Err(ProcessError::fatal(format!("unexpected output {other:?}"))),
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn states(out: &Out) -> Vec<(String, i32, OrderStatus)> {
+    out.orders
+        .iter()
+        .map(|o| (o.order_id.clone(), o.sequence, o.status))
+        .collect()
+}
+
+#[test]
+fn market_orders_fill_at_the_next_open_with_slippage() -> TestResult {
+    let mut ex = venue(|_| {})?;
+    let t0 = at(4, 0);
+    let out = feed(
+        &mut ex,
+        &[
+            AnyRecord::Order(order("b", Side::Buy, OrderType::Market, dec!(10), None, t0)),
+            AnyRecord::Order(order(
+                "s",
+                Side::Sell,
+                OrderType::Market,
+                dec!(10),
+                None,
+                t0,
+            )),
+            bar(t0, dec!(90), dec!(90), dec!(90), dec!(90)),
+            bar(at(4, 1), dec!(100), dec!(102), dec!(98), dec!(101)),
+        ],
+    )?;
+    let prices: Vec<(&str, Decimal, Liquidity)> = out
+        .fills
+        .iter()
+        .map(|f| (f.order_id.as_str(), f.price, f.liquidity))
+        .collect();
+    // The bar at the orders' own time never fills them; buys pay up, sells receive less.
+    assert_eq!(
+        prices,
+        vec![
+            ("b", dec!(100.01), Liquidity::Taker),
+            ("s", dec!(99.99), Liquidity::Taker)
+        ]
+    );
+    assert_eq!(out.fills[0].fill_id, "b:fill:0");
+    assert_eq!(out.fills[0].fill_time, at(4, 1));
+    // 10 × 100.01 × 1 bp = 0.10001 < minimum 1
+    assert_eq!(out.fills[0].commission, dec!(1));
+    assert_eq!(
+        states(&out),
+        vec![
+            ("b".into(), 1, OrderStatus::Filled),
+            ("s".into(), 1, OrderStatus::Filled)
+        ]
+    );
+    assert_eq!(
+        (
+            out.orders[0].filled_quantity,
+            out.orders[0].event_id.as_str()
+        ),
+        (dec!(10), "b:1")
+    );
+    for o in &out.orders {
+        o.validate()?;
+    }
+    Ok(())
+}
+
+#[test]
+fn commission_above_the_minimum() -> TestResult {
+    let mut ex = venue(|c| {
+        c.slippage_bps = dec!(0);
+        c.commission_per_share = dec!(0.005);
+    })?;
+    let out = feed(
+        &mut ex,
+        &[
+            AnyRecord::Order(order(
+                "b",
+                Side::Buy,
+                OrderType::Market,
+                dec!(1000),
+                None,
+                at(4, 0),
+            )),
+            flat(at(4, 1), dec!(123.45)),
+        ],
+    )?;
+    // 1000 × 0.005 + 1000 × 123.45 × 1 bp = 5 + 12.345
+    assert_eq!(out.fills[0].commission, dec!(17.345));
+    Ok(())
+}
+
+#[test]
+fn no_look_ahead_even_when_the_bar_arrives_first() -> TestResult {
+    let mut ex = venue(|_| {})?;
+    let t0 = at(4, 0);
+    let out = feed(
+        &mut ex,
+        &[
+            flat(t0, dec!(100)),
+            AnyRecord::Order(order("b", Side::Buy, OrderType::Market, dec!(1), None, t0)),
+        ],
+    )?;
+    assert!(out.fills.is_empty());
+    let out = feed(&mut ex, &[flat(at(4, 1), dec!(101))])?;
+    assert_eq!(out.fills[0].price, dec!(101.0101));
+    Ok(())
+}
+
+#[test]
+fn limits_rest_then_fill_as_maker() -> TestResult {
+    let mut ex = venue(|_| {})?;
+    let t0 = at(4, 0);
+    let out = feed(
+        &mut ex,
+        &[
+            AnyRecord::Order(order(
+                "b",
+                Side::Buy,
+                OrderType::Limit,
+                dec!(5),
+                Some(dec!(97)),
+                t0,
+            )),
+            AnyRecord::Order(order(
+                "s",
+                Side::Sell,
+                OrderType::Limit,
+                dec!(5),
+                Some(dec!(99)),
+                t0,
+            )),
+            bar(at(4, 1), dec!(100), dec!(101), dec!(98), dec!(99)),
+            bar(at(4, 2), dec!(99), dec!(99.5), dec!(96), dec!(96)),
+        ],
+    )?;
+    let fills: Vec<(&str, Decimal, Liquidity, DateTime<Utc>)> = out
+        .fills
+        .iter()
+        .map(|f| (f.order_id.as_str(), f.price, f.liquidity, f.fill_time))
+        .collect();
+    assert_eq!(
+        fills,
+        vec![
+            // The sell crossed on its first bar: the open (better than its limit), taker.
+            ("s", dec!(100), Liquidity::Taker, at(4, 1)),
+            // The buy rested one bar, then the low went through its limit.
+            ("b", dec!(97), Liquidity::Maker, at(4, 2)),
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn stops_trigger_then_fill_with_slippage() -> TestResult {
+    let mut ex = venue(|_| {})?;
+    let t0 = at(4, 0);
+    let mut sl = order("sl", Side::Sell, OrderType::StopLimit, dec!(1), None, t0);
+    sl.stop_price = Some(dec!(97));
+    sl.limit_price = Some(dec!(96.5));
+    let out = feed(
+        &mut ex,
+        &[
+            AnyRecord::Order(order(
+                "bs",
+                Side::Buy,
+                OrderType::Stop,
+                dec!(1),
+                Some(dec!(103)),
+                t0,
+            )),
+            AnyRecord::Order(order(
+                "ss",
+                Side::Sell,
+                OrderType::Stop,
+                dec!(1),
+                Some(dec!(97)),
+                t0,
+            )),
+            AnyRecord::Order(sl),
+            bar(at(4, 1), dec!(100), dec!(102), dec!(98), dec!(101)),
+            bar(at(4, 2), dec!(101), dec!(104), dec!(100), dec!(103)),
+            // Gaps down through the stop: the stop sells at the open; the stop-limit triggers
+            // but 95 is below its limit, so it rests as a limit.
+            bar(at(4, 3), dec!(95), dec!(96), dec!(94), dec!(95)),
+            bar(at(4, 4), dec!(95), dec!(97), dec!(95), dec!(96)),
+        ],
+    )?;
+    let fills: Vec<(&str, Decimal, DateTime<Utc>)> = out
+        .fills
+        .iter()
+        .map(|f| (f.order_id.as_str(), f.price, f.fill_time))
+        .collect();
+    assert_eq!(
+        fills,
+        vec![
+            ("bs", dec!(103.0103), at(4, 2)),
+            ("ss", dec!(94.9905), at(4, 3)),
+            ("sl", dec!(96.5), at(4, 4))
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn time_in_force() -> TestResult {
+    let mut ex = venue(|_| {})?;
+    let t0 = at(4, 0);
+    let mut ioc = order(
+        "ioc",
+        Side::Buy,
+        OrderType::Limit,
+        dec!(1),
+        Some(dec!(90)),
+        t0,
+    );
+    ioc.time_in_force = TimeInForce::Ioc;
+    let mut day = order(
+        "day",
+        Side::Buy,
+        OrderType::Limit,
+        dec!(1),
+        Some(dec!(90)),
+        t0,
+    );
+    day.time_in_force = TimeInForce::Day;
+    let gtc = order(
+        "gtc",
+        Side::Buy,
+        OrderType::Limit,
+        dec!(1),
+        Some(dec!(90)),
+        t0,
+    );
+    let out = feed(
+        &mut ex,
+        &[
+            AnyRecord::Order(ioc),
+            AnyRecord::Order(day),
+            AnyRecord::Order(gtc),
+            flat(at(4, 1), dec!(100)),
+            flat(at(4, 500), dec!(100)), // still 4 March
+            flat(at(5, 0), dec!(100)),
+            flat(at(6, 0), dec!(89)),
+        ],
+    )?;
+    assert_eq!(
+        states(&out),
+        vec![
+            ("ioc".into(), 1, OrderStatus::Canceled),
+            ("day".into(), 1, OrderStatus::Expired),
+            ("gtc".into(), 1, OrderStatus::Filled),
+        ]
+    );
+    assert_eq!(out.orders[1].updated_time, at(5, 0));
+    assert_eq!(
+        out.orders[0].reject_reason.as_deref(),
+        Some("IOC_UNFILLED: filled=0")
+    );
+    Ok(())
+}
+
+#[test]
+fn day_orders_placed_after_the_last_bar_work_the_next_session() -> TestResult {
+    // Daily bars: a signal on day 4's bar makes a DAY order that first can trade on day 5.
+    let daily = |day| flat(at(day, 0), dec!(100));
+    let market = |id: &str| {
+        let mut o = order(id, Side::Buy, OrderType::Market, dec!(1), None, at(4, 0));
+        o.time_in_force = TimeInForce::Day;
+        AnyRecord::Order(o)
+    };
+    let mut limit = order(
+        "l",
+        Side::Buy,
+        OrderType::Limit,
+        dec!(1),
+        Some(dec!(90)),
+        at(4, 0),
+    );
+    limit.time_in_force = TimeInForce::Day;
+    let inputs = [
+        daily(4),
+        market("m"),
+        AnyRecord::Order(limit),
+        daily(5),
+        daily(6),
+    ];
+    let out = feed(&mut venue(|_| {})?, &inputs)?;
+    assert_eq!(out.fills.len(), 1);
+    assert_eq!(out.fills[0].fill_time, at(5, 0));
+    assert_eq!(
+        states(&out),
+        vec![
+            ("m".into(), 1, OrderStatus::Filled),
+            ("l".into(), 1, OrderStatus::Expired)
+        ]
+    );
+    assert_eq!(out.orders[1].updated_time, at(6, 0));
+    // The literal rule: expired at the first bar of a later day.
+    let out = feed(
+        &mut venue(|c| c.day_session = DaySession::Created)?,
+        &[daily(4), market("m"), daily(5)],
+    )?;
+    assert!(out.fills.is_empty());
+    assert_eq!(states(&out), vec![("m".into(), 1, OrderStatus::Expired)]);
+    Ok(())
+}
+
+#[test]
+fn bracket_children_wait_for_the_parent_then_cancel_each_other() -> TestResult {
+    let mut ex = venue(|c| c.slippage_bps = dec!(0))?;
+    let t0 = at(4, 0);
+    let parent = order(
+        "p",
+        Side::Buy,
+        OrderType::Limit,
+        dec!(10),
+        Some(dec!(99)),
+        t0,
+    );
+    let sl = child(&parent, "sl", OrderType::Stop, dec!(95));
+    let tp = child(&parent, "tp", OrderType::Limit, dec!(105));
+    let out = feed(
+        &mut ex,
+        &[
+            AnyRecord::Order(parent),
+            AnyRecord::Order(sl),
+            AnyRecord::Order(tp),
+            // Would trigger the take-profit, but the parent has not filled: nothing happens.
+            bar(at(4, 1), dec!(106), dec!(107), dec!(105), dec!(106)),
+            // Fills the parent; the same bar also touches the stop, but children only trade on
+            // later bars.
+            bar(at(4, 2), dec!(100), dec!(100), dec!(94), dec!(96)),
+            bar(at(4, 3), dec!(104), dec!(106), dec!(103), dec!(105)),
+            bar(at(4, 4), dec!(90), dec!(91), dec!(89), dec!(90)),
+        ],
+    )?;
+    let fills: Vec<(&str, Decimal)> = out
+        .fills
+        .iter()
+        .map(|f| (f.order_id.as_str(), f.price))
+        .collect();
+    assert_eq!(fills, vec![("p", dec!(99)), ("p:tp", dec!(105))]);
+    assert_eq!(
+        states(&out),
+        vec![
+            ("p".into(), 1, OrderStatus::Filled),
+            ("p:tp".into(), 1, OrderStatus::Filled),
+            ("p:sl".into(), 1, OrderStatus::Canceled)
+        ]
+    );
+    assert_eq!(
+        out.orders[2].reject_reason.as_deref(),
+        Some("OCO_SIBLING_FILLED: order_id=p:tp")
+    );
+    assert!(ex.held_orders().is_empty());
+    Ok(())
+}
+
+#[test]
+fn canceled_parent_cancels_waiting_children() -> TestResult {
+    let mut ex = venue(|_| {})?;
+    let t0 = at(4, 0);
+    let parent = order(
+        "p",
+        Side::Buy,
+        OrderType::Limit,
+        dec!(10),
+        Some(dec!(50)),
+        t0,
+    );
+    let sl = child(&parent, "sl", OrderType::Stop, dec!(45));
+    let mut cancel = parent.clone();
+    cancel.sequence = 1;
+    cancel.event_id = "p:1".into();
+    cancel.status = OrderStatus::Canceled;
+    let out = feed(
+        &mut ex,
+        &[
+            AnyRecord::Order(parent.clone()),
+            AnyRecord::Order(sl),
+            AnyRecord::Order(cancel.clone()),
+        ],
+    )?;
+    assert_eq!(
+        states(&out),
+        vec![
+            ("p".into(), 2, OrderStatus::Canceled),
+            ("p:sl".into(), 1, OrderStatus::Canceled)
+        ]
+    );
+    // A cancel for an order no longer held is ignored; so is a child arriving late, which is
+    // canceled at once because its parent can never fill.
+    assert!(
+        feed(&mut ex, &[AnyRecord::Order(cancel)])?
+            .orders
+            .is_empty()
+    );
+    let late = child(&parent, "tp", OrderType::Limit, dec!(60));
+    assert_eq!(
+        states(&feed(&mut ex, &[AnyRecord::Order(late)])?),
+        vec![("p:tp".into(), 1, OrderStatus::Canceled)]
+    );
+    Ok(())
+}
+
+#[test]
+fn partial_fills_by_participation() -> TestResult {
+    let mut ex = venue(|c| c.max_participation_pct = Some(dec!(10)))?;
+    let out = feed(
+        &mut ex,
+        &[
+            AnyRecord::Order(order(
+                "b",
+                Side::Buy,
+                OrderType::Market,
+                dec!(25),
+                None,
+                at(4, 0),
+            )),
+            flat(at(4, 1), dec!(100)),
+            flat(at(4, 2), dec!(100)),
+            flat(at(4, 3), dec!(100)),
+            flat(at(4, 4), dec!(100)),
+        ],
+    )?;
+    let fills: Vec<(&str, Decimal)> = out
+        .fills
+        .iter()
+        .map(|f| (f.fill_id.as_str(), f.quantity))
+        .collect();
+    assert_eq!(
+        fills,
+        vec![
+            ("b:fill:0", dec!(10)),
+            ("b:fill:1", dec!(10)),
+            ("b:fill:2", dec!(5))
+        ]
+    );
+    let s: Vec<(i32, OrderStatus, Decimal)> = out
+        .orders
+        .iter()
+        .map(|o| (o.sequence, o.status, o.filled_quantity))
+        .collect();
+    assert_eq!(
+        s,
+        vec![
+            (1, OrderStatus::PartiallyFilled, dec!(10)),
+            (2, OrderStatus::PartiallyFilled, dec!(20)),
+            (3, OrderStatus::Filled, dec!(25))
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn arrival_order_does_not_change_fills() -> TestResult {
+    let t0 = at(4, 0);
+    let parent = order("p", Side::Buy, OrderType::Market, dec!(10), None, t0);
+    let orders = vec![
+        AnyRecord::Order(parent.clone()),
+        AnyRecord::Order(child(&parent, "sl", OrderType::Stop, dec!(97))),
+        AnyRecord::Order(child(&parent, "tp", OrderType::Limit, dec!(103))),
+        AnyRecord::Order(order(
+            "l",
+            Side::Sell,
+            OrderType::Limit,
+            dec!(3),
+            Some(dec!(101)),
+            t0,
+        )),
+    ];
+    let bars = [
+        flat(t0, dec!(50)),
+        bar(at(4, 1), dec!(100), dec!(101), dec!(99), dec!(100)),
+        bar(at(4, 2), dec!(100), dec!(104), dec!(96), dec!(100)),
+        bar(at(4, 3), dec!(100), dec!(104), dec!(96), dec!(100)),
+    ];
+    let live: Vec<AnyRecord> = bars[..1]
+        .iter()
+        .chain(&orders)
+        .chain(&bars[1..])
+        .cloned()
+        .collect();
+    let late: Vec<AnyRecord> = bars.iter().chain(&orders).cloned().collect();
+    // Siblings follow each other on `orders` (the router emits them back to back); bars may
+    // land anywhere else.
+    let mixed: Vec<AnyRecord> = vec![
+        bars[0].clone(),
+        orders[0].clone(),
+        bars[1].clone(),
+        bars[2].clone(),
+        orders[3].clone(),
+        orders[1].clone(),
+        orders[2].clone(),
+        bars[3].clone(),
+    ];
+    let parent_first: Vec<AnyRecord> = vec![
+        bars[0].clone(),
+        orders[0].clone(),
+        orders[3].clone(),
+        bars[1].clone(),
+        bars[2].clone(),
+        bars[3].clone(),
+        orders[1].clone(),
+        orders[2].clone(),
+    ];
+    let a = feed(&mut venue(|_| {})?, &live)?;
+    assert_eq!(a.fills.len(), 3, "{:?}", a.fills);
+    for other in [late, mixed, parent_first] {
+        let mut b = feed(&mut venue(|_| {})?, &other)?;
+        let mut a_fills = a.fills.clone();
+        a_fills.sort_by(|x, y| x.fill_id.cmp(&y.fill_id));
+        b.fills.sort_by(|x, y| x.fill_id.cmp(&y.fill_id));
+        assert_eq!(a_fills, b.fills);
+        let mut sa = states(&a);
+        let mut sb = states(&b);
+        sa.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
+        sb.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
+        assert_eq!(sa, sb);
+    }
+    Ok(())
+}
+
+#[test]
+fn bad_records_are_dead_lettered() -> TestResult {
+    let mut ex = venue(|_| {})?;
+    let mut o = order("x", Side::Buy, OrderType::Limit, dec!(1), None, at(4, 0));
+    o.limit_price = None;
+    let e = ex
+        .process(&AnyRecord::Order(o), at(4, 0))
+        .err()
+        .ok_or("expected an error")?;
+    assert_eq!(e.class, tradestream_schemas::ErrorClass::DeadLetter);
+    let mut c = order(
+        "y",
+        Side::Sell,
+        OrderType::Stop,
+        dec!(1),
+        Some(dec!(1)),
+        at(4, 0),
+    );
+    c.origin_kind = OriginKind::Bracket;
+    assert!(ex.process(&AnyRecord::Order(c), at(4, 0)).is_err());
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+struct Spec {
+    side: bool,
+    kind: u8,
+    tif: u8,
+    qty: u32,
+    offset: i32,
+    created: usize,
+    delay: usize,
+}
+
+fn spec() -> impl Strategy<Value = Spec> {
+    (
+        any::<bool>(),
+        0..4u8,
+        0..3u8,
+        1..50u32,
+        -10..10i32,
+        0..20usize,
+        0..25usize,
+    )
+        .prop_map(|(side, kind, tif, qty, offset, created, delay)| Spec {
+            side,
+            kind,
+            tif,
+            qty,
+            offset,
+            created,
+            delay,
+        })
+}
+
+fn bars_strategy() -> impl Strategy<Value = Vec<(u32, u32, u32, u32, u32)>> {
+    prop::collection::vec((80..120u32, 0..5u32, 0..5u32, 0..100u32, 0..200u32), 20..30)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Fills never exceed the order's quantity, trade only on bars after the order was
+    /// created, and (without slippage) lie within the filling bar's [low, high]. The same
+    /// fills come out whichever way the order and market-data topics interleave.
+    #[test]
+    fn fills_are_bounded_and_interleaving_free(specs in prop::collection::vec(spec(), 1..12), raw in bars_strategy(), participation in any::<bool>()) {
+        let bars: Vec<MarketData> = raw.iter().enumerate().map(|(i, (o, up, down, close_pct, vol))| {
+            let open = Decimal::from(*o);
+            let high = open + Decimal::from(*up);
+            let low = open - Decimal::from(*down);
+            let close = low + (high - low) * Decimal::from(*close_pct) / dec!(100);
+            MarketData {
+                record_id: format!("b{i}"), symbol: sym(), event_time: at(4, 0) + Duration::hours(3 * i as i64),
+                kind: MarketDataKind::Bar, interval: Some("3h".into()), open, high, low, close,
+                volume: Decimal::from(*vol), source: "p".into(), ingest_time: at(4, 0),
+            }
+        }).collect();
+        let orders: Vec<(usize, usize, Order)> = specs.iter().enumerate().map(|(i, s)| {
+            let created = s.created.min(bars.len() - 1);
+            let side = if s.side { Side::Buy } else { Side::Sell };
+            let kind = [OrderType::Market, OrderType::Limit, OrderType::Stop, OrderType::StopLimit][s.kind as usize];
+            let px = (bars[created].close + Decimal::from(s.offset)).max(dec!(1));
+            let mut o = order(&format!("o{i}"), side, kind, Decimal::from(s.qty), None, bars[created].event_time);
+            match kind {
+                OrderType::Limit => o.limit_price = Some(px),
+                OrderType::Stop => o.stop_price = Some(px),
+                OrderType::StopLimit => { o.stop_price = Some(px); o.limit_price = Some(px + Decimal::from(s.offset.signum())); }
+                OrderType::Market => {}
+            }
+            o.time_in_force = [TimeInForce::Gtc, TimeInForce::Day, TimeInForce::Ioc][s.tif as usize];
+            (created, (created + s.delay).min(bars.len() - 1), o)
+        }).collect();
+        let config = |c: &mut ExchangeConfig| {
+            c.slippage_bps = dec!(0);
+            if participation { c.max_participation_pct = Some(dec!(25)); }
+        };
+        // Live: each order arrives right after the bar it was created on.
+        let mut live = Vec::new();
+        // Late: each order arrives `delay` bars later (bars it missed are replayed from the buffer).
+        let mut late = Vec::new();
+        for (i, b) in bars.iter().enumerate() {
+            live.push(AnyRecord::MarketData(b.clone()));
+            late.push(AnyRecord::MarketData(b.clone()));
+            for (created, arrival, o) in &orders {
+                if *created == i { live.push(AnyRecord::Order(o.clone())); }
+                if *arrival == i { late.push(AnyRecord::Order(o.clone())); }
+            }
+        }
+        let a = feed(&mut venue(config).map_err(|e| TestCaseError::fail(e.to_string()))?, &live).map_err(|e| TestCaseError::fail(e.message))?;
+        let b = feed(&mut venue(config).map_err(|e| TestCaseError::fail(e.to_string()))?, &late).map_err(|e| TestCaseError::fail(e.message))?;
+        for (_, _, o) in &orders {
+            let total: Decimal = a.fills.iter().filter(|f| f.order_id == o.order_id).map(|f| f.quantity).sum();
+            prop_assert!(total <= o.quantity, "{} filled {total} of {}", o.order_id, o.quantity);
+        }
+        for f in &a.fills {
+            let o = orders.iter().find(|(_, _, o)| o.order_id == f.order_id).map(|(_, _, o)| o);
+            let bar = bars.iter().find(|b| b.event_time == f.fill_time);
+            let (Some(o), Some(bar)) = (o, bar) else { return Err(TestCaseError::fail("fill without order or bar")) };
+            prop_assert!(f.fill_time > o.created_time, "look-ahead fill {f:?}");
+            prop_assert!(bar.low <= f.price && f.price <= bar.high, "{} outside [{}, {}]", f.price, bar.low, bar.high);
+        }
+        let key = |f: &Fill| (f.fill_id.clone(), f.quantity, f.price, f.fill_time);
+        let mut fa: Vec<_> = a.fills.iter().map(key).collect();
+        let mut fb: Vec<_> = b.fills.iter().map(key).collect();
+        fa.sort();
+        fb.sort();
+        prop_assert_eq!(fa, fb);
+        let mut sa = states(&a);
+        let mut sb = states(&b);
+        sa.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
+        sb.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
+        prop_assert_eq!(sa, sb);
+    }
+}
+
+/// Router and venue wired together through an in-memory bus (each record goes to every core
+/// that reads its topic, outputs included), over daily bars: sequences, cancels and fills
+/// must line up without a single refused record, and the router's books must follow the
+/// venue's fills.
+#[test]
+fn round_trip_with_the_router() -> TestResult {
+    use std::collections::VecDeque;
+    use tradestream_router::{RouterConfig, RouterProcessor};
+    use tradestream_schemas::{SignalSide, TradingSignal};
+
+    let mut router = RouterProcessor::new(RouterConfig::default())?;
+    let mut ex = venue(|_| {})?;
+    let closes = [
+        dec!(100),
+        dec!(102),
+        dec!(104),
+        dec!(103),
+        dec!(106),
+        dec!(107),
+        dec!(105),
+        dec!(108),
+    ];
+    let day = |i: usize| at(4, 0) + Duration::days(i as i64);
+    let signal = |i: usize, side, sl, tp| {
+        AnyRecord::Signal(TradingSignal {
+            signal_id: format!("signal:{i}"),
+            source_id: format!("features:{i}"),
+            symbol: sym(),
+            event_time: day(i),
+            side,
+            confidence: 0.9,
+            model_name: "m".into(),
+            model_version: "1".into(),
+            reference_price: closes[i],
+            stop_loss: sl,
+            take_profit: tp,
+            reason: "test".into(),
+        })
+    };
+    let mut queue: VecDeque<AnyRecord> = VecDeque::new();
+    let mut all = Vec::new();
+    for (i, close) in closes.iter().enumerate() {
+        queue.push_back(bar(
+            day(i),
+            *close - dec!(1),
+            *close + dec!(1),
+            *close - dec!(2),
+            *close,
+        ));
+        match i {
+            1 => queue.push_back(signal(1, SignalSide::Buy, Some(dec!(95)), Some(dec!(150)))),
+            5 => queue.push_back(signal(5, SignalSide::Sell, None, None)),
+            _ => {}
+        }
+        while let Some(r) = queue.pop_front() {
+            for core in [&mut router as &mut dyn Processor, &mut ex] {
+                if core.inputs().contains(&r.topic()) {
+                    queue.extend(core.process(&r, day(i))?);
+                }
+            }
+            all.push(r);
+        }
+    }
+    let fills: Vec<&Fill> = all
+        .iter()
+        .filter_map(|r| {
+            if let AnyRecord::Fill(f) = r {
+                Some(f)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let summary: Vec<(&str, Side, Decimal, Decimal)> = fills
+        .iter()
+        .map(|f| (f.order_id.as_str(), f.side, f.quantity, f.price))
+        .collect();
+    // Entry sized on equity 1,000,000: 1 % × (0.9 − 0.55)/0.45 / (102 − 95) = 1111 (whole
+    // lots); it fills at day 2's open (103) + 1 bp; the SELL closes it at day 6's open (104)
+    // − 1 bp.
+    assert_eq!(
+        summary,
+        vec![
+            ("order:signal:1", Side::Buy, dec!(1111), dec!(103.0103)),
+            ("order:signal:5", Side::Sell, dec!(1111), dec!(103.9896))
+        ]
+    );
+    let finals: BTreeMap<&str, OrderStatus> = all
+        .iter()
+        .filter_map(|r| {
+            if let AnyRecord::Order(o) = r {
+                Some((o.order_id.as_str(), o.status))
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(
+        finals.get("order:signal:1:sl"),
+        Some(&OrderStatus::Canceled)
+    );
+    assert_eq!(
+        finals.get("order:signal:1:tp"),
+        Some(&OrderStatus::Canceled)
+    );
+    assert_eq!(finals.get("order:signal:5"), Some(&OrderStatus::Filled));
+    assert!(ex.held_orders().is_empty());
+    let demo = AccountId::new("demo")?;
+    let view = router.account(&demo).ok_or("account")?;
+    assert!(view.open_orders.is_empty(), "{:?}", view.open_orders);
+    assert_eq!(view.book.quantity(&sym()), dec!(0));
+    let cash = fills.iter().fold(dec!(1000000), |c, f| match f.side {
+        Side::Buy => c - f.quantity * f.price - f.commission,
+        Side::Sell => c + f.quantity * f.price - f.commission,
+    });
+    assert_eq!(view.book.cash, cash);
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! Router processor: turns model signals (`trading_signals`) and manual requests (NEW orders
+//! on `orders`) into accepted or rejected orders, after sizing and pre-trade risk checks per
+//! account. It follows `fills` and `market_data` to keep each account's cash, positions and
+//! equity with the database's exact rules. Pure: no I/O, no clock.
+
+pub mod accounting;
+pub mod amount;
+pub mod config;
+pub mod error;
+pub mod processor;
+pub mod reason;
+pub mod sizing;
+
+pub use accounting::{Book, Commission, Position, check_available_funds};
+pub use config::{AccountConfig, RiskLimits, RouterConfig, SignalOrderType, TradingHours};
+pub use error::RouterError;
+pub use processor::{AccountView, RouterProcessor};
+pub use reason::RejectReason;

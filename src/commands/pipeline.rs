@@ -1,0 +1,378 @@
+//! Wiring of the stream processors: builds each core from the pipeline config and runs it
+//! under the generic Kafka runner (the sink under its own Postgres runner), as separate
+//! tasks of one process (`up`, `demo`) or one per process (`run <processor>`).
+
+use anyhow::Context;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tradestream_exchange::{ExchangeConfig, ExchangeProcessor};
+use tradestream_features::{FeaturesConfig, FeaturesProcessor};
+use tradestream_kafka::{Kafka, Metrics, RunnerConfig, run_processor};
+use tradestream_router::{RouterConfig, RouterProcessor};
+use tradestream_schemas::Codec;
+use tradestream_scorer::{ModelHandle, Scorer, ScorerConfig};
+use tradestream_sink::{SinkConfig, run_sink};
+
+/// Settings of every processor, read from `--config FILE` (TOML); every section optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PipelineConfig {
+    /// `[features]`.
+    #[serde(default)]
+    pub(crate) features: FeaturesConfig,
+    /// `[scorer]`.
+    #[serde(default)]
+    pub(crate) scorer: ScorerConfig,
+    /// `[router]` (accounts, risk limits, sizing).
+    #[serde(default)]
+    pub(crate) router: RouterConfig,
+    /// `[exchange]`.
+    #[serde(default)]
+    pub(crate) exchange: ExchangeConfig,
+    /// `[sink]`.
+    #[serde(default)]
+    pub(crate) sink: SinkConfig,
+}
+
+impl PipelineConfig {
+    /// Reads the file, or the defaults when none is given.
+    pub(crate) fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "TRADESTREAM_CONFIG / --config {}: cannot read",
+                path.display()
+            )
+        })?;
+        toml::from_str(&text)
+            .with_context(|| format!("TRADESTREAM_CONFIG / --config {}", path.display()))
+    }
+}
+
+/// The processors that run under the generic runner, plus the sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Stage {
+    /// market_data → features.
+    Features,
+    /// features → trading_signals + anomalies.
+    Scorer,
+    /// signals, manual orders, fills → orders.
+    Router,
+    /// orders + market_data → fills + order updates.
+    Exchange,
+    /// all topics → Postgres.
+    Sink,
+}
+
+impl Stage {
+    /// Every stage, in pipeline order.
+    pub(crate) const ALL: [Stage; 5] = [
+        Stage::Features,
+        Stage::Scorer,
+        Stage::Router,
+        Stage::Exchange,
+        Stage::Sink,
+    ];
+
+    /// Name used for groups and metrics.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Stage::Features => "features",
+            Stage::Scorer => "scorer",
+            Stage::Router => "router",
+            Stage::Exchange => "exchange",
+            Stage::Sink => "sink",
+        }
+    }
+}
+
+/// What every stage needs.
+#[derive(Debug, Clone)]
+pub(crate) struct StageContext {
+    pub(crate) kafka: Kafka,
+    pub(crate) codec: Codec,
+    pub(crate) metrics: Metrics,
+    pub(crate) pool: Option<sqlx::PgPool>,
+    pub(crate) config: PipelineConfig,
+    /// Consumer group prefix (`tradestream` → `tradestream-features`, ...).
+    pub(crate) group_prefix: String,
+}
+
+/// A shutdown signal shared by every stage.
+pub(crate) fn shutdown_channel() -> (watch::Sender<bool>, watch::Receiver<bool>) {
+    watch::channel(false)
+}
+
+async fn wait(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Creates the router's accounts in Postgres (fills reference them), leaving existing ones.
+pub(crate) async fn ensure_accounts(
+    pool: &sqlx::PgPool,
+    router: &RouterConfig,
+) -> anyhow::Result<()> {
+    for (id, account) in &router.accounts {
+        if tradestream_postgres::portfolio::account(pool, id)
+            .await?
+            .is_some()
+        {
+            continue;
+        }
+        tradestream_postgres::portfolio::create_account(
+            pool,
+            &tradestream_postgres::portfolio::NewAccount {
+                account_id: id.clone(),
+                name: id.to_string(),
+                initial_capital: account.initial_capital,
+                allow_short: account.allow_short,
+                commission_per_share: account.commission_per_share,
+                commission_bps: account.commission_bps,
+                commission_min: account.commission_min,
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Starts `stage` as a task of `tasks`; it stops when `shutdown` turns true.
+pub(crate) fn spawn_stage(
+    tasks: &mut JoinSet<anyhow::Result<(Stage, String)>>,
+    ctx: &StageContext,
+    stage: Stage,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let ctx = ctx.clone();
+    let mut runner = RunnerConfig::for_processor(stage.name());
+    runner.group_id = format!("{}-{}", ctx.group_prefix, stage.name());
+    match stage {
+        Stage::Features => {
+            let mut core = FeaturesProcessor::new(ctx.config.features.clone())?;
+            tasks.spawn(async move {
+                let stats = run_processor(
+                    &ctx.kafka,
+                    &ctx.codec,
+                    &mut core,
+                    &runner,
+                    &ctx.metrics,
+                    wait(shutdown),
+                )
+                .await?;
+                Ok((stage, format!("{stats:?}")))
+            });
+        }
+        Stage::Scorer => {
+            let cfg = ctx.config.scorer.clone();
+            let dir = PathBuf::from(&cfg.model_dir);
+            let models = ModelHandle::load(&dir)
+                .with_context(|| format!("loading models from {}", dir.display()))?;
+            let mut core = Scorer::new(models.clone(), &cfg)?;
+            if cfg.reload_interval_secs > 0 {
+                let mut stop = shutdown.clone();
+                let interval = Duration::from_secs(cfg.reload_interval_secs);
+                tasks.spawn(async move {
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep(interval) => {}
+                            _ = stop.wait_for(|s| *s) => return Ok((stage, "model reloader stopped".into())),
+                        }
+                        let (handle, dir) = (models.clone(), dir.clone());
+                        match tokio::task::spawn_blocking(move || handle.reload_if_changed(&dir)).await {
+                            Ok(Ok(Some(versions))) => tracing::info!(%versions, "scorer models reloaded"),
+                            Ok(Ok(None)) => {}
+                            Ok(Err(e)) => tracing::warn!(error = %e, "model reload failed; keeping the current models"),
+                            Err(e) => tracing::warn!(error = %e, "model reload task failed"),
+                        }
+                    }
+                });
+            }
+            tasks.spawn(async move {
+                let stats = run_processor(
+                    &ctx.kafka,
+                    &ctx.codec,
+                    &mut core,
+                    &runner,
+                    &ctx.metrics,
+                    wait(shutdown),
+                )
+                .await?;
+                Ok((stage, format!("{stats:?}")))
+            });
+        }
+        Stage::Router => {
+            let mut core = RouterProcessor::new(ctx.config.router.clone())?;
+            tasks.spawn(async move {
+                let stats = run_processor(
+                    &ctx.kafka,
+                    &ctx.codec,
+                    &mut core,
+                    &runner,
+                    &ctx.metrics,
+                    wait(shutdown),
+                )
+                .await?;
+                Ok((stage, format!("{stats:?}")))
+            });
+        }
+        Stage::Exchange => {
+            let mut core = ExchangeProcessor::new(ctx.config.exchange.clone())?;
+            tasks.spawn(async move {
+                let stats = run_processor(
+                    &ctx.kafka,
+                    &ctx.codec,
+                    &mut core,
+                    &runner,
+                    &ctx.metrics,
+                    wait(shutdown),
+                )
+                .await?;
+                Ok((stage, format!("{stats:?}")))
+            });
+        }
+        Stage::Sink => {
+            let pool = ctx
+                .pool
+                .clone()
+                .context("the sink needs Postgres (DATABASE_URL or the private cluster)")?;
+            let mut sink = ctx.config.sink.clone();
+            sink.group_id = format!("{}-sink", ctx.group_prefix);
+            tasks.spawn(async move {
+                let stats = run_sink(&ctx.kafka, &ctx.codec, pool, sink, wait(shutdown)).await?;
+                Ok((stage, format!("{stats:?}")))
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Serves `/metrics` and `/healthz` on `listen` until `shutdown`.
+pub(crate) async fn serve_metrics(
+    metrics: &Metrics,
+    listen: std::net::SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("TRADESTREAM_METRICS_LISTEN / --metrics-listen {listen}"))?;
+    let address = listener.local_addr()?;
+    let app = metrics.router();
+    let handle = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(wait(shutdown))
+            .await;
+    });
+    Ok((address, handle))
+}
+
+/// The shared infrastructure of a process: Kafka, optional Postgres, the schema registry
+/// (tradestream's own, in-process, when no URL is configured) and the codec.
+/// The in-process registry: its stop signal and its task.
+type RegistryTask = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), tradestream_schemas::registry::RegistryError>>,
+);
+
+#[derive(Debug)]
+pub(crate) struct Stack {
+    pub(crate) kafka: Kafka,
+    pub(crate) db: Option<tradestream_postgres::Database>,
+    pub(crate) registry_url: String,
+    pub(crate) codec: Codec,
+    registry: Option<RegistryTask>,
+}
+
+impl Stack {
+    /// Connects everything; `need_db` starts/connects Postgres even when the registry is
+    /// external (the sink and the demo need it).
+    pub(crate) async fn start(
+        kafka: tradestream_kafka::KafkaConfig,
+        pg: tradestream_postgres::PostgresConfig,
+        registry_url: Option<String>,
+        need_db: bool,
+    ) -> anyhow::Result<Self> {
+        let kafka = Kafka::connect(kafka)?;
+        let db = if need_db || registry_url.is_none() {
+            let db = tradestream_postgres::Database::connect(&pg).await?;
+            db.migrate().await?;
+            Some(db)
+        } else {
+            None
+        };
+        let (registry_url, registry) = match (registry_url, &db) {
+            (Some(url), _) => (url, None),
+            (None, Some(db)) => {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                let url = format!("http://{}", listener.local_addr()?);
+                let state = tradestream_schemas::registry::RegistryState::new(db.pool().clone());
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let task = tokio::spawn(tradestream_schemas::registry::serve(
+                    listener,
+                    state,
+                    async {
+                        let _ = stopped.await;
+                    },
+                ));
+                (url, Some((stop, task)))
+            }
+            (None, None) => unreachable!("a database is connected when no registry URL is set"),
+        };
+        kafka
+            .provision(&tradestream_kafka::standard_topics(kafka.config()))
+            .await?;
+        let codec = Codec::new(&registry_url)?;
+        codec
+            .register_all()
+            .await
+            .context("registering the topic schemas")?;
+        Ok(Self {
+            kafka,
+            db,
+            registry_url,
+            codec,
+            registry,
+        })
+    }
+
+    /// The pool, when Postgres is connected.
+    pub(crate) fn pool(&self) -> Option<sqlx::PgPool> {
+        self.db.as_ref().map(|d| d.pool().clone())
+    }
+
+    /// Stops the in-process registry and Postgres.
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
+        if let Some((stop, task)) = self.registry {
+            let _ = stop.send(());
+            task.await??;
+        }
+        if let Some(db) = self.db {
+            db.shutdown().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Waits for every task; the first failure is returned after the others were told to stop.
+pub(crate) async fn join_all(
+    mut tasks: JoinSet<anyhow::Result<(Stage, String)>>,
+    stop: &watch::Sender<bool>,
+) -> anyhow::Result<()> {
+    let mut first_error = None;
+    while let Some(done) = tasks.join_next().await {
+        let result = done.map_err(anyhow::Error::from).and_then(|r| r);
+        match result {
+            Ok((stage, stats)) => tracing::info!(stage = stage.name(), %stats, "stage finished"),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "stage failed; stopping the others");
+                let _ = stop.send(true);
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
