@@ -163,6 +163,7 @@ async fn process_batch<P: Processor>(
     let mut out_counts: BTreeMap<Topic, u64> = BTreeMap::new();
     let mut dead: Vec<(DeadLetterInfo, &OwnedMessage)> = Vec::new();
     let mut e2e: Vec<(Topic, f64)> = Vec::new();
+    let mut rejections: BTreeMap<String, u64> = BTreeMap::new();
     for msg in batch {
         next_offsets.insert((msg.topic().to_string(), msg.partition()), msg.offset() + 1);
         *in_counts.entry(msg.topic()).or_default() += 1;
@@ -195,6 +196,13 @@ async fn process_batch<P: Processor>(
             .unwrap_or(i64::MAX) as f64
             / 1e6;
         for out in outputs {
+            if let AnyRecord::Order(o) = &out
+                && o.status == tradestream_schemas::OrderStatus::Rejected
+            {
+                let reason = o.reject_reason.as_deref().unwrap_or("UNKNOWN");
+                let category = reason.split(':').next().unwrap_or(reason).to_string();
+                *rejections.entry(category).or_default() += 1;
+            }
             let bytes = codec.encode_any(&out).await?;
             let topic = out.topic();
             *out_counts.entry(topic).or_default() += 1;
@@ -246,6 +254,12 @@ async fn process_batch<P: Processor>(
             .with_label_values(&[name, topic.name()])
             .inc_by(n);
         produced += n;
+    }
+    for (category, n) in rejections {
+        metrics
+            .risk_rejections
+            .with_label_values(&[&category])
+            .inc_by(n);
     }
     for (topic, lag) in e2e {
         metrics
