@@ -153,26 +153,15 @@ pub(crate) fn spawn_stage(
     runner.group_id = format!("{}-{}", ctx.group_prefix, stage.name());
     match stage {
         Stage::Features => {
-            let mut core = FeaturesProcessor::new(ctx.config.features.clone())?;
-            tasks.spawn(async move {
-                let stats = run_processor(
-                    &ctx.kafka,
-                    &ctx.codec,
-                    &mut core,
-                    &runner,
-                    &ctx.metrics,
-                    wait(shutdown),
-                )
-                .await?;
-                Ok((stage, format!("{stats:?}")))
-            });
+            let core = FeaturesProcessor::new(ctx.config.features.clone())?;
+            spawn_runner(tasks, ctx, core, runner, stage, shutdown);
         }
         Stage::Scorer => {
             let cfg = ctx.config.scorer.clone();
             let dir = PathBuf::from(&cfg.model_dir);
             let models = ModelHandle::load(&dir)
                 .with_context(|| format!("loading models from {}", dir.display()))?;
-            let mut core = Scorer::new(models.clone(), &cfg)?;
+            let core = Scorer::new(models.clone(), &cfg)?;
             if cfg.reload_interval_secs > 0 {
                 let mut stop = shutdown.clone();
                 let interval = Duration::from_secs(cfg.reload_interval_secs);
@@ -192,48 +181,15 @@ pub(crate) fn spawn_stage(
                     }
                 });
             }
-            tasks.spawn(async move {
-                let stats = run_processor(
-                    &ctx.kafka,
-                    &ctx.codec,
-                    &mut core,
-                    &runner,
-                    &ctx.metrics,
-                    wait(shutdown),
-                )
-                .await?;
-                Ok((stage, format!("{stats:?}")))
-            });
+            spawn_runner(tasks, ctx, core, runner, stage, shutdown);
         }
         Stage::Router => {
-            let mut core = RouterProcessor::new(ctx.config.router.clone())?;
-            tasks.spawn(async move {
-                let stats = run_processor(
-                    &ctx.kafka,
-                    &ctx.codec,
-                    &mut core,
-                    &runner,
-                    &ctx.metrics,
-                    wait(shutdown),
-                )
-                .await?;
-                Ok((stage, format!("{stats:?}")))
-            });
+            let core = RouterProcessor::new(ctx.config.router.clone())?;
+            spawn_runner(tasks, ctx, core, runner, stage, shutdown);
         }
         Stage::Exchange => {
-            let mut core = ExchangeProcessor::new(ctx.config.exchange.clone())?;
-            tasks.spawn(async move {
-                let stats = run_processor(
-                    &ctx.kafka,
-                    &ctx.codec,
-                    &mut core,
-                    &runner,
-                    &ctx.metrics,
-                    wait(shutdown),
-                )
-                .await?;
-                Ok((stage, format!("{stats:?}")))
-            });
+            let core = ExchangeProcessor::new(ctx.config.exchange.clone())?;
+            spawn_runner(tasks, ctx, core, runner, stage, shutdown);
         }
         Stage::Sink => {
             let pool = ctx
@@ -249,6 +205,29 @@ pub(crate) fn spawn_stage(
         }
     }
     Ok(())
+}
+
+/// Runs a core under the generic Kafka runner as a task of `tasks`.
+fn spawn_runner<P: tradestream_schemas::Processor + 'static>(
+    tasks: &mut JoinSet<anyhow::Result<(Stage, String)>>,
+    ctx: StageContext,
+    mut core: P,
+    runner: RunnerConfig,
+    stage: Stage,
+    shutdown: watch::Receiver<bool>,
+) {
+    tasks.spawn(async move {
+        let stats = run_processor(
+            &ctx.kafka,
+            &ctx.codec,
+            &mut core,
+            &runner,
+            &ctx.metrics,
+            wait(shutdown),
+        )
+        .await?;
+        Ok((stage, format!("{stats:?}")))
+    });
 }
 
 /// Serves `/metrics` and `/healthz` on `listen` until `shutdown`.
