@@ -219,34 +219,3 @@ pub async fn committed_offsets(
     .await
     .map_err(|e| KafkaError::Mock(format!("offset task failed: {e}")))?
 }
-
-impl Kafka {
-    /// High watermark (next offset to be written) of each of `topic`'s partitions.
-    pub async fn high_watermarks(&self, topic: &str) -> Result<Vec<i64>, KafkaError> {
-        let cc = self.client_config();
-        let topic = topic.to_string();
-        tokio::task::spawn_blocking(move || {
-            let client: BaseConsumer = cc
-                .create()
-                .map_err(|e| KafkaError::client("creating watermark client", e))?;
-            let md = client
-                .fetch_metadata(Some(&topic), Duration::from_secs(10))
-                .map_err(|e| KafkaError::client(format!("metadata of {topic}"), e))?;
-            let partitions = md
-                .topics()
-                .first()
-                .map(|t| t.partitions().len())
-                .unwrap_or(0);
-            (0..partitions as i32)
-                .map(|p| {
-                    client
-                        .fetch_watermarks(&topic, p, Duration::from_secs(10))
-                        .map(|(_, high)| high)
-                        .map_err(|e| KafkaError::client(format!("watermarks of {topic}/{p}"), e))
-                })
-                .collect()
-        })
-        .await
-        .map_err(|e| KafkaError::Mock(format!("watermark task failed: {e}")))?
-    }
-}

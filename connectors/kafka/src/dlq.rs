@@ -1,7 +1,9 @@
 //! Dead-letter headers: the same facts as the Avro envelope, readable by any Kafka tool
 //! without a schema registry.
 
+use chrono::{DateTime, Utc};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
+use tradestream_schemas::DeadLetter;
 
 /// Header: topic the record was read from.
 pub const SOURCE_TOPIC: &str = "tradestream.dlq.source.topic";
@@ -63,6 +65,26 @@ impl DeadLetterInfo {
                 key: PROCESSOR,
                 value: Some(self.processor.as_str()),
             })
+    }
+
+    /// The Avro envelope (value of `<topic>.dlq`) carrying these facts and the original bytes.
+    pub fn envelope(
+        &self,
+        key: Option<Vec<u8>>,
+        payload: Option<Vec<u8>>,
+        failed_time: DateTime<Utc>,
+    ) -> DeadLetter {
+        DeadLetter {
+            source_topic: self.topic.clone(),
+            source_partition: self.partition,
+            source_offset: self.offset,
+            key,
+            payload,
+            error_class: self.error_class.clone(),
+            error_message: self.message.clone(),
+            processor: self.processor.clone(),
+            failed_time,
+        }
     }
 
     /// Reads the information back from a dead-lettered message's headers.

@@ -22,7 +22,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
-use tradestream_schemas::{AnyRecord, Codec, DeadLetter, ErrorClass, Processor, Topic};
+use tradestream_schemas::{AnyRecord, Codec, ErrorClass, Processor, Topic};
 
 /// How the runner batches and identifies itself.
 #[derive(Debug, Clone)]
@@ -211,17 +211,11 @@ async fn process_batch<P: Processor>(
         }
     }
     for (info, msg) in &dead {
-        let envelope = DeadLetter {
-            source_topic: info.topic.clone(),
-            source_partition: info.partition,
-            source_offset: info.offset,
-            key: msg.key().map(<[u8]>::to_vec),
-            payload: msg.payload().map(<[u8]>::to_vec),
-            error_class: info.error_class.clone(),
-            error_message: info.message.clone(),
-            processor: info.processor.clone(),
-            failed_time: now,
-        };
+        let envelope = info.envelope(
+            msg.key().map(<[u8]>::to_vec),
+            msg.payload().map(<[u8]>::to_vec),
+            now,
+        );
         let bytes = codec.encode_dead_letter(&envelope).await?;
         let key = String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned();
         let dlq = tradestream_schemas::topics::dlq_topic(&info.topic);

@@ -11,7 +11,7 @@ use tradestream_kafka::dlq::DeadLetterInfo;
 use tradestream_kafka::rdkafka::producer::DeliveryFuture;
 use tradestream_kafka::runner::enqueue;
 use tradestream_kafka::{Kafka, KafkaError, Metrics};
-use tradestream_schemas::{Codec, DeadLetter, ErrorClass, MarketData, Record, SchemaError, Topic};
+use tradestream_schemas::{Codec, ErrorClass, MarketData, Record, SchemaError, Topic};
 
 /// The ingest processor's error.
 #[derive(Debug, thiserror::Error)]
@@ -122,17 +122,7 @@ pub async fn publish(
                     message: row.to_string(),
                     processor: "ingest".into(),
                 };
-                let envelope = DeadLetter {
-                    source_topic: info.topic.clone(),
-                    source_partition: info.partition,
-                    source_offset: info.offset,
-                    key: None,
-                    payload: Some(row.raw.clone().into_bytes()),
-                    error_class: info.error_class.clone(),
-                    error_message: info.message.clone(),
-                    processor: info.processor.clone(),
-                    failed_time: Utc::now(),
-                };
+                let envelope = info.envelope(None, Some(row.raw.clone().into_bytes()), Utc::now());
                 let bytes = codec.encode_dead_letter(&envelope).await?;
                 pending
                     .push(enqueue(&producer, &dlq, "ingest", &bytes, Some(info.headers())).await?);

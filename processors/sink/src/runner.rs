@@ -37,7 +37,7 @@ use std::time::Duration;
 use tracing::Instrument as _;
 use tradestream_kafka::dlq::DeadLetterInfo;
 use tradestream_kafka::{Kafka, KafkaError, commit_offsets};
-use tradestream_schemas::{Codec, DeadLetter, ErrorClass, SchemaError, Topic};
+use tradestream_schemas::{Codec, ErrorClass, SchemaError, Topic};
 
 /// Name of this processor in dead-letter envelopes and headers.
 pub const PROCESSOR: &str = "sink";
@@ -396,27 +396,21 @@ impl Sink<'_> {
                 topic = m.topic(), partition = m.partition(), offset = m.offset(),
                 reason = %r.reason, "record dead-lettered"
             );
-            let envelope = DeadLetter {
-                source_topic: m.topic().to_string(),
-                source_partition: m.partition(),
-                source_offset: m.offset(),
-                key: m.key().map(<[u8]>::to_vec),
-                payload: m.payload().map(<[u8]>::to_vec),
-                error_class: r.class.as_str().to_string(),
-                error_message: r.reason.clone(),
-                processor: PROCESSOR.to_string(),
-                failed_time: Utc::now(),
-            };
-            let value = self.codec.encode_dead_letter(&envelope).await?;
-            let headers = DeadLetterInfo {
+            let info = DeadLetterInfo {
                 topic: m.topic().to_string(),
                 partition: m.partition(),
                 offset: m.offset(),
                 error_class: r.class.as_str().to_string(),
                 message: r.reason.clone(),
                 processor: PROCESSOR.to_string(),
-            }
-            .headers();
+            };
+            let envelope = info.envelope(
+                m.key().map(<[u8]>::to_vec),
+                m.payload().map(<[u8]>::to_vec),
+                Utc::now(),
+            );
+            let value = self.codec.encode_dead_letter(&envelope).await?;
+            let headers = info.headers();
             let dlq = tradestream_schemas::topics::dlq_topic(m.topic());
             let key = m.key().map(<[u8]>::to_vec);
             let producer = producer.clone();
