@@ -41,7 +41,7 @@ impl PipelineConfig {
     /// Reads the file, or the defaults when none is given.
     pub(crate) fn load(path: Option<&Path>) -> anyhow::Result<Self> {
         let Some(path) = path else {
-            return Ok(Self::default());
+            return Ok(Self::default().linked());
         };
         let text = std::fs::read_to_string(path).with_context(|| {
             format!(
@@ -49,8 +49,22 @@ impl PipelineConfig {
                 path.display()
             )
         })?;
-        toml::from_str(&text)
-            .with_context(|| format!("TRADESTREAM_CONFIG / --config {}", path.display()))
+        let config: Self = toml::from_str(&text)
+            .with_context(|| format!("TRADESTREAM_CONFIG / --config {}", path.display()))?;
+        Ok(config.linked())
+    }
+
+    /// One source of truth for shorting: the router's `allow_short` accounts are margin
+    /// accounts at the venue too.
+    fn linked(mut self) -> Self {
+        let margin = self
+            .router
+            .accounts
+            .iter()
+            .filter(|(_, a)| a.allow_short)
+            .map(|(id, _)| id.clone());
+        self.exchange.short_accounts.extend(margin);
+        self
     }
 }
 

@@ -5,7 +5,9 @@
 use crate::error::ExchangeError;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use tradestream_router::Commission;
+use tradestream_schemas::AccountId;
 
 fn default_slippage_bps() -> Decimal {
     Decimal::ONE
@@ -72,6 +74,12 @@ pub struct ExchangeConfig {
     /// Session of DAY orders: `first_bar` or `created`.
     #[serde(default = "default_day_session")]
     pub day_session: DaySession,
+    /// Margin accounts, which may sell more than they hold. Every other account is a cash
+    /// account: the venue executes its sells only up to the position it holds (at the fill's
+    /// time and every later booked fill) and cancels the rest with `VENUE_NO_POSITION`.
+    /// `tradestream up`/`demo` add the router's `allow_short` accounts.
+    #[serde(default)]
+    pub short_accounts: BTreeSet<AccountId>,
 }
 
 impl Default for ExchangeConfig {
@@ -84,6 +92,7 @@ impl Default for ExchangeConfig {
             max_participation_pct: None,
             bar_buffer: default_bar_buffer(),
             day_session: default_day_session(),
+            short_accounts: BTreeSet::new(),
         }
     }
 }

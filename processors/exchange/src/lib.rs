@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod error;
+mod ledger;
 pub mod matching;
 pub mod processor;
 

@@ -13,6 +13,7 @@
 
 use crate::config::{DaySession, ExchangeConfig};
 use crate::error::ExchangeError;
+use crate::ledger::Ledger;
 use crate::matching::{OrderPrices, Prices, evaluate, slip};
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -20,8 +21,8 @@ use std::collections::BTreeMap;
 use tradestream_router::Commission;
 use tradestream_router::error::status_name;
 use tradestream_schemas::{
-    AnyRecord, Fill, MarketData, Order, OrderStatus, OriginKind, ProcessError, Processor, Record,
-    Symbol, TimeInForce, Topic,
+    AccountId, AnyRecord, Fill, MarketData, Order, OrderStatus, OriginKind, ProcessError,
+    Processor, Record, Side, Symbol, TimeInForce, Topic,
 };
 
 /// An order the venue holds.
@@ -64,6 +65,8 @@ pub struct ExchangeProcessor {
     /// Bracket parent → the child that executed first (its siblings are canceled, including
     /// any that arrive later).
     oco_done: BTreeMap<String, String>,
+    /// What each account holds per symbol, from the venue's own fills.
+    ledgers: BTreeMap<(Symbol, AccountId), Ledger>,
 }
 
 fn next_event(
@@ -92,6 +95,7 @@ impl ExchangeProcessor {
             held: BTreeMap::new(),
             finished: BTreeMap::new(),
             oco_done: BTreeMap::new(),
+            ledgers: BTreeMap::new(),
         })
     }
 
@@ -295,6 +299,12 @@ impl ExchangeProcessor {
         if buffer.len() > self.config.bar_buffer {
             let excess = buffer.len() - self.config.bar_buffer;
             buffer.drain(..excess);
+            // Nothing fills before the oldest kept bar any more.
+            if let Some(oldest) = buffer.first().map(|b| b.event_time) {
+                for (_, ledger) in self.ledgers.iter_mut().filter(|((s, _), _)| *s == m.symbol) {
+                    ledger.compact(oldest);
+                }
+            }
         }
         if newest {
             self.apply_bar(m)
@@ -370,8 +380,34 @@ impl ExchangeProcessor {
             Some(pct) => (bar.volume * pct / Decimal::ONE_HUNDRED).trunc_with_scale(8),
             None => remaining,
         };
-        let quantity = remaining.min(cap);
+        let mut quantity = remaining.min(cap);
         let ioc = o.time_in_force == TimeInForce::Ioc;
+        // A cash account's sell executes only up to what it holds (see `ledger`).
+        let mut held_short = None;
+        if m.price.is_some()
+            && o.side == Side::Sell
+            && !self.config.short_accounts.contains(&o.account)
+        {
+            let sellable = self
+                .ledgers
+                .get(&(o.symbol.clone(), o.account.clone()))
+                .map_or(Decimal::ZERO, |l| l.sellable(at));
+            if sellable < quantity {
+                quantity = sellable;
+                held_short = Some(sellable);
+            }
+        }
+        if held_short == Some(Decimal::ZERO) {
+            return Ok(self.finish(
+                id,
+                OrderStatus::Canceled,
+                at,
+                Some("VENUE_NO_POSITION: held=0".into()),
+            ));
+        }
+        let Some(h) = self.held.get_mut(id) else {
+            return Ok(Vec::new());
+        };
         let Some(raw) = m.price.filter(|_| quantity > Decimal::ZERO) else {
             h.rested = true;
             if ioc {
@@ -405,9 +441,27 @@ impl ExchangeProcessor {
         h.fills += 1;
         h.order.filled_quantity += quantity;
         let filled = h.order.filled_quantity;
+        let signed = match o.side {
+            Side::Buy => quantity,
+            Side::Sell => -quantity,
+        };
+        self.ledgers
+            .entry((o.symbol.clone(), o.account.clone()))
+            .or_default()
+            .book(at, signed);
         let mut out = vec![AnyRecord::Fill(fill)];
         if filled >= o.quantity {
             out.extend(self.finish(id, OrderStatus::Filled, at, None));
+        } else if let Some(held) = held_short {
+            let update = next_event(h, OrderStatus::PartiallyFilled, at, None);
+            h.order = update.clone();
+            out.push(AnyRecord::Order(update));
+            let reason = format!(
+                "VENUE_NO_POSITION: held={}, filled={}",
+                held.normalize(),
+                filled.normalize()
+            );
+            out.extend(self.finish(id, OrderStatus::Canceled, at, Some(reason)));
         } else {
             let update = next_event(h, OrderStatus::PartiallyFilled, at, None);
             h.order = update.clone();

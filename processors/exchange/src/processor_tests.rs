@@ -63,7 +63,7 @@ fn order(
         order_id: id.into(),
         sequence: 0,
         client_order_id: None,
-        account: AccountId::new("demo").unwrap_or_else(|_| unreachable!("valid")),
+        account: demo(),
         symbol: sym(),
         side,
         order_type,
@@ -104,8 +104,14 @@ fn child(parent: &Order, suffix: &str, order_type: OrderType, price: Decimal) ->
     c
 }
 
+fn demo() -> AccountId {
+    AccountId::new("demo").unwrap_or_else(|_| unreachable!("valid"))
+}
+
+/// A venue where `demo` is a margin account (most tests sell without holding first).
 fn venue(f: impl FnOnce(&mut ExchangeConfig)) -> Result<ExchangeProcessor, ExchangeError> {
     let mut c = ExchangeConfig::default();
+    c.short_accounts.insert(demo());
     f(&mut c);
     ExchangeProcessor::new(c)
 }
@@ -653,6 +659,100 @@ fn arrival_order_does_not_change_fills() -> TestResult {
         sb.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
         assert_eq!(sa, sb);
     }
+    Ok(())
+}
+
+/// A cash account: a protective stop fills, then the router's closing sell for the same
+/// shares arrives late (it was decided before the router saw the stop's fill). The venue
+/// refuses to sell shares that are gone, even though the late order's first eligible bar is
+/// before the stop's fill.
+#[test]
+fn cash_accounts_never_sell_what_they_do_not_hold() -> TestResult {
+    let mut ex = venue(|c| c.short_accounts.clear())?;
+    let t0 = at(4, 0);
+    let buy = order("p", Side::Buy, OrderType::Market, dec!(10), None, t0);
+    let sl = child(&buy, "sl", OrderType::Stop, dec!(97));
+    let close = order("c", Side::Sell, OrderType::Market, dec!(10), None, at(4, 1));
+    let naked = order("n", Side::Sell, OrderType::Market, dec!(5), None, t0);
+    let out = feed(
+        &mut ex,
+        &[
+            flat(t0, dec!(100)),
+            AnyRecord::Order(naked),
+            AnyRecord::Order(buy),
+            AnyRecord::Order(sl),
+            flat(at(4, 1), dec!(100)),
+            bar(at(4, 2), dec!(100), dec!(100), dec!(95), dec!(96)),
+            flat(at(4, 3), dec!(96)),
+            AnyRecord::Order(close),
+        ],
+    )?;
+    let fills: Vec<(&str, Decimal)> = out
+        .fills
+        .iter()
+        .map(|f| (f.order_id.as_str(), f.quantity))
+        .collect();
+    assert_eq!(fills, [("p", dec!(10)), ("p:sl", dec!(10))], "{out:?}");
+    let canceled: Vec<(&str, Option<&str>)> = out
+        .orders
+        .iter()
+        .filter(|o| o.status == OrderStatus::Canceled)
+        .map(|o| (o.order_id.as_str(), o.reject_reason.as_deref()))
+        .collect();
+    assert_eq!(
+        canceled,
+        [
+            ("n", Some("VENUE_NO_POSITION: held=0")),
+            ("c", Some("VENUE_NO_POSITION: held=0")),
+        ]
+    );
+    Ok(())
+}
+
+/// A cash account selling more than it holds gets what it holds, and the rest is canceled.
+#[test]
+fn cash_account_sells_are_cut_to_the_position() -> TestResult {
+    let mut ex = venue(|c| c.short_accounts.clear())?;
+    let t0 = at(4, 0);
+    let out = feed(
+        &mut ex,
+        &[
+            flat(t0, dec!(100)),
+            AnyRecord::Order(order("b", Side::Buy, OrderType::Market, dec!(4), None, t0)),
+            AnyRecord::Order(order(
+                "s",
+                Side::Sell,
+                OrderType::Market,
+                dec!(10),
+                None,
+                t0,
+            )),
+            flat(at(4, 1), dec!(100)),
+        ],
+    )?;
+    let fills: Vec<(&str, Decimal)> = out
+        .fills
+        .iter()
+        .map(|f| (f.order_id.as_str(), f.quantity))
+        .collect();
+    assert_eq!(fills, [("b", dec!(4)), ("s", dec!(4))]);
+    let s: Vec<(OrderStatus, Decimal, Option<&str>)> = out
+        .orders
+        .iter()
+        .filter(|o| o.order_id == "s")
+        .map(|o| (o.status, o.filled_quantity, o.reject_reason.as_deref()))
+        .collect();
+    assert_eq!(
+        s,
+        [
+            (OrderStatus::PartiallyFilled, dec!(4), None),
+            (
+                OrderStatus::Canceled,
+                dec!(4),
+                Some("VENUE_NO_POSITION: held=4, filled=4")
+            ),
+        ]
+    );
     Ok(())
 }
 
