@@ -59,6 +59,7 @@ async fn pipeline_on_real_data_keeps_exact_books() -> Result<()> {
         "features",
         "trading_signals",
         "anomalies",
+        "orders",
         "fills",
     ] {
         assert_eq!(topic(t), rows(t), "{t}: Kafka vs Postgres");

@@ -662,12 +662,12 @@ impl RouterProcessor {
                     && !t.cancel_requested
                 {
                     t.cancel_requested = true;
-                    let mut cancel = event(
-                        t.last.clone(),
-                        t.last.sequence.saturating_add(1),
-                        OrderStatus::Canceled,
-                        at,
-                    );
+                    // A request, not a state: it keeps the last known sequence (so it never
+                    // advances the order) and has its own id, distinct from the venue's
+                    // events, which alone move the order on.
+                    let mut cancel =
+                        event(t.last.clone(), t.last.sequence, OrderStatus::Canceled, at);
+                    cancel.event_id = format!("{}:cancel:{}", t.last.order_id, order.order_id);
                     cancel.reject_reason = Some(format!(
                         "CANCEL_POSITION_CLOSED: order_id={}",
                         order.order_id

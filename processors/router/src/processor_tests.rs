@@ -471,16 +471,35 @@ fn sell_signals_close_longs_and_short_only_when_allowed() -> TestResult {
         ),
     )?;
     // The protective children are canceled, then the whole position is sold (no short).
-    let ids: Vec<(&str, OrderStatus, i32)> = out
+    // Cancel requests keep the last known sequence and carry their own event id, so they
+    // can never collide with the venue's next event for the same order.
+    let ids: Vec<(&str, &str, OrderStatus, i32)> = out
         .iter()
-        .map(|o| (o.order_id.as_str(), o.status, o.sequence))
+        .map(|o| {
+            (
+                o.order_id.as_str(),
+                o.event_id.as_str(),
+                o.status,
+                o.sequence,
+            )
+        })
         .collect();
     assert_eq!(
         ids,
         vec![
-            ("order:s1:sl", OrderStatus::Canceled, 1),
-            ("order:s1:tp", OrderStatus::Canceled, 1),
-            ("order:s2", OrderStatus::Accepted, 0),
+            (
+                "order:s1:sl",
+                "order:s1:sl:cancel:order:s2",
+                OrderStatus::Canceled,
+                0
+            ),
+            (
+                "order:s1:tp",
+                "order:s1:tp:cancel:order:s2",
+                OrderStatus::Canceled,
+                0
+            ),
+            ("order:s2", "order:s2:0", OrderStatus::Accepted, 0),
         ]
     );
     assert_eq!((out[2].side, out[2].quantity), (Side::Sell, dec!(200)));
