@@ -210,7 +210,12 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let (stop, stopped) = shutdown_channel();
     let (metrics_address, metrics_task) =
-        serve_metrics(&metrics, "127.0.0.1:0".parse()?, stopped.clone()).await?;
+        serve_metrics(
+            &metrics,
+            stack.readiness(),
+            "127.0.0.1:0".parse()?,
+            stopped.clone(),
+        ).await?;
     let embedded_kafka = stack.kafka.mock().is_some();
     eprintln!(
         "  kafka            {} ({})",

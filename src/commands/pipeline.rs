@@ -244,9 +244,11 @@ fn spawn_runner<P: tradestream_schemas::Processor + 'static>(
     });
 }
 
-/// Serves `/metrics` and `/healthz` on `listen` until `shutdown`.
+/// Serves `/metrics`, `/healthz` and `/readyz` (see [`Stack::readiness`]) on `listen` until
+/// `shutdown`.
 pub(crate) async fn serve_metrics(
     metrics: &Metrics,
+    readiness: tradestream_kafka::ReadinessCheck,
     listen: std::net::SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
@@ -254,7 +256,7 @@ pub(crate) async fn serve_metrics(
         .await
         .with_context(|| format!("TRADESTREAM_METRICS_LISTEN / --metrics-listen {listen}"))?;
     let address = listener.local_addr()?;
-    let app = metrics.router();
+    let app = metrics.router_with_readiness(readiness);
     let handle = tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(wait(shutdown))
@@ -329,6 +331,40 @@ impl Stack {
             registry_url,
             codec,
             registry,
+        })
+    }
+
+    /// The `/readyz` check: Kafka metadata, `SELECT 1` on Postgres (when this process uses
+    /// it) and the schema registry's `/subjects`, each within two seconds.
+    pub(crate) fn readiness(&self) -> tradestream_kafka::ReadinessCheck {
+        let kafka = self.kafka.clone();
+        let pool = self.pool();
+        let registry = format!("{}/subjects", self.registry_url.trim_end_matches('/'));
+        let http = reqwest::Client::new();
+        std::sync::Arc::new(move || {
+            let (kafka, pool, registry, http) =
+                (kafka.clone(), pool.clone(), registry.clone(), http.clone());
+            Box::pin(async move {
+                let limit = std::time::Duration::from_secs(2);
+                let mut failures = Vec::new();
+                if let Err(e) = kafka.health(limit).await {
+                    failures.push(format!("kafka: {e}"));
+                }
+                if let Some(pool) = pool {
+                    let ping = sqlx::query("SELECT 1").execute(&pool);
+                    match tokio::time::timeout(limit, ping).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => failures.push(format!("postgres: {e}")),
+                        Err(_) => failures.push("postgres: no answer within 2 s".to_string()),
+                    }
+                }
+                match http.get(&registry).timeout(limit).send().await {
+                    Ok(r) if r.status().is_success() => {}
+                    Ok(r) => failures.push(format!("schema registry: HTTP {}", r.status())),
+                    Err(e) => failures.push(format!("schema registry: {e}")),
+                }
+                failures
+            })
         })
     }
 

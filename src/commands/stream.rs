@@ -40,7 +40,12 @@ async fn run_stages(
     let metrics = Metrics::new();
     let (stop, stopped) = shutdown_channel();
     let (address, metrics_task) =
-        serve_metrics(&metrics, process.metrics_listen, stopped.clone()).await?;
+        serve_metrics(
+            &metrics,
+            stack.readiness(),
+            process.metrics_listen,
+            stopped.clone(),
+        ).await?;
     let ctx = super::pipeline::StageContext {
         kafka: stack.kafka.clone(),
         codec: stack.codec.clone(),

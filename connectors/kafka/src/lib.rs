@@ -14,7 +14,7 @@ pub mod topics;
 pub use client::{ClusterHealth, Kafka, commit_offsets, committed_offsets};
 pub use config::KafkaConfig;
 pub use error::KafkaError;
-pub use metrics::Metrics;
+pub use metrics::{Metrics, ReadinessCheck};
 pub use mock::MockKafka;
 pub use rdkafka;
 pub use runner::{RunStats, RunnerConfig, run_processor};

@@ -133,7 +133,7 @@ impl Metrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 
-    /// An axum router serving `GET /metrics` and `GET /healthz`.
+    /// An axum router serving `GET /metrics` and `GET /healthz` (the process is alive).
     pub fn router(&self) -> axum::Router {
         let metrics = self.clone();
         axum::Router::new()
@@ -154,7 +154,46 @@ impl Metrics {
             )
             .route("/healthz", axum::routing::get(|| async { "ok" }))
     }
+
+    /// [`Self::router`] plus `GET /readyz`: 200 `{"status":"ready"}` when `check` finds
+    /// every dependency answering, else 503 with the failures (what Kubernetes readiness
+    /// probes and load balancers act on).
+    pub fn router_with_readiness(&self, check: ReadinessCheck) -> axum::Router {
+        self.router().route(
+            "/readyz",
+            axum::routing::get(move || {
+                let check = check.clone();
+                async move {
+                    let failures = check().await;
+                    let (status, body) = if failures.is_empty() {
+                        (
+                            axum::http::StatusCode::OK,
+                            serde_json::json!({"status": "ready"}),
+                        )
+                    } else {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            serde_json::json!({"status": "unready", "failures": failures}),
+                        )
+                    };
+                    (
+                        status,
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        body.to_string(),
+                    )
+                }
+            }),
+        )
+    }
 }
+
+/// A readiness probe: resolves to one line per dependency that does not answer (empty when
+/// the process is ready).
+pub type ReadinessCheck = std::sync::Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<String>> + Send>>
+        + Send
+        + Sync,
+>;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -187,5 +226,33 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("tradestream_up 1"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn readyz_reports_failures_with_503() -> Result<(), Box<dyn std::error::Error>> {
+        use tower::ServiceExt;
+        let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = ready.clone();
+        let check: ReadinessCheck = std::sync::Arc::new(move || {
+            let up = flag.load(std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async move {
+                if up {
+                    Vec::new()
+                } else {
+                    vec!["postgres: \"refused\"".to_string()]
+                }
+            })
+        });
+        let app = Metrics::new().router_with_readiness(check);
+        let get = || axum::http::Request::get("/readyz").body(axum::body::Body::empty());
+        let ok = app.clone().oneshot(get()?).await?;
+        assert_eq!(ok.status(), 200);
+        ready.store(false, std::sync::atomic::Ordering::SeqCst);
+        let down = app.oneshot(get()?).await?;
+        assert_eq!(down.status(), 503);
+        let body = axum::body::to_bytes(down.into_body(), 1 << 16).await?;
+        let v: serde_json::Value = serde_json::from_slice(&body)?;
+        assert_eq!(v["failures"][0], "postgres: \"refused\"");
+        Ok(())
     }
 }
