@@ -1,11 +1,14 @@
 # The two commands of the contract: `make demo` and `make test`.
-.PHONY: demo test build setup lint fmt clean
+.PHONY: demo test bench build setup lint fmt clean
 
 demo:
 	scripts/demo.sh
 
 test:
 	scripts/test.sh
+
+bench:
+	scripts/bench.sh
 
 setup:
 	scripts/setup.sh

@@ -15,6 +15,11 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
   need_pkgs+=(postgresql)
 fi
 have_pkg postgresql-client || command -v psql >/dev/null 2>&1 || need_pkgs+=(postgresql-client)
+# `make test` checks the deployment files and fuzzes the API with tools from PyPI, each in a
+# virtual environment of its own.
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  need_pkgs+=(python3 python3-venv)
+fi
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then

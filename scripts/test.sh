@@ -13,6 +13,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== build"
 cargo build --workspace --all-targets --locked
 
+echo "== deployment files (offline: compose, Helm, Kubernetes schemas, checkov, CLI)"
+scripts/validate-deploy.sh
+
 work=$(mktemp -d /tmp/tradestream-test.XXXXXX)
 # The private cluster runs as an unprivileged user when we are root: it must reach its data dir.
 chmod 755 "$work"
@@ -43,3 +46,6 @@ fi
 
 echo "== tests"
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-2}"
+
+echo "== REST API fuzz (schemathesis from PyPI, driven by /openapi.json)"
+scripts/api-fuzz.sh

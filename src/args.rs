@@ -60,6 +60,14 @@ pub(crate) enum Command {
     /// Train the signal model and the anomaly detector on historical bars and print test
     /// metrics.
     Train(TrainArgs),
+    /// Measure throughput and latency on the real code path (mock broker, Avro, runner,
+    /// sink): the figures of docs/benchmarks.md. Use a release build (`make bench`).
+    Bench(BenchArgs),
+    /// Serve the REST trading API (manual orders, portfolio, events, kill switch) against a
+    /// shared broker and Postgres.
+    Api(crate::commands::api::ApiCommandArgs),
+    /// Mint an HS256 token for the REST API (local use).
+    Token(crate::commands::api::TokenArgs),
 }
 
 /// Settings shared by the processes that run stream processors.
@@ -75,7 +83,8 @@ pub(crate) struct ProcessArgs {
         default_value = "127.0.0.1:9464"
     )]
     pub(crate) metrics_listen: SocketAddr,
-    /// Seconds a stage may take to finish its batch after SIGTERM before the process exits.
+    /// Seconds the stages may take to finish their batches and commit after SIGTERM/SIGINT;
+    /// past that the process exits 1 naming the stages still running.
     #[arg(long, env = "TRADESTREAM_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub(crate) shutdown_grace_secs: u64,
     #[command(flatten)]
@@ -101,6 +110,8 @@ pub(crate) struct RunArgs {
 pub(crate) struct UpArgs {
     #[command(flatten)]
     pub(crate) process: ProcessArgs,
+    #[command(flatten)]
+    pub(crate) api: crate::commands::api::ApiArgs,
 }
 
 /// `ingest`.
@@ -149,6 +160,18 @@ pub(crate) struct IngestArgs {
     pub(crate) kafka: KafkaArgs,
     #[command(flatten)]
     pub(crate) registry: RegistryClientArgs,
+    #[command(flatten)]
+    pub(crate) grace: GraceArgs,
+}
+
+/// The shutdown grace period of the processes that are not stream stages (`ingest`,
+/// `broker`, `registry`, `postgres`); `run` and `up` carry the same flag in their settings.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct GraceArgs {
+    /// Seconds to finish in-flight work after SIGTERM/SIGINT before exiting 1 (naming what
+    /// was still running).
+    #[arg(long, env = "TRADESTREAM_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub(crate) shutdown_grace_secs: u64,
 }
 
 /// Market-data sources.
@@ -246,6 +269,9 @@ pub(crate) struct KafkaArgs {
     /// Retention of provisioned topics in ms (-1 forever; orders and fills are always kept).
     #[arg(long, env = "KAFKA_RETENTION_MS", default_value_t = 604_800_000)]
     pub(crate) kafka_retention_ms: i64,
+    /// Producer linger in ms (batching vs latency).
+    #[arg(long, env = "KAFKA_LINGER_MS", default_value_t = 5)]
+    pub(crate) kafka_linger_ms: u32,
     /// Extra librdkafka property key=value (repeatable; env: comma-separated).
     #[arg(
         long = "kafka-property",
@@ -281,6 +307,7 @@ impl KafkaArgs {
             partitions: self.kafka_partitions,
             replication_factor: self.kafka_replication_factor,
             retention_ms: self.kafka_retention_ms,
+            linger_ms: self.kafka_linger_ms,
             extra,
         };
         cfg.validate()
@@ -374,11 +401,62 @@ pub(crate) struct DemoArgs {
     pub(crate) pg: PgArgs,
     #[command(flatten)]
     pub(crate) registry: RegistryClientArgs,
+    #[command(flatten)]
+    pub(crate) api: crate::commands::api::ApiArgs,
+}
+
+/// What `bench` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum BenchScenario {
+    /// The features processor alone: records/s, Avro in and out through the broker.
+    Features,
+    /// Every stage including the sink: market-data records/s end to end.
+    Pipeline,
+    /// Every stage at a fixed rate: bar produced → its fill received, percentiles.
+    Latency,
+}
+
+/// `bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Scenario to run.
+    #[arg(value_enum)]
+    pub(crate) scenario: BenchScenario,
+    /// Market-data records to feed.
+    #[arg(long, env = "TRADESTREAM_BENCH_RECORDS", default_value_t = 200_000)]
+    pub(crate) records: u64,
+    /// Synthetic symbols (records are spread round robin).
+    #[arg(long, env = "TRADESTREAM_BENCH_SYMBOLS", default_value_t = 60)]
+    pub(crate) symbols: usize,
+    /// Seed of the synthetic feed.
+    #[arg(long, env = "TRADESTREAM_BENCH_SEED", default_value_t = 1)]
+    pub(crate) seed: u64,
+    /// Most records the feeder runs ahead of the slowest market-data reader (the mock
+    /// broker keeps only a few MB per partition).
+    #[arg(long, env = "TRADESTREAM_BENCH_WINDOW", default_value_t = 60_000)]
+    pub(crate) window: u64,
+    /// Records per second of the latency scenario.
+    #[arg(long, env = "TRADESTREAM_BENCH_RATE", default_value_t = 1000.0)]
+    pub(crate) rate: f64,
+    /// Seconds the latency scenario waits for consumer groups to settle before feeding.
+    #[arg(long, env = "TRADESTREAM_BENCH_SETTLE_SECS", default_value_t = 5)]
+    pub(crate) settle_secs: u64,
+    /// Print the figures as JSON.
+    #[arg(long, env = "TRADESTREAM_BENCH_JSON", default_value_t = false)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) kafka: KafkaArgs,
+    #[command(flatten)]
+    pub(crate) pg: PgArgs,
+    #[command(flatten)]
+    pub(crate) registry: RegistryClientArgs,
 }
 
 /// `broker`.
 #[derive(Debug, Args)]
 pub(crate) struct BrokerArgs {
+    #[command(flatten)]
+    pub(crate) grace: GraceArgs,
     /// Port to listen on (127.0.0.1). 0 picks a free port.
     #[arg(long, env = "TRADESTREAM_BROKER_PORT", default_value_t = 9092)]
     pub(crate) port: u16,
@@ -400,6 +478,8 @@ pub(crate) struct BrokerArgs {
 /// `registry`.
 #[derive(Debug, Args)]
 pub(crate) struct RegistryArgs {
+    #[command(flatten)]
+    pub(crate) grace: GraceArgs,
     /// Address to serve on.
     #[arg(
         long,
@@ -414,6 +494,8 @@ pub(crate) struct RegistryArgs {
 /// `postgres`.
 #[derive(Debug, Args)]
 pub(crate) struct PostgresArgs {
+    #[command(flatten)]
+    pub(crate) grace: GraceArgs,
     /// Apply migrations after start.
     #[arg(long, env = "TRADESTREAM_PG_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub(crate) migrate: bool,

@@ -60,7 +60,7 @@ impl Codec {
             .map_err(|e| {
                 SchemaError::Config(format!("SCHEMA_REGISTRY_URL {registry_url:?}: {e}"))
             })?;
-        let strategies = Topic::ALL
+        let strategies = Topic::EVERY
             .into_iter()
             .map(|t| (t, strategy(t.name(), t.schema())))
             .collect();
@@ -89,7 +89,7 @@ impl Codec {
     /// that consumers can decode before the first producer writes. Returns subject → id.
     pub async fn register_all(&self) -> Result<Vec<(String, u32)>, SchemaError> {
         let mut ids = Vec::new();
-        for topic in Topic::ALL {
+        for topic in Topic::EVERY {
             let subject = topic.value_subject();
             ids.push((
                 subject.clone(),
@@ -176,6 +176,7 @@ impl Codec {
             AnyRecord::Anomaly(r) => self.encode(r).await,
             AnyRecord::Order(r) => self.encode(r).await,
             AnyRecord::Fill(r) => self.encode(r).await,
+            AnyRecord::Control(r) => self.encode(r).await,
         }
     }
 
@@ -188,6 +189,7 @@ impl Codec {
             Topic::Anomalies => AnyRecord::Anomaly(self.decode(bytes).await?),
             Topic::Orders => AnyRecord::Order(self.decode(bytes).await?),
             Topic::Fills => AnyRecord::Fill(self.decode(bytes).await?),
+            Topic::Controls => AnyRecord::Control(self.decode(bytes).await?),
         })
     }
 

@@ -11,7 +11,7 @@ use crate::records::*;
 use crate::topics::Topic;
 use chrono::{DateTime, Utc};
 
-/// Any record of the six data topics.
+/// Any record of the six data topics or of `controls`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AnyRecord {
     /// `market_data`.
@@ -26,6 +26,8 @@ pub enum AnyRecord {
     Order(Order),
     /// `fills`.
     Fill(Fill),
+    /// `controls`.
+    Control(Control),
 }
 
 macro_rules! dispatch {
@@ -37,6 +39,7 @@ macro_rules! dispatch {
             AnyRecord::Anomaly($r) => $e,
             AnyRecord::Order($r) => $e,
             AnyRecord::Fill($r) => $e,
+            AnyRecord::Control($r) => $e,
         }
     };
 }
@@ -51,6 +54,7 @@ impl AnyRecord {
             AnyRecord::Anomaly(_) => Topic::Anomalies,
             AnyRecord::Order(_) => Topic::Orders,
             AnyRecord::Fill(_) => Topic::Fills,
+            AnyRecord::Control(_) => Topic::Controls,
         }
     }
 
@@ -90,6 +94,7 @@ from_record!(TradingSignal, Signal);
 from_record!(Anomaly, Anomaly);
 from_record!(Order, Order);
 from_record!(Fill, Fill);
+from_record!(Control, Control);
 
 /// Why a core could not process a record.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

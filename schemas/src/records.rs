@@ -638,6 +638,69 @@ impl Record for Fill {
     }
 }
 
+/// `controls`: an operator command to the trading stages (the kill switch).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Control {
+    /// `control:<name>:<request id>`.
+    pub control_id: String,
+    /// Which control ([`Control::KILL_SWITCH`]).
+    pub name: String,
+    /// On or off.
+    pub enabled: bool,
+    /// Why the operator changed it.
+    pub reason: String,
+    /// Subject of the principal that issued it.
+    pub actor: String,
+    /// When it was issued.
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub issued_time: DateTime<Utc>,
+}
+
+impl Control {
+    /// The manual kill switch: while on, the router rejects every new order.
+    pub const KILL_SWITCH: &'static str = "KILL_SWITCH";
+    /// Every control name a consumer must understand.
+    pub const NAMES: [&'static str; 1] = [Self::KILL_SWITCH];
+}
+
+impl Record for Control {
+    const TOPIC: Topic = Topic::Controls;
+    const NAME: &'static str = "Control";
+    fn id(&self) -> &str {
+        &self.control_id
+    }
+    fn key(&self) -> &str {
+        &self.name
+    }
+    fn event_time(&self) -> DateTime<Utc> {
+        self.issued_time
+    }
+    fn validate(&self) -> Result<(), ValidationError> {
+        const R: &str = "Control";
+        if self.control_id.is_empty() {
+            return Err(invalid(R, "control_id", "must not be empty"));
+        }
+        if !Self::NAMES.contains(&self.name.as_str()) {
+            return Err(invalid(
+                R,
+                "name",
+                format!(
+                    "unknown control {:?} (known: {})",
+                    self.name,
+                    Self::NAMES.join(", ")
+                ),
+            ));
+        }
+        if self.reason.trim().is_empty() {
+            return Err(invalid(R, "reason", "must not be empty"));
+        }
+        if self.reason.len() > 500 {
+            return Err(invalid(R, "reason", "at most 500 bytes"));
+        }
+        Ok(())
+    }
+}
+
 /// Value of `<topic>.dlq`: a refused record and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {

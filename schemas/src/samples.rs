@@ -136,6 +136,18 @@ pub fn fill() -> Fill {
     }
 }
 
+/// The kill switch turned on.
+pub fn control() -> Control {
+    Control {
+        control_id: "control:KILL_SWITCH:req-1".into(),
+        name: Control::KILL_SWITCH.into(),
+        enabled: true,
+        reason: "desk halt".into(),
+        actor: "ops@example.com".into(),
+        issued_time: t0(),
+    }
+}
+
 /// A dead letter for an undecodable market-data record.
 pub fn dead_letter() -> DeadLetter {
     DeadLetter {

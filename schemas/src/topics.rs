@@ -17,6 +17,10 @@ pub enum Topic {
     Orders,
     /// Executions, keyed by account.
     Fills,
+    /// Operator commands (the kill switch), keyed by control name. A control-plane topic:
+    /// provisioned and registered like the others, but not in [`Topic::ALL`], so the sink
+    /// does not store it.
+    Controls,
 }
 
 /// Which record field is the Kafka message key (a plain UTF-8 string, not Avro).
@@ -26,6 +30,8 @@ pub enum KeyField {
     Symbol,
     /// The account: keeps each account's orders and fills in order on one partition.
     Account,
+    /// The control's name: keeps each control's commands in order on one partition.
+    ControlName,
 }
 
 impl Topic {
@@ -39,6 +45,18 @@ impl Topic {
         Topic::Fills,
     ];
 
+    /// Every topic: the data topics, then the control-plane ones. Provisioning, schema
+    /// registration and decoding cover all of them.
+    pub const EVERY: [Topic; 7] = [
+        Topic::MarketData,
+        Topic::Features,
+        Topic::TradingSignals,
+        Topic::Anomalies,
+        Topic::Orders,
+        Topic::Fills,
+        Topic::Controls,
+    ];
+
     /// The Kafka topic name.
     pub fn name(self) -> &'static str {
         match self {
@@ -48,6 +66,7 @@ impl Topic {
             Topic::Anomalies => "anomalies",
             Topic::Orders => "orders",
             Topic::Fills => "fills",
+            Topic::Controls => "controls",
         }
     }
 
@@ -60,6 +79,7 @@ impl Topic {
             Topic::Anomalies => include_str!("../avro/anomalies.avsc"),
             Topic::Orders => include_str!("../avro/orders.avsc"),
             Topic::Fills => include_str!("../avro/fills.avsc"),
+            Topic::Controls => include_str!("../avro/control.avsc"),
         }
     }
 
@@ -70,6 +90,7 @@ impl Topic {
                 KeyField::Symbol
             }
             Topic::Orders | Topic::Fills => KeyField::Account,
+            Topic::Controls => KeyField::ControlName,
         }
     }
 
@@ -85,7 +106,7 @@ impl Topic {
 
     /// Looks a topic up by its Kafka name.
     pub fn from_name(name: &str) -> Option<Topic> {
-        Topic::ALL.into_iter().find(|t| t.name() == name)
+        Topic::EVERY.into_iter().find(|t| t.name() == name)
     }
 }
 

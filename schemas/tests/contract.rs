@@ -82,13 +82,43 @@ fn fills_match_schema() {
 }
 
 #[test]
+fn controls_match_schema() {
+    check_record(samples::control());
+    let mut off = samples::control();
+    off.enabled = false;
+    check_record(off);
+}
+
+#[test]
+fn control_validation_names_the_field() {
+    let mut c = samples::control();
+    c.name = "SELF_DESTRUCT".into();
+    assert_eq!(c.validate().expect_err("unknown name").field, "name");
+    let mut c = samples::control();
+    c.reason = "  ".into();
+    assert_eq!(c.validate().expect_err("empty reason").field, "reason");
+    assert!(samples::control().validate().is_ok());
+}
+
+#[test]
+fn every_topic_includes_controls_but_the_data_topics_do_not() {
+    assert!(Topic::EVERY.contains(&Topic::Controls));
+    assert!(!Topic::ALL.contains(&Topic::Controls));
+    assert_eq!(Topic::from_name("controls"), Some(Topic::Controls));
+    assert_eq!(
+        Topic::Controls.key_field(),
+        tradestream_schemas::KeyField::ControlName
+    );
+}
+
+#[test]
 fn dead_letter_matches_schema() {
     check(DEAD_LETTER_SCHEMA, &samples::dead_letter());
 }
 
 #[test]
 fn every_topic_schema_is_a_named_record_with_docs() {
-    for topic in Topic::ALL {
+    for topic in Topic::EVERY {
         let json: serde_json::Value = serde_json::from_str(topic.schema()).expect("json");
         assert_eq!(json["type"], "record", "{topic}");
         assert!(json["doc"].is_string(), "{topic} has a doc");

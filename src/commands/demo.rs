@@ -70,14 +70,14 @@ fn bar(done: u64, total: u64) -> String {
 
 /// Long-lived clients for watching the pipeline's progress: one for watermarks and one per
 /// consumer group for its committed offsets (creating clients per check would dominate).
-struct Progress {
+pub(crate) struct Progress {
     watermarks: BaseConsumer,
     groups: Vec<(&'static str, &'static [Topic], BaseConsumer)>,
     partitions: BTreeMap<String, i32>,
 }
 
 impl Progress {
-    fn new(kafka: &Kafka, prefix: &str) -> anyhow::Result<Self> {
+    pub(crate) fn new(kafka: &Kafka, prefix: &str) -> anyhow::Result<Self> {
         let watermarks = kafka.base_consumer(&format!("{prefix}-progress"))?;
         let mut groups = Vec::new();
         for (group, topics) in READERS {
@@ -129,7 +129,7 @@ impl Progress {
 
     /// Whether each of `groups` (all when empty) has committed up to the end of every topic
     /// it reads.
-    fn caught_up(&self, only: &[&str]) -> anyhow::Result<bool> {
+    pub(crate) fn caught_up(&self, only: &[&str]) -> anyhow::Result<bool> {
         tokio::task::block_in_place(|| {
             for (group, topics, consumer) in &self.groups {
                 if !only.is_empty() && !only.contains(group) {
@@ -209,13 +209,13 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     ensure_accounts(&pool, &config.router).await?;
     let metrics = Metrics::new();
     let (stop, stopped) = shutdown_channel();
-    let (metrics_address, metrics_task) =
-        serve_metrics(
-            &metrics,
-            stack.readiness(),
-            "127.0.0.1:0".parse()?,
-            stopped.clone(),
-        ).await?;
+    let (metrics_address, metrics_task) = serve_metrics(
+        &metrics,
+        stack.readiness(),
+        "127.0.0.1:0".parse()?,
+        stopped.clone(),
+    )
+    .await?;
     let embedded_kafka = stack.kafka.mock().is_some();
     eprintln!(
         "  kafka            {} ({})",
@@ -236,6 +236,24 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     eprintln!("  schema registry  {}", stack.registry_url);
     eprintln!("  metrics          http://{metrics_address}/metrics");
+    // --- REST API (issue 5): served while the demo runs; stops with the stages. ---
+    let api = super::api::spawn(
+        &args.api,
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        &stack,
+        Some(metrics.clone()),
+        stopped.clone(),
+        true,
+    )
+    .await?;
+    eprintln!(
+        "  REST API         http://{0}/  (docs http://{0}/docs)",
+        api.address
+    );
+    if let Some(token) = &api.admin_token {
+        eprintln!("  admin token      {token}");
+    }
+    // --- end REST API ---
 
     let prefix = format!("tradestream-demo-{}", chrono::Utc::now().timestamp());
     let ctx = super::pipeline::StageContext {

@@ -1,7 +1,6 @@
 //! The infrastructure subcommands: broker, registry, postgres, migrate, topics, schemas,
 //! health.
 
-use super::shutdown_signal;
 use crate::args::{
     BrokerArgs, HealthArgs, MigrateArgs, PostgresArgs, RegistryArgs, SchemasAction, SchemasArgs,
     TopicsAction, TopicsArgs,
@@ -42,11 +41,27 @@ pub(crate) async fn broker(args: BrokerArgs) -> anyhow::Result<()> {
     kafka.provision(&specs).await?;
     let listener = tradestream_kafka::mock::bind_broker(args.port).await?;
     let address = listener.local_addr()?;
+    let shutdown = super::Shutdown::listen();
     // Scripts read this line to find the broker.
     println!("bootstrap: {address}");
     tracing::info!(%address, mock = mock.bootstrap(), topics = specs.len(), "broker serving");
     let target = tradestream_kafka::mock::first_bootstrap(mock.bootstrap());
-    tradestream_kafka::mock::forward(listener, target, shutdown_signal()).await?;
+    let reachability = tradestream_kafka::mock::Reachability::new();
+    let drills = super::outage_drills(mock.clone(), reachability.clone());
+    let grace = Duration::from_secs(args.grace.shutdown_grace_secs);
+    shutdown
+        .run_with_grace("broker", grace, || "the mock cluster".into(), async {
+            tradestream_kafka::mock::forward_with(
+                listener,
+                target,
+                reachability,
+                shutdown.requested(),
+            )
+            .await?;
+            drills.abort();
+            Ok(())
+        })
+        .await?;
     tracing::info!("broker stopped");
     Ok(())
 }
@@ -57,15 +72,26 @@ pub(crate) async fn registry(args: RegistryArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("TRADESTREAM_REGISTRY_LISTEN / --listen {}", args.listen))?;
+    let shutdown = super::Shutdown::listen();
     println!("schema registry: http://{}", listener.local_addr()?);
-    let result = serve(
-        listener,
-        RegistryState::new(db.pool().clone()),
-        shutdown_signal(),
-    )
-    .await;
-    db.shutdown().await?;
-    Ok(result?)
+    let grace = Duration::from_secs(args.grace.shutdown_grace_secs);
+    shutdown
+        .run_with_grace(
+            "registry",
+            grace,
+            || "in-flight registry requests or the Postgres pool".into(),
+            async {
+                let result = serve(
+                    listener,
+                    RegistryState::new(db.pool().clone()),
+                    shutdown.requested(),
+                )
+                .await;
+                db.shutdown().await?;
+                Ok(result?)
+            },
+        )
+        .await
 }
 
 pub(crate) async fn postgres(args: PostgresArgs) -> anyhow::Result<()> {
@@ -85,10 +111,18 @@ pub(crate) async fn postgres(args: PostgresArgs) -> anyhow::Result<()> {
         db.shutdown().await?;
     }
     // Scripts read this line to find the database.
+    let shutdown = super::Shutdown::listen();
     println!("database_url: {}", embedded.url());
-    shutdown_signal().await;
-    tokio::task::spawn_blocking(move || embedded.stop()).await??;
-    Ok(())
+    shutdown.requested().await;
+    let grace = Duration::from_secs(args.grace.shutdown_grace_secs);
+    shutdown
+        .run_with_grace(
+            "postgres",
+            grace,
+            || "pg_ctl stop (the server finishing its sessions)".into(),
+            async { Ok(tokio::task::spawn_blocking(move || embedded.stop()).await??) },
+        )
+        .await
 }
 
 pub(crate) async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {

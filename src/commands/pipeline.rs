@@ -213,7 +213,15 @@ pub(crate) fn spawn_stage(
             let mut sink = ctx.config.sink.clone();
             sink.group_id = format!("{}-sink", ctx.group_prefix);
             tasks.spawn(async move {
-                let stats = run_sink(&ctx.kafka, &ctx.codec, pool, sink, wait(shutdown)).await?;
+                let stats = run_sink(
+                    &ctx.kafka,
+                    &ctx.codec,
+                    pool,
+                    sink,
+                    &ctx.metrics,
+                    wait(shutdown),
+                )
+                .await?;
                 Ok((stage, format!("{stats:?}")))
             });
         }

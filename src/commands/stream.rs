@@ -1,9 +1,6 @@
 //! `run`, `up`, `ingest` and `train`.
 
-use super::pipeline::{
-    PipelineConfig, Stack, Stage, join_all, serve_metrics, shutdown_channel, spawn_stage,
-};
-use super::shutdown_signal;
+use super::pipeline::{PipelineConfig, Stack, Stage, serve_metrics, shutdown_channel, spawn_stage};
 use crate::args::{IngestArgs, IngestSource, ProcessArgs, RunArgs, TrainArgs, UpArgs};
 use anyhow::Context;
 use std::time::Duration;
@@ -16,7 +13,10 @@ async fn run_stages(
     process: ProcessArgs,
     stages: &[Stage],
     standalone: bool,
+    api: Option<&super::api::ApiArgs>,
 ) -> anyhow::Result<()> {
+    // First, so that a SIGTERM during start-up is a clean stop, not a kill.
+    let shutdown = super::Shutdown::listen();
     let kafka = process.kafka.config()?;
     let pg = process.pg.config()?;
     if standalone && kafka.brokers.is_none() {
@@ -39,13 +39,35 @@ async fn run_stages(
     }
     let metrics = Metrics::new();
     let (stop, stopped) = shutdown_channel();
-    let (address, metrics_task) =
-        serve_metrics(
-            &metrics,
-            stack.readiness(),
-            process.metrics_listen,
+    let (address, metrics_task) = serve_metrics(
+        &metrics,
+        stack.readiness(),
+        process.metrics_listen,
+        stopped.clone(),
+    )
+    .await?;
+    // --- REST API (issue 5): `up` serves it next to the stages; stops with them. ---
+    if let Some(api) = api {
+        let handle = super::api::spawn(
+            api,
+            super::api::default_listen(),
+            &stack,
+            Some(metrics.clone()),
             stopped.clone(),
-        ).await?;
+            true,
+        )
+        .await?;
+        eprintln!(
+            "REST API http://{0}/ (docs http://{0}/docs, OpenAPI http://{0}/openapi.json)",
+            handle.address
+        );
+        if let Some(token) = &handle.admin_token {
+            eprintln!(
+                "no TRADESTREAM_JWT_SECRET / TRADESTREAM_JWKS_URL set: this run's admin token (12 h):\n{token}"
+            );
+        }
+    }
+    // --- end REST API ---
     let ctx = super::pipeline::StageContext {
         kafka: stack.kafka.clone(),
         codec: stack.codec.clone(),
@@ -74,31 +96,74 @@ async fn run_stages(
     );
     let grace = Duration::from_secs(process.shutdown_grace_secs);
     let stop_on_signal = stop.clone();
+    let requested = shutdown.requested();
     tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutdown requested: finishing in-flight batches");
+        requested.await;
         let _ = stop_on_signal.send(true);
     });
-    let result = tokio::select! {
-        r = join_all(tasks, &stop) => r,
-        _ = async {
-            let mut rx = stopped.clone();
-            let _ = rx.wait_for(|s| *s).await;
-            tokio::time::sleep(grace).await;
-        } => Err(anyhow::anyhow!("stages did not stop within TRADESTREAM_SHUTDOWN_GRACE_SECS={}", grace.as_secs())),
+    // What is still running, for the message when the grace period runs out.
+    let running = std::sync::Arc::new(std::sync::Mutex::new(
+        stages
+            .iter()
+            .map(|s| s.name().to_string())
+            .collect::<Vec<_>>(),
+    ));
+    let report = running.clone();
+    let still_running = move || {
+        report
+            .lock()
+            .map(|r| r.join(", "))
+            .unwrap_or_else(|_| "unknown".into())
     };
-    let _ = stop.send(true);
-    let _ = metrics_task.await;
-    stack.stop().await?;
-    result
+    let work = async move {
+        let result = join_stages(tasks, &stop, &running).await;
+        let _ = stop.send(true);
+        if let Ok(mut r) = running.lock() {
+            *r = vec!["the metrics server, the schema registry and the Postgres pool".into()];
+        }
+        let _ = metrics_task.await;
+        stack.stop().await?;
+        result
+    };
+    shutdown
+        .run_with_grace("tradestream", grace, still_running, work)
+        .await
+}
+
+/// Waits for every stage (the first failure stops the others and is returned), keeping
+/// `running` up to date with the stages not yet finished.
+async fn join_stages(
+    mut tasks: JoinSet<anyhow::Result<(Stage, String)>>,
+    stop: &tokio::sync::watch::Sender<bool>,
+    running: &std::sync::Mutex<Vec<String>>,
+) -> anyhow::Result<()> {
+    let mut first_error = None;
+    while let Some(done) = tasks.join_next().await {
+        match done.map_err(anyhow::Error::from).and_then(|r| r) {
+            Ok((stage, stats)) => {
+                tracing::info!(stage = stage.name(), %stats, "stage finished");
+                if let Ok(mut r) = running.lock()
+                    && let Some(i) = r.iter().position(|s| s == stage.name())
+                {
+                    r.remove(i);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "stage failed; stopping the others");
+                let _ = stop.send(true);
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
-    run_stages(args.process, &[args.stage], true).await
+    run_stages(args.process, &[args.stage], true, None).await
 }
 
 pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
-    run_stages(args.process, &Stage::ALL, false).await
+    run_stages(args.process, &Stage::ALL, false, Some(&args.api)).await
 }
 
 pub(crate) async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
@@ -155,16 +220,27 @@ pub(crate) async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         (None, s) if s > 0.0 => Pace::Speedup(s),
         _ => Pace::AsFastAsPossible,
     };
-    let stats = publish(
-        &kafka,
-        &codec,
-        &Metrics::new(),
-        items,
-        pace,
-        shutdown_signal(),
-        |_| {},
-    )
-    .await?;
+    let shutdown = super::Shutdown::listen();
+    let grace = Duration::from_secs(args.grace.shutdown_grace_secs);
+    let stats = shutdown
+        .run_with_grace(
+            "ingest",
+            grace,
+            || "waiting for the broker to acknowledge published records".into(),
+            async {
+                Ok(publish(
+                    &kafka,
+                    &codec,
+                    &Metrics::new(),
+                    items,
+                    pace,
+                    shutdown.requested(),
+                    |_| {},
+                )
+                .await?)
+            },
+        )
+        .await?;
     println!(
         "published {} records to market_data, {} to market_data.dlq",
         stats.published, stats.dead_lettered

@@ -88,7 +88,7 @@ impl Kafka {
         let mut cc = self.client_config();
         cc.set("acks", "all")
             .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
+            .set("linger.ms", self.config.linger_ms.to_string())
             .set("compression.type", "lz4")
             .set("message.timeout.ms", "300000");
         for (k, v) in &self.config.extra {

@@ -56,9 +56,17 @@ pub struct KafkaConfig {
     /// Default retention of provisioned topics, in milliseconds (-1: forever).
     #[serde(default = "default_retention_ms")]
     pub retention_ms: i64,
+    /// How long producers wait to batch records before sending (`linger.ms`): higher
+    /// favours throughput, 0 favours latency.
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u32,
     /// Extra librdkafka properties passed through verbatim (e.g. `compression.type=zstd`).
     #[serde(default)]
     pub extra: BTreeMap<String, String>,
+}
+
+fn default_linger_ms() -> u32 {
+    5
 }
 
 fn default_client_id() -> String {
@@ -98,6 +106,7 @@ impl Default for KafkaConfig {
             partitions: default_partitions(),
             replication_factor: default_replication_factor(),
             retention_ms: default_retention_ms(),
+            linger_ms: default_linger_ms(),
             extra: BTreeMap::new(),
         }
     }

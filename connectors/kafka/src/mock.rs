@@ -8,6 +8,8 @@
 //! [`serve_broker`] runs the same cluster as a standalone process on a fixed port for several
 //! processes to share: a small TCP forwarder listens on the port and hands bootstrap
 //! connections to the mock (which advertises its own address in metadata afterwards).
+//! [`Reachability`] and [`MockKafka::set_reachable`] simulate a broker outage without losing
+//! the mock's data (`tradestream broker` maps them to SIGUSR1 / SIGUSR2).
 
 use crate::error::KafkaError;
 use rdkafka::mocking::MockCluster;
@@ -15,6 +17,7 @@ use std::sync::Mutex;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 enum Command {
     CreateTopic {
@@ -163,6 +166,70 @@ pub async fn forward(
     target: String,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), KafkaError> {
+    forward_with(listener, target, Reachability::new(), shutdown).await
+}
+
+/// Whether the standalone broker accepts clients: an outage drill switch. While unreachable,
+/// the forwarder drops every connection (new and established) and [`MockKafka::set_reachable`]
+/// takes the mock's brokers down, so clients see a dead broker; the mock keeps its topics,
+/// records and committed offsets, and clients reconnect once it is reachable again.
+#[derive(Debug, Clone)]
+pub struct Reachability {
+    tx: watch::Sender<bool>,
+}
+
+impl Default for Reachability {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Reachability {
+    /// Reachable.
+    pub fn new() -> Self {
+        Self {
+            tx: watch::Sender::new(true),
+        }
+    }
+
+    /// Switches reachability; established connections are dropped when it turns false.
+    pub fn set(&self, reachable: bool) {
+        self.tx.send_replace(reachable);
+    }
+
+    /// Whether clients are accepted now.
+    pub fn is_reachable(&self) -> bool {
+        *self.tx.borrow()
+    }
+
+    fn watch(&self) -> watch::Receiver<bool> {
+        self.tx.subscribe()
+    }
+}
+
+impl MockKafka {
+    /// Takes every broker of the cluster down (`false`) or brings them back (`true`). Down
+    /// brokers close their connections and refuse new ones; data and offsets are kept.
+    pub fn set_reachable(&self, reachable: bool) -> Result<(), KafkaError> {
+        for broker in 1..=self.brokers {
+            if reachable {
+                self.broker_up(broker)?;
+            } else {
+                self.broker_down(broker)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// [`forward`] with an outage switch: while `reachability` is false, accepted connections are
+/// closed at once and established ones are cut.
+pub async fn forward_with(
+    listener: TcpListener,
+    target: String,
+    reachability: Reachability,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), KafkaError> {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -172,11 +239,19 @@ pub async fn forward(
                     context: "accepting a broker connection".into(),
                     source,
                 })?;
+                if !reachability.is_reachable() {
+                    drop(inbound);
+                    continue;
+                }
                 let target = target.clone();
+                let mut up = reachability.watch();
                 tokio::spawn(async move {
                     match TcpStream::connect(&target).await {
                         Ok(mut outbound) => {
-                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                                _ = up.wait_for(|reachable| !*reachable) => {}
+                            }
                         }
                         Err(e) => tracing::warn!(error = %e, %target, "mock broker unreachable"),
                     }

@@ -6,6 +6,11 @@
 //! move before the outputs are durable, so a crash replays the batch; record ids are derived
 //! from their cause, so downstream consumers drop the replayed duplicates. Records that cannot
 //! be processed go to `<topic>.dlq` with the reason in headers and the batch goes on.
+//!
+//! Broker outages are waited out, never turned into skipped offsets: consumer errors pause
+//! the loop with capped exponential backoff (librdkafka keeps the position and reconnects),
+//! unacknowledged outputs are sent again, and commits are retried until they succeed or the
+//! partitions were reassigned. On shutdown the batch in hand is finished and committed first.
 
 use crate::client::{Kafka, commit_offsets};
 use crate::dlq::DeadLetterInfo;
@@ -98,26 +103,47 @@ async fn run_loop<P: Processor>(
     let mut stats = RunStats::default();
     let mut last_lag = Instant::now();
     tokio::pin!(shutdown);
+    let mut consume_failures = 0u32;
     loop {
         let first = tokio::select! {
             biased;
             _ = &mut shutdown => break,
-            msg = consumer.recv() => msg.map_err(|e| KafkaError::client("consuming", e))?.detach(),
+            msg = consumer.recv() => msg,
+        };
+        let first = match first {
+            Ok(m) => {
+                consume_failures = 0;
+                m.detach()
+            }
+            Err(e) => {
+                // librdkafka reconnects and refetches by itself; the position is kept, so
+                // nothing is skipped. Pause so an unreachable broker is not spun on.
+                let pause = backoff(consume_failures);
+                consume_failures = consume_failures.saturating_add(1);
+                consume_error(e, pause)?;
+                tokio::select! {
+                    biased;
+                    _ = &mut shutdown => break,
+                    _ = tokio::time::sleep(pause) => continue,
+                }
+            }
         };
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + config.linger;
         while batch.len() < config.max_batch {
             match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Ok(msg) => batch.push(
-                    msg.map_err(|e| KafkaError::client("consuming", e))?
-                        .detach(),
-                ),
+                Ok(Ok(msg)) => batch.push(msg.detach()),
+                // Process what we have; the error is looked at on the next receive.
+                Ok(Err(e)) => {
+                    consume_error(e, Duration::ZERO)?;
+                    break;
+                }
                 Err(_) => break,
             }
         }
         let started = Instant::now();
         let outcome = process_batch(codec, core, &producer, &batch, metrics).await?;
-        commit_offsets(consumer.clone(), outcome.offsets).await?;
+        commit_with_retry(&consumer, outcome.offsets).await?;
         metrics
             .processing_seconds
             .with_label_values(&[name])
@@ -158,7 +184,7 @@ async fn process_batch<P: Processor>(
     let name = core.name();
     let now = Utc::now();
     let mut next_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    let mut deliveries: Vec<DeliveryFuture> = Vec::with_capacity(batch.len());
+    let mut deliveries: Vec<(DeliveryFuture, Pending)> = Vec::with_capacity(batch.len());
     let mut in_counts: BTreeMap<&str, u64> = BTreeMap::new();
     let mut out_counts: BTreeMap<Topic, u64> = BTreeMap::new();
     let mut dead: Vec<(DeadLetterInfo, &OwnedMessage)> = Vec::new();
@@ -169,8 +195,7 @@ async fn process_batch<P: Processor>(
         *in_counts.entry(msg.topic()).or_default() += 1;
         let topic = Topic::from_name(msg.topic())
             .ok_or_else(|| KafkaError::UnknownTopic(msg.topic().to_string()))?;
-        let record = match decode_with_retry(codec, topic, msg.payload().unwrap_or_default()).await
-        {
+        let record = match decode_record(codec, topic, msg.payload().unwrap_or_default()).await {
             Ok(r) => r,
             Err(e) if e.class() == ErrorClass::DeadLetter => {
                 dead.push((dead_letter_info(msg, name, e.class(), &e.to_string()), msg));
@@ -207,7 +232,13 @@ async fn process_batch<P: Processor>(
             let topic = out.topic();
             *out_counts.entry(topic).or_default() += 1;
             e2e.push((topic, lag));
-            deliveries.push(enqueue(producer, topic.name(), out.key(), &bytes, None).await?);
+            let pending = Pending {
+                topic: topic.name().to_string(),
+                key: out.key().to_string(),
+                payload: bytes,
+                headers: None,
+            };
+            deliveries.push((pending.enqueue(producer).await?, pending));
         }
     }
     for (info, msg) in &dead {
@@ -219,7 +250,13 @@ async fn process_batch<P: Processor>(
         let bytes = codec.encode_dead_letter(&envelope).await?;
         let key = String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned();
         let dlq = tradestream_schemas::topics::dlq_topic(&info.topic);
-        deliveries.push(enqueue(producer, &dlq, &key, &bytes, Some(info.headers())).await?);
+        let pending = Pending {
+            topic: dlq,
+            key,
+            payload: bytes,
+            headers: Some(info.headers()),
+        };
+        deliveries.push((pending.enqueue(producer).await?, pending));
         tracing::warn!(topic = %info.topic, partition = info.partition, offset = info.offset, reason = %info.message, "record dead-lettered");
         metrics
             .dead_lettered
@@ -227,13 +264,11 @@ async fn process_batch<P: Processor>(
             .inc();
     }
     // Outputs must be durable before the inputs' offsets move.
-    try_join_all(deliveries.into_iter().map(|d| async move {
-        match d.await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err((e, _))) => Err(KafkaError::client("delivering output", e)),
-            Err(_) => Err(KafkaError::Mock("producer dropped a delivery".into())),
-        }
-    }))
+    try_join_all(
+        deliveries
+            .into_iter()
+            .map(|(d, pending)| deliver_with_retry(producer, d, pending)),
+    )
     .await?;
     for (topic, n) in in_counts {
         metrics
@@ -287,22 +322,148 @@ fn dead_letter_info(
     }
 }
 
-/// Decodes, retrying while the registry is unreachable (a registry outage must not turn good
-/// records into dead letters).
-async fn decode_with_retry(
+/// Longest pause between retries of a broker operation.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Capped exponential backoff: 100 ms, 200 ms, ... up to [`MAX_BACKOFF`].
+fn backoff(attempt: u32) -> Duration {
+    let factor = 1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX);
+    Duration::from_millis(100)
+        .saturating_mul(factor)
+        .min(MAX_BACKOFF)
+}
+
+/// A consumer error: fatal ones stop the run, the rest (broker down, transport failures) are
+/// logged and waited out.
+fn consume_error(e: rdkafka::error::KafkaError, pause: Duration) -> Result<(), KafkaError> {
+    let err = KafkaError::client("consuming", e);
+    if err.class() == ErrorClass::Fatal {
+        return Err(err);
+    }
+    tracing::warn!(error = %err, ?pause, "consumer error; retrying");
+    Ok(())
+}
+
+/// Whether a commit failed because this member no longer owns the partitions (a rebalance
+/// moved them): retrying cannot succeed, and the new owner replays from the last committed
+/// offset, whose outputs downstream consumers drop by id.
+fn lost_ownership(e: &KafkaError) -> bool {
+    matches!(
+        e,
+        KafkaError::Client { source, .. } if matches!(
+            source.rdkafka_error_code(),
+            Some(
+                rdkafka::types::RDKafkaErrorCode::IllegalGeneration
+                    | rdkafka::types::RDKafkaErrorCode::UnknownMemberId
+                    | rdkafka::types::RDKafkaErrorCode::RebalanceInProgress
+                    | rdkafka::types::RDKafkaErrorCode::FencedInstanceId
+                    | rdkafka::types::RDKafkaErrorCode::AssignmentLost
+            )
+        )
+    )
+}
+
+/// Commits the batch's offsets, retrying with capped exponential backoff while the broker is
+/// unreachable: the outputs are already durable, so giving up here would replay the batch.
+async fn commit_with_retry(
+    consumer: &Arc<StreamConsumer>,
+    offsets: Vec<(String, i32, i64)>,
+) -> Result<(), KafkaError> {
+    let mut attempt = 0u32;
+    loop {
+        match commit_offsets(consumer.clone(), offsets.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if lost_ownership(&e) => {
+                tracing::warn!(error = %e, "offsets not committed: partitions were reassigned; the new owner replays them");
+                return Ok(());
+            }
+            Err(e) if e.class() == ErrorClass::Retryable => {
+                let pause = backoff(attempt);
+                attempt = attempt.saturating_add(1);
+                tracing::warn!(error = %e, attempt, ?pause, "committing offsets failed; retrying");
+                tokio::time::sleep(pause).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// An output kept until the broker acknowledges it, so a failed delivery can be sent again.
+struct Pending {
+    topic: String,
+    key: String,
+    payload: Vec<u8>,
+    headers: Option<rdkafka::message::OwnedHeaders>,
+}
+
+impl Pending {
+    async fn enqueue(&self, producer: &FutureProducer) -> Result<DeliveryFuture, KafkaError> {
+        enqueue(
+            producer,
+            &self.topic,
+            &self.key,
+            &self.payload,
+            self.headers.clone(),
+        )
+        .await
+    }
+}
+
+/// Waits for an acknowledgement; a retryable failure (the producer gave up after
+/// `message.timeout.ms` of outage) sends the same bytes again with capped backoff. Ids are
+/// derived from the cause, so a copy the broker did keep is dropped downstream.
+async fn deliver_with_retry(
+    producer: &FutureProducer,
+    mut delivery: DeliveryFuture,
+    pending: Pending,
+) -> Result<(), KafkaError> {
+    let mut attempt = 0u32;
+    loop {
+        let err = match delivery.await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err((e, _))) => {
+                KafkaError::client(format!("delivering output to {}", pending.topic), e)
+            }
+            Err(_) => KafkaError::client(
+                format!("delivering output to {}", pending.topic),
+                rdkafka::error::KafkaError::Canceled,
+            ),
+        };
+        if err.class() != ErrorClass::Retryable {
+            return Err(err);
+        }
+        let pause = backoff(attempt);
+        attempt = attempt.saturating_add(1);
+        tracing::warn!(error = %err, attempt, ?pause, "output not acknowledged; sending it again");
+        tokio::time::sleep(pause).await;
+        delivery = pending.enqueue(producer).await?;
+    }
+}
+
+/// Decodes a consumed record, retrying while the registry is unreachable (a registry outage
+/// must not turn good records into dead letters). Any other failure is the record's fault and
+/// comes back as [`SchemaError::Decode`]: decoding registers nothing, so a registry that
+/// refuses the lookup (unknown id) or a body the schema cannot read (truncated, garbage)
+/// says something about these bytes, not about the deployment.
+///
+/// [`SchemaError::Decode`]: tradestream_schemas::SchemaError::Decode
+pub async fn decode_record(
     codec: &Codec,
     topic: Topic,
     bytes: &[u8],
 ) -> Result<AnyRecord, tradestream_schemas::SchemaError> {
-    let mut backoff = Duration::from_millis(100);
+    let mut attempt = 0u32;
     loop {
         match codec.decode_any(topic, bytes).await {
+            Ok(record) => return Ok(record),
             Err(e) if e.class() == ErrorClass::Retryable => {
-                tracing::warn!(error = %e, ?backoff, "schema registry unavailable; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                let pause = backoff(attempt);
+                attempt = attempt.saturating_add(1);
+                tracing::warn!(error = %e, ?pause, "schema registry unavailable; retrying");
+                tokio::time::sleep(pause).await;
             }
-            other => return other,
+            Err(e) if e.class() == ErrorClass::DeadLetter => return Err(e),
+            Err(e) => return Err(tradestream_schemas::SchemaError::Decode(e.to_string())),
         }
     }
 }

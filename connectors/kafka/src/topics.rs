@@ -34,13 +34,14 @@ pub enum Provisioned {
 /// Dead-letter topics keep records long enough for an operator to inspect and replay them.
 const DLQ_RETENTION_MS: i64 = 30 * 24 * 3600 * 1000;
 
-/// The pipeline's topics and their dead-letter topics, sized from `config`. Orders and fills
-/// are the money trail: kept forever.
+/// The pipeline's topics (the data topics and `controls`) and their dead-letter topics, sized
+/// from `config`. Orders and fills are the money trail, and `controls` the operators' commands:
+/// kept forever.
 pub fn standard_topics(config: &KafkaConfig) -> Vec<TopicSpec> {
     let mut specs = Vec::new();
-    for topic in Topic::ALL {
+    for topic in Topic::EVERY {
         let retention_ms = match topic {
-            Topic::Orders | Topic::Fills => -1,
+            Topic::Orders | Topic::Fills | Topic::Controls => -1,
             _ => config.retention_ms,
         };
         specs.push(TopicSpec {

@@ -22,7 +22,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use tradestream_schemas::{
-    AccountId, AnyRecord, Fill, MarketData, Order, OrderStatus, OrderType, OriginKind,
+    AccountId, AnyRecord, Control, Fill, MarketData, Order, OrderStatus, OrderType, OriginKind,
     ProcessError, Processor, Record, Side, SignalSide, Symbol, Topic, TradingSignal,
 };
 
@@ -170,6 +170,18 @@ impl RouterProcessor {
     /// `RISK_KILL_SWITCH: reason=<reason>`) or off.
     pub fn set_kill_switch(&mut self, on: bool, reason: impl Into<String>) {
         self.kill_switch = on.then(|| reason.into());
+    }
+
+    /// Applies an operator command from `controls`: the kill switch takes effect for every
+    /// order decided after it (commands carry no market event time, so they act in arrival
+    /// order). A command this router does not understand is dead-lettered, never ignored.
+    pub fn on_control(&mut self, c: &Control) -> Result<Vec<AnyRecord>, ProcessError> {
+        c.validate()
+            .map_err(|e| ProcessError::dead_letter(e.to_string()))?;
+        if c.name == Control::KILL_SWITCH {
+            self.set_kill_switch(c.enabled, c.reason.clone());
+        }
+        Ok(Vec::new())
     }
 
     /// The kill switch's reason when it is on.
@@ -942,6 +954,7 @@ impl Processor for RouterProcessor {
             Topic::Orders,
             Topic::Fills,
             Topic::MarketData,
+            Topic::Controls,
         ]
     }
 
@@ -955,6 +968,7 @@ impl Processor for RouterProcessor {
             AnyRecord::Order(o) => self.on_order(o),
             AnyRecord::Fill(f) => self.on_fill(f),
             AnyRecord::MarketData(m) => self.on_market_data(m),
+            AnyRecord::Control(c) => return self.on_control(c),
             other => {
                 return Err(ProcessError::dead_letter(format!(
                     "router does not read {}",

@@ -963,6 +963,57 @@ fn kill_switch_stops_every_order() -> TestResult {
     Ok(())
 }
 
+fn control(id: &str, enabled: bool, reason: &str) -> AnyRecord {
+    AnyRecord::Control(Control {
+        control_id: format!("control:KILL_SWITCH:{id}"),
+        name: Control::KILL_SWITCH.into(),
+        enabled,
+        reason: reason.into(),
+        actor: "ops".into(),
+        issued_time: t0(),
+    })
+}
+
+#[test]
+fn kill_switch_controls_from_the_topic() -> TestResult {
+    let mut r = router(|_| {})?;
+    assert!(r.inputs().contains(&Topic::Controls));
+    assert!(run(&mut r, control("1", true, "desk halt"))?.is_empty());
+    assert_eq!(r.kill_switch(), Some("desk halt"));
+    assert_eq!(
+        rejected(
+            &mut r,
+            AnyRecord::Order(manual_order(
+                "m1",
+                "AAPL",
+                Side::Buy,
+                OrderType::Limit,
+                dec!(1),
+                Some(dec!(10)),
+                t0()
+            ))
+        )?,
+        "RISK_KILL_SWITCH: reason=desk halt"
+    );
+    assert!(run(&mut r, control("2", false, "resume"))?.is_empty());
+    assert_eq!(r.kill_switch(), None);
+    accepted(
+        &mut r,
+        limit("b", "AAPL", Side::Buy, dec!(1), dec!(10), t0()),
+    )?;
+    // Unknown or malformed commands are dead-lettered, and change nothing.
+    let AnyRecord::Control(mut bad) = control("3", true, "x") else {
+        unreachable!()
+    };
+    bad.name = "SELF_DESTRUCT".into();
+    let e = r
+        .process(&AnyRecord::Control(bad), t0())
+        .expect_err("unknown control");
+    assert_eq!(e.class, ErrorClass::DeadLetter);
+    assert_eq!(r.kill_switch(), None);
+    Ok(())
+}
+
 #[test]
 fn daily_loss_halts_new_risk_until_the_next_day() -> TestResult {
     let mut r = router(limits(|l| l.daily_loss_limit = Some(dec!(1000))))?;

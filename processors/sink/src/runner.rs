@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument as _;
 use tradestream_kafka::dlq::DeadLetterInfo;
-use tradestream_kafka::{Kafka, KafkaError, commit_offsets};
+use tradestream_kafka::{Kafka, KafkaError, Metrics, commit_offsets};
 use tradestream_schemas::{Codec, ErrorClass, SchemaError, Topic};
 
 /// Name of this processor in dead-letter envelopes and headers.
@@ -44,6 +44,8 @@ pub const PROCESSOR: &str = "sink";
 
 /// How long a dead letter may take to be acknowledged before the attempt is retried.
 const DLQ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a batch that waits for the database or the broker is reported.
+const STALL_WARNING: Duration = Duration::from_secs(5);
 /// How long metadata requests may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -81,11 +83,16 @@ impl SinkStats {
 
 /// Consumes the six topics into Postgres until `shutdown` completes (the batch in hand is
 /// finished first), or a fatal error. See the module docs for the guarantees.
+///
+/// Metrics (per committed batch, not per record): `records_in{processor="sink",topic}`,
+/// `records_dead_lettered{processor="sink",topic,class}`, `batch_processing_seconds`, and
+/// `portfolio_value{account}` re-read from `accounts` after batches that moved it.
 pub async fn run_sink(
     kafka: &Kafka,
     codec: &Codec,
     pool: PgPool,
     config: SinkConfig,
+    metrics: &Metrics,
     shutdown: impl Future,
 ) -> Result<SinkStats, SinkError> {
     config.validate().map_err(SinkError::Config)?;
@@ -93,8 +100,10 @@ pub async fn run_sink(
     Sink {
         kafka,
         codec,
+        pool: pool.clone(),
         writer: SinkWriter::new(pool),
         config,
+        metrics,
     }
     .run(shutdown)
     .instrument(span)
@@ -104,8 +113,10 @@ pub async fn run_sink(
 struct Sink<'a> {
     kafka: &'a Kafka,
     codec: &'a Codec,
+    pool: PgPool,
     writer: SinkWriter,
     config: SinkConfig,
+    metrics: &'a Metrics,
 }
 
 /// A message that will not be written, and why.
@@ -263,12 +274,25 @@ impl Sink<'_> {
         let mut attempt = 0u32;
         let mut decode_dead_sent = false;
         loop {
-            match self
-                .attempt(producer, messages, &mut decode_dead_sent)
-                .await
-            {
+            let started = std::time::Instant::now();
+            let pending = self.attempt(producer, messages, &mut decode_dead_sent);
+            tokio::pin!(pending);
+            // The pool and the producer wait for an unreachable server by themselves (the
+            // pool up to its acquire timeout) before any error surfaces: say so meanwhile.
+            let result = loop {
+                tokio::select! {
+                    r = &mut pending => break r,
+                    _ = tokio::time::sleep(STALL_WARNING) => tracing::warn!(
+                        waited = ?started.elapsed(),
+                        records = messages.len(),
+                        "batch still waiting for Postgres or Kafka"
+                    ),
+                }
+            };
+            match result {
                 Ok((outcome, decode_dead)) => {
                     stats.add(&outcome, messages.len(), decode_dead);
+                    self.observe(messages, &outcome, started.elapsed()).await;
                     tracing::debug!(
                         records = messages.len(),
                         written = outcome.total_written(),
@@ -311,6 +335,52 @@ impl Sink<'_> {
         }
     }
 
+    /// Updates the metrics for one committed batch.
+    async fn observe(
+        &self,
+        messages: &[OwnedMessage],
+        outcome: &BatchOutcome,
+        took: std::time::Duration,
+    ) {
+        let mut per_topic: BTreeMap<&str, u64> = BTreeMap::new();
+        for m in messages {
+            *per_topic.entry(m.topic()).or_default() += 1;
+        }
+        for (topic, n) in &per_topic {
+            self.metrics
+                .records_in
+                .with_label_values(&[PROCESSOR, topic])
+                .inc_by(*n);
+        }
+        self.metrics
+            .processing_seconds
+            .with_label_values(&[PROCESSOR])
+            .observe(took.as_secs_f64());
+        let moved = [Topic::Fills, Topic::MarketData]
+            .iter()
+            .any(|t| outcome.written.get(t).is_some_and(|n| *n > 0));
+        if moved {
+            match sqlx::query_as::<_, (String, rust_decimal::Decimal)>(
+                "SELECT account_id, total_value FROM accounts",
+            )
+            .fetch_all(&self.pool)
+            .await
+            {
+                Ok(rows) => {
+                    for (account, value) in rows {
+                        let v = rust_decimal::prelude::ToPrimitive::to_f64(&value).unwrap_or(0.0);
+                        self.metrics
+                            .portfolio_value
+                            .with_label_values(&[account.as_str()])
+                            .set(v);
+                    }
+                }
+                // A gauge is not worth failing a committed batch for.
+                Err(e) => tracing::debug!(error = %e, "reading portfolio values for metrics"),
+            }
+        }
+    }
+
     /// One attempt at a batch: decode, dead-letter the undecodable, write, dead-letter what
     /// the database refused, commit.
     async fn attempt(
@@ -327,7 +397,10 @@ impl Sink<'_> {
                 SinkError::Invariant(format!("message from unassigned topic {}", m.topic()))
             })?;
             let decoded = match m.payload() {
-                Some(bytes) => self.codec.decode_any(topic, bytes).await,
+                // Retries while the registry is unreachable; any other failure is the record's.
+                Some(bytes) => {
+                    tradestream_kafka::runner::decode_record(self.codec, topic, bytes).await
+                }
                 None => Err(SchemaError::Decode(
                     "message has no value (tombstone)".into(),
                 )),
@@ -390,6 +463,18 @@ impl Sink<'_> {
         refused: &[Refused],
     ) -> Result<(), SinkError> {
         let mut sends = Vec::with_capacity(refused.len());
+        let mut counted: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+        for r in refused {
+            *counted
+                .entry((messages[r.message].topic(), r.class.as_str()))
+                .or_default() += 1;
+        }
+        for ((topic, class), n) in counted {
+            self.metrics
+                .dead_lettered
+                .with_label_values(&[PROCESSOR, topic, class])
+                .inc_by(n);
+        }
         for r in refused {
             let m = &messages[r.message];
             tracing::warn!(

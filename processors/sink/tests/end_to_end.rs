@@ -51,9 +51,16 @@ fn start(
         ..SinkConfig::default()
     };
     let task = tokio::spawn(async move {
-        run_sink(&kafka, &codec, pool, config, async {
-            let _ = stopped.await;
-        })
+        run_sink(
+            &kafka,
+            &codec,
+            pool,
+            config,
+            &tradestream_kafka::Metrics::new(),
+            async {
+                let _ = stopped.await;
+            },
+        )
         .await
     });
     (stop, task)
@@ -395,9 +402,16 @@ async fn runner_market_data_throughput() {
     let (k, c, p) = (kafka.clone(), codec.clone(), pool.clone());
     let started = Instant::now();
     let task = tokio::spawn(async move {
-        run_sink(&k, &c, p, SinkConfig::default(), async {
-            let _ = stopped.await;
-        })
+        run_sink(
+            &k,
+            &c,
+            p,
+            SinkConfig::default(),
+            &tradestream_kafka::Metrics::new(),
+            async {
+                let _ = stopped.await;
+            },
+        )
         .await
     });
     while count(&pool, "market_data").await < n {

@@ -1,0 +1,495 @@
+//! `tradestream bench`: the speed figures of docs/benchmarks.md, measured on the real code path
+//! (mock broker, Confluent-framed Avro through the schema registry, the generic runner, the
+//! sink into Postgres) rather than on the cores alone (`cargo bench` covers those).
+//!
+//! Three scenarios:
+//! - `features`: the features processor alone; market data is pre-encoded and fed while the
+//!   runner consumes; throughput = records / (last output acknowledged − first input read).
+//! - `pipeline`: every stage (features, scorer, router, exchange, sink) in this process; the
+//!   clock stops when every stage has consumed everything its inputs received.
+//! - `latency`: every stage at a fixed rate (1k records/s by default); for each fill, the time
+//!   from producing the bar it traded on to receiving the fill from Kafka.
+//!
+//! The mock broker keeps only the last few MB per partition, so the feeder never lets any
+//! stage fall more than `--window` records behind on `market_data` (and says so if records
+//! were lost anyway: every count is checked at the end).
+
+use super::demo::Progress;
+use super::pipeline::{
+    PipelineConfig, Stack, Stage, StageContext, ensure_accounts, join_all, shutdown_channel,
+    spawn_stage,
+};
+use crate::args::{BenchArgs, BenchScenario};
+use anyhow::{Context, bail};
+use chrono::{DateTime, TimeZone, Utc};
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+use tradestream_ingest::{SyntheticConfig, SyntheticFeed};
+use tradestream_kafka::Metrics;
+use tradestream_schemas::{AnyRecord, Fill, Topic};
+
+/// One pre-encoded market-data record.
+struct Encoded {
+    record_id: String,
+    key: String,
+    value: Vec<u8>,
+    symbol: String,
+    event_time: DateTime<Utc>,
+}
+
+/// Runs the scenario and prints its figures (JSON with `--json`).
+pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this is a debug build; benchmark figures come from `cargo build --release` (make bench)"
+        );
+    }
+    let kafka = args.kafka.config()?;
+    let mut pg = args.pg.config()?;
+    if pg.database_url.is_none() && pg.data_dir.is_none() {
+        // A fresh private database each run: the figures include an empty database's
+        // insert speed, and ids from an earlier run cannot collide.
+        let dir = std::path::PathBuf::from(".tradestream/bench-postgres");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| {
+                format!("removing the previous bench database {}", dir.display())
+            })?;
+        }
+        pg.data_dir = Some(dir);
+    }
+    let stack = Stack::start(
+        kafka,
+        pg,
+        args.registry.schema_registry_url.clone(),
+        args.scenario != BenchScenario::Features,
+    )
+    .await?;
+    let result = match args.scenario {
+        BenchScenario::Features => features(&stack, &args).await,
+        BenchScenario::Pipeline => pipeline(&stack, &args).await,
+        BenchScenario::Latency => latency(&stack, &args).await,
+    };
+    stack.stop().await?;
+    let figures = result?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&figures)?);
+    } else {
+        for (k, v) in figures.as_object().into_iter().flatten() {
+            println!("{k:<28} {v}");
+        }
+    }
+    Ok(())
+}
+
+/// `symbols` synthetic symbols, `records` bars in all (round robin, one-minute bars).
+async fn encode_bars(
+    stack: &Stack,
+    records: u64,
+    symbols: usize,
+    seed: u64,
+) -> anyhow::Result<Vec<Encoded>> {
+    // A per-run tag keeps ids unique in a database that holds earlier runs.
+    let tag = std::process::id() % 10_000;
+    let names: Vec<String> = (0..symbols).map(|i| format!("B{tag}_{i:03}")).collect();
+    let per_symbol = records.div_ceil(symbols as u64);
+    let start = Utc
+        .with_ymd_and_hms(2024, 1, 1, 0, 0, 0)
+        .single()
+        .context("start time")?;
+    let mut feed = SyntheticFeed::new(SyntheticConfig {
+        symbols: names,
+        seed,
+        start,
+        interval_secs: 60,
+        bars_per_symbol: Some(per_symbol),
+        ..SyntheticConfig::default()
+    })?;
+    let mut out = Vec::with_capacity(records as usize);
+    while (out.len() as u64) < records {
+        let Some(bar) = feed.next_at(start) else {
+            break;
+        };
+        let value = stack.codec.encode(&bar).await?;
+        out.push(Encoded {
+            record_id: bar.record_id.clone(),
+            key: bar.symbol.as_str().to_string(),
+            value,
+            symbol: bar.symbol.as_str().to_string(),
+            event_time: bar.event_time,
+        });
+    }
+    Ok(out)
+}
+
+/// Records each stage has read from `topic`, per the metrics.
+fn consumed(metrics: &Metrics, stage: &str, topic: Topic) -> u64 {
+    metrics
+        .records_in
+        .with_label_values(&[stage, topic.name()])
+        .get()
+}
+
+fn produced(metrics: &Metrics, stage: &str, topic: Topic) -> u64 {
+    metrics
+        .records_out
+        .with_label_values(&[stage, topic.name()])
+        .get()
+}
+
+/// Produces `items` onto `market_data`, keeping at most `window` records ahead of
+/// `slowest()`, optionally at a fixed rate. Returns when every record is acknowledged, with
+/// the instant each was handed to the producer.
+async fn feed(
+    producer: &FutureProducer,
+    items: &[Encoded],
+    window: u64,
+    rate: Option<f64>,
+    slowest: impl Fn() -> u64,
+) -> anyhow::Result<Vec<Instant>> {
+    let topic = Topic::MarketData.name();
+    let started = Instant::now();
+    let mut sent = Vec::with_capacity(items.len());
+    let mut pending = Vec::with_capacity(4096);
+    for (i, item) in items.iter().enumerate() {
+        if let Some(rate) = rate {
+            let due = started + Duration::from_secs_f64(i as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        } else {
+            while i as u64 >= slowest() + window {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        let record = FutureRecord::to(topic).key(&item.key).payload(&item.value);
+        let delivery = producer
+            .send_result(record)
+            .map_err(|(e, _)| anyhow::anyhow!("producing market data: {e}"))?;
+        sent.push(Instant::now());
+        pending.push(delivery);
+        if pending.len() >= 4096 {
+            for d in pending.drain(..) {
+                d.await?
+                    .map_err(|(e, _)| anyhow::anyhow!("delivery: {e}"))?;
+            }
+        }
+    }
+    for d in pending {
+        d.await?
+            .map_err(|(e, _)| anyhow::anyhow!("delivery: {e}"))?;
+    }
+    Ok(sent)
+}
+
+/// Polls `done` every millisecond until it holds or `limit` passes.
+async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return Ok(Instant::now());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn context(stack: &Stack, metrics: &Metrics, config: PipelineConfig) -> StageContext {
+    StageContext {
+        kafka: stack.kafka.clone(),
+        codec: stack.codec.clone(),
+        metrics: metrics.clone(),
+        pool: stack.pool(),
+        config,
+        group_prefix: format!("bench-{}", std::process::id()),
+    }
+}
+
+fn dead_lettered(metrics: &Metrics) -> u64 {
+    metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("tradestream_records_dead_lettered_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+async fn features(stack: &Stack, args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
+    let items = encode_bars(stack, args.records, args.symbols, args.seed).await?;
+    let n = items.len() as u64;
+    let bytes: usize = items.iter().map(|e| e.value.len()).sum();
+    let metrics = Metrics::new();
+    let ctx = context(stack, &metrics, PipelineConfig::default());
+    let (stop, stopped) = shutdown_channel();
+    let mut tasks = tokio::task::JoinSet::new();
+    spawn_stage(&mut tasks, &ctx, Stage::Features, stopped)?;
+    let producer = stack.kafka.producer()?;
+    let m = metrics.clone();
+    let feeding = feed(&producer, &items, args.window, None, move || {
+        consumed(&m, "features", Topic::MarketData)
+    });
+    let m = metrics.clone();
+    let clock = async move {
+        let first = wait_until(Duration::from_secs(120), || {
+            consumed(&m, "features", Topic::MarketData) > 0
+        })
+        .await?;
+        let last = wait_until(Duration::from_secs(600), || {
+            produced(&m, "features", Topic::Features) >= n
+        })
+        .await?;
+        anyhow::Ok(last - first)
+    };
+    let (sent, elapsed) = tokio::try_join!(feeding, clock)?;
+    let _ = stop.send(true);
+    join_all(tasks, &stop).await?;
+    let secs = elapsed.as_secs_f64();
+    Ok(serde_json::json!({
+        "scenario": "features",
+        "records": n,
+        "symbols": args.symbols,
+        "partitions": stack.kafka.config().partitions,
+        "avg_input_bytes": bytes as u64 / n.max(1),
+        "produced": sent.len(),
+        "features_out": produced(&metrics, "features", Topic::Features),
+        "dead_lettered": dead_lettered(&metrics),
+        "seconds": round(secs),
+        "records_per_second": (n as f64 / secs).round(),
+    }))
+}
+
+/// The stages that read each topic (the sink reads all six).
+fn readers(stage: Stage) -> Vec<Topic> {
+    match stage {
+        Stage::Features => vec![Topic::MarketData],
+        Stage::Scorer => vec![Topic::Features],
+        Stage::Router => vec![
+            Topic::TradingSignals,
+            Topic::Orders,
+            Topic::Fills,
+            Topic::MarketData,
+        ],
+        Stage::Exchange => vec![Topic::Orders, Topic::MarketData],
+        Stage::Sink => vec![
+            Topic::MarketData,
+            Topic::Features,
+            Topic::TradingSignals,
+            Topic::Anomalies,
+            Topic::Orders,
+            Topic::Fills,
+        ],
+    }
+}
+
+/// Records produced onto `topic` by this process (the feeder's market data excluded).
+fn produced_onto(metrics: &Metrics, topic: Topic) -> u64 {
+    Stage::ALL
+        .iter()
+        .map(|s| produced(metrics, s.name(), topic))
+        .sum()
+}
+
+fn slowest_on_market_data(metrics: &Metrics) -> u64 {
+    Stage::ALL
+        .iter()
+        .filter(|s| readers(**s).contains(&Topic::MarketData))
+        .map(|s| consumed(metrics, s.name(), Topic::MarketData))
+        .min()
+        .unwrap_or(0)
+}
+
+/// Waits until every stage's group has committed up to the end of every topic it reads
+/// (checked every 20 ms: committed offsets, not metrics, so the sink counts too).
+async fn drained(progress: &Progress, limit: Duration) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if progress.caught_up(&[])? {
+            return Ok(Instant::now());
+        }
+        if Instant::now() > deadline {
+            bail!("the stages did not drain within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+type Started = (
+    tokio::task::JoinSet<anyhow::Result<(Stage, String)>>,
+    tokio::sync::watch::Sender<bool>,
+    Progress,
+);
+
+async fn start_all(stack: &Stack, metrics: &Metrics) -> anyhow::Result<Started> {
+    let config = PipelineConfig::load(None)?;
+    let pool = stack.pool().context("the pipeline bench needs Postgres")?;
+    ensure_accounts(&pool, &config.router).await?;
+    let ctx = context(stack, metrics, config);
+    let (stop, stopped) = shutdown_channel();
+    let mut tasks = tokio::task::JoinSet::new();
+    for stage in Stage::ALL {
+        spawn_stage(&mut tasks, &ctx, stage, stopped.clone())?;
+    }
+    let progress = Progress::new(&stack.kafka, &ctx.group_prefix)?;
+    Ok((tasks, stop, progress))
+}
+
+fn topic_counts(metrics: &Metrics, n: u64) -> serde_json::Value {
+    let mut counts = BTreeMap::new();
+    counts.insert(Topic::MarketData.name(), n);
+    for t in [
+        Topic::Features,
+        Topic::TradingSignals,
+        Topic::Anomalies,
+        Topic::Orders,
+        Topic::Fills,
+    ] {
+        counts.insert(t.name(), produced_onto(metrics, t));
+    }
+    serde_json::json!(counts)
+}
+
+async fn pipeline(stack: &Stack, args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
+    let items = encode_bars(stack, args.records, args.symbols, args.seed).await?;
+    let n = items.len() as u64;
+    let metrics = Metrics::new();
+    let (tasks, stop, progress) = start_all(stack, &metrics).await?;
+    let producer = stack.kafka.producer()?;
+    let m = metrics.clone();
+    let feeding = feed(&producer, &items, args.window, None, move || {
+        slowest_on_market_data(&m)
+    });
+    let m = metrics.clone();
+    let clock = async move {
+        let first = wait_until(Duration::from_secs(120), || {
+            consumed(&m, "features", Topic::MarketData) > 0
+        })
+        .await?;
+        anyhow::Ok(first)
+    };
+    let (_sent, first) = tokio::try_join!(feeding, clock)?;
+    let last = drained(&progress, Duration::from_secs(1800)).await?;
+    let elapsed = last - first;
+    let _ = stop.send(true);
+    join_all(tasks, &stop).await?;
+    let pool = stack.pool().context("Postgres")?;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM market_data")
+        .fetch_one(&pool)
+        .await?;
+    let secs = elapsed.as_secs_f64();
+    Ok(serde_json::json!({
+        "scenario": "pipeline",
+        "records": n,
+        "symbols": args.symbols,
+        "partitions": stack.kafka.config().partitions,
+        "topics": topic_counts(&metrics, n),
+        "market_data_rows": rows,
+        "dead_lettered": dead_lettered(&metrics),
+        "seconds": round(secs),
+        "records_per_second": (n as f64 / secs).round(),
+    }))
+}
+
+async fn latency(stack: &Stack, args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
+    let items = encode_bars(stack, args.records, args.symbols, args.seed).await?;
+    let n = items.len() as u64;
+    let metrics = Metrics::new();
+    let (tasks, stop, progress) = start_all(stack, &metrics).await?;
+    // Fills are read as they come, by a consumer of our own, timed on arrival.
+    let fills: StreamConsumer = stack
+        .kafka
+        .consumer(&format!("bench-latency-{}", std::process::id()))?;
+    fills.subscribe(&[Topic::Fills.name()])?;
+    let arrivals: Arc<Mutex<Vec<(Fill, Instant)>>> = Arc::default();
+    let sink = arrivals.clone();
+    let codec = stack.codec.clone();
+    let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
+    let reader = tokio::spawn(async move {
+        loop {
+            let msg = tokio::select! {
+                _ = done_rx.wait_for(|d| *d) => return anyhow::Ok(()),
+                msg = fills.recv() => msg?,
+            };
+            let at = Instant::now();
+            if let Some(bytes) = msg.payload()
+                && let Ok(AnyRecord::Fill(f)) = codec.decode_any(Topic::Fills, bytes).await
+            {
+                sink.lock().await.push((f, at));
+            }
+        }
+    });
+    // Let every consumer group join and get its partitions before the clock matters.
+    tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
+    let producer = stack.kafka.producer()?;
+    let sent = feed(&producer, &items, u64::MAX / 2, Some(args.rate), || 0).await?;
+    drained(&progress, Duration::from_secs(300)).await?;
+    // The fills of the last bars need the consumer to see them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = done_tx.send(true);
+    reader.await??;
+    let _ = stop.send(true);
+    join_all(tasks, &stop).await?;
+    // Two clocks per fill: from the bar whose signal made the order (the whole chain:
+    // features → scorer → router → exchange, waiting for the symbol's next bar) and from the
+    // bar the fill traded on (the venue's reaction).
+    let by_id: HashMap<&str, Instant> = items
+        .iter()
+        .zip(&sent)
+        .map(|(e, t)| (e.record_id.as_str(), *t))
+        .collect();
+    let by_bar: HashMap<(&str, DateTime<Utc>), Instant> = items
+        .iter()
+        .zip(&sent)
+        .map(|(e, t)| ((e.symbol.as_str(), e.event_time), *t))
+        .collect();
+    let arrivals = arrivals.lock().await;
+    let mut chain: Vec<u128> = Vec::new();
+    let mut venue: Vec<u128> = Vec::new();
+    for (f, at) in arrivals.iter() {
+        if let Some(bar) = by_bar.get(&(f.symbol.as_str(), f.fill_time)) {
+            venue.push(at.saturating_duration_since(*bar).as_micros());
+        }
+        // order:signal:features:<market_data record id>[:sl|:tp]
+        let cause = f
+            .order_id
+            .strip_prefix("order:signal:features:")
+            .map(|r| r.trim_end_matches(":sl").trim_end_matches(":tp"));
+        if let Some(bar) = cause.and_then(|r| by_id.get(r))
+            && !f.order_id.ends_with(":sl")
+            && !f.order_id.ends_with(":tp")
+        {
+            chain.push(at.saturating_duration_since(*bar).as_micros());
+        }
+    }
+    chain.sort_unstable();
+    venue.sort_unstable();
+    let pct = |v: &[u128], p: f64| -> serde_json::Value {
+        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+        v.get(i).map_or(serde_json::Value::Null, |u| {
+            round(*u as f64 / 1000.0).into()
+        })
+    };
+    Ok(serde_json::json!({
+        "scenario": "latency",
+        "records": n,
+        "symbols": args.symbols,
+        "rate_per_second": args.rate,
+        "topics": topic_counts(&metrics, n),
+        "linger_ms": stack.kafka.config().linger_ms,
+        "entry_fills_timed": chain.len(),
+        "signal_bar_to_fill_p50_ms": pct(&chain, 0.50),
+        "signal_bar_to_fill_p95_ms": pct(&chain, 0.95),
+        "signal_bar_to_fill_p99_ms": pct(&chain, 0.99),
+        "signal_bar_to_fill_max_ms": pct(&chain, 1.0),
+        "fills_timed": venue.len(),
+        "traded_bar_to_fill_p50_ms": pct(&venue, 0.50),
+        "traded_bar_to_fill_p99_ms": pct(&venue, 0.99),
+    }))
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}

@@ -1,0 +1,421 @@
+//! Graceful shutdown, process by process: on SIGTERM a process stops taking input, finishes
+//! its in-flight work, commits and exits 0 within its grace period.
+//!
+//! The main test runs `tradestream run features` as its own OS process against a
+//! `tradestream broker`, feeds it market data at a steady rate, SIGTERMs it mid-stream and
+//! checks that the committed offsets cover exactly the outputs it produced (nothing produced
+//! without its input committed, nothing committed without its output), then restarts it and
+//! checks that every bar ends up with exactly one features record. The infrastructure
+//! processes (`broker`, `registry`, `postgres`) and `ingest` are checked for exit 0 too; for
+//! `ingest`, what it reports as published is what the topic holds.
+
+use anyhow::{Context, Result, bail};
+use chrono::Utc;
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use tradestream_kafka::{Kafka, KafkaConfig, committed_offsets};
+use tradestream_postgres::testing::TestDatabase;
+use tradestream_schemas::{Codec, Record, Topic};
+
+const PARTITIONS: i32 = 3;
+const GRACE_SECS: u64 = 20;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tradestream"));
+    c.env_remove("KAFKA_BROKERS")
+        .env_remove("SCHEMA_REGISTRY_URL")
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn");
+    c
+}
+
+/// Spawns `cmd` and returns it with the first stdout line starting with `prefix` (the rest
+/// of that line).
+fn spawn_reading(mut cmd: Command, prefix: &str) -> Result<(Child, String)> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut reader = BufReader::new(stdout);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            bail!("process exited before printing {prefix:?}");
+        }
+        if let Some(rest) = line.trim().strip_prefix(prefix) {
+            let rest = rest.trim().to_string();
+            // Keep draining stdout so the child never blocks on a full pipe.
+            std::thread::spawn(move || {
+                let mut sink = String::new();
+                while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+                    sink.clear();
+                }
+            });
+            return Ok((child, rest));
+        }
+    }
+}
+
+fn sigterm(child: &Child) -> Result<()> {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    anyhow::ensure!(status.success(), "kill -TERM failed");
+    Ok(())
+}
+
+/// Waits for `child` to exit, at most `limit`.
+async fn wait_exit(mut child: Child, limit: Duration) -> Result<(ExitStatus, Duration)> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok((status, started.elapsed()));
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            bail!("process did not exit within {limit:?} of SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// SIGTERM, then expect exit 0 within the grace period.
+async fn stop(child: Child, what: &str) -> Result<Duration> {
+    sigterm(&child)?;
+    let (status, took) = wait_exit(child, Duration::from_secs(GRACE_SECS + 10)).await?;
+    assert!(
+        status.success(),
+        "{what} exited with {status} after SIGTERM"
+    );
+    println!("{what}: exit 0 {:.2} s after SIGTERM", took.as_secs_f64());
+    Ok(took)
+}
+
+/// Every record of `topic`: (partition, offset, value bytes).
+async fn read_all(kafka: &Kafka, topic: &str) -> Result<Vec<(i32, i64, Vec<u8>)>> {
+    let reader: BaseConsumer = kafka.client_config().create()?;
+    let topic = topic.to_string();
+    let group = format!("shutdown-reader-{}", Utc::now().timestamp_micros());
+    let consumer: BaseConsumer = kafka.base_consumer(&group)?;
+    tokio::task::spawn_blocking(move || {
+        let mut expected = 0;
+        for p in 0..PARTITIONS {
+            expected += reader
+                .fetch_watermarks(&topic, p, Duration::from_secs(10))?
+                .1;
+        }
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            tpl.add_partition_offset(&topic, p, rdkafka::Offset::Beginning)?;
+        }
+        consumer.assign(&tpl)?;
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while (out.len() as i64) < expected {
+            if Instant::now() > deadline {
+                bail!("read {} of {expected} records of {topic}", out.len());
+            }
+            if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+                let m = m?;
+                out.push((
+                    m.partition(),
+                    m.offset(),
+                    m.payload().unwrap_or_default().to_vec(),
+                ));
+            }
+        }
+        Ok(out)
+    })
+    .await?
+}
+
+struct Env {
+    db: TestDatabase,
+    broker: KillOnDrop,
+    bootstrap: String,
+    registry: String,
+    kafka: Kafka,
+    codec: Codec,
+    registry_stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn environment() -> Result<Env> {
+    let db = TestDatabase::new().await?;
+    let mut cmd = bin();
+    cmd.args([
+        "broker",
+        "--port",
+        "0",
+        "--partitions",
+        &PARTITIONS.to_string(),
+    ]);
+    let (broker, bootstrap) = spawn_reading(cmd, "bootstrap:")?;
+    let kafka = Kafka::connect(KafkaConfig {
+        brokers: Some(bootstrap.clone()),
+        session_timeout_ms: 3_000,
+        ..KafkaConfig::default()
+    })?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let registry = format!("http://{}", listener.local_addr()?);
+    let (registry_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(tradestream_schemas::registry::serve(
+        listener,
+        tradestream_schemas::registry::RegistryState::new(db.pool().clone()),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let codec = Codec::new(&registry)?;
+    codec.register_all().await?;
+    Ok(Env {
+        db,
+        broker: KillOnDrop(Some(broker)),
+        bootstrap,
+        registry,
+        kafka,
+        codec,
+        registry_stop,
+    })
+}
+
+fn run_features(env: &Env) -> Result<Child> {
+    Ok(bin()
+        .args([
+            "run",
+            "features",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--kafka-session-timeout-ms",
+            "3000",
+            "--shutdown-grace-secs",
+            &GRACE_SECS.to_string(),
+        ])
+        .args(["--kafka-brokers", &env.bootstrap])
+        .args(["--schema-registry-url", &env.registry])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_commits_exactly_what_was_produced() -> Result<()> {
+    let mut env = environment().await?;
+    let symbols = ["SDA", "SDB", "SDC"];
+    let mut feed = tradestream_ingest::SyntheticFeed::new(tradestream_ingest::SyntheticConfig {
+        symbols: symbols.iter().map(|s| s.to_string()).collect(),
+        seed: 5,
+        bars_per_symbol: Some(2_000),
+        ..Default::default()
+    })?;
+    let now = Utc::now();
+    let mut bars = Vec::new();
+    while let Some(bar) = feed.next_at(now) {
+        bars.push((
+            bar.record_id.clone(),
+            bar.key().to_string(),
+            env.codec.encode(&bar).await?,
+        ));
+    }
+    let total = bars.len();
+
+    // A steady feed: ~2,000 bars/s, so the processor is mid-stream when it is stopped.
+    let producer = env.kafka.producer()?;
+    let feeder = tokio::spawn(async move {
+        let mut at: BTreeMap<String, (i32, i64)> = BTreeMap::new();
+        for chunk in bars.chunks(100) {
+            let mut sends = Vec::new();
+            for (id, key, bytes) in chunk {
+                let record = rdkafka::producer::FutureRecord::to(Topic::MarketData.name())
+                    .key(key.as_str())
+                    .payload(bytes.as_slice());
+                let d = producer.send_result(record).map_err(|(e, _)| e)?;
+                sends.push((id.clone(), d));
+            }
+            for (id, d) in sends {
+                let delivered = d.await?.map_err(|(e, _)| e)?;
+                at.insert(id, (delivered.partition, delivered.offset));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::Ok(at)
+    });
+
+    let features = run_features(&env)?;
+    // Stop it once it has produced something, while input is still arriving.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if Instant::now() > deadline {
+            bail!("features produced nothing within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let produced = read_all(&env.kafka, Topic::Features.name()).await?.len();
+        if produced >= 300 {
+            break;
+        }
+    }
+    stop(features, "run features (mid-stream)").await?;
+    let still_feeding = !feeder.is_finished();
+
+    // Committed offsets vs outputs: exactly the bars below the committed offsets have a
+    // features record.
+    let committed = committed_offsets(
+        &env.kafka,
+        "tradestream-features",
+        Topic::MarketData.name(),
+        PARTITIONS,
+    )
+    .await?;
+    let at = feeder.await??;
+    let by_position: BTreeMap<(i32, i64), String> =
+        at.iter().map(|(id, pos)| (*pos, id.clone())).collect();
+    let covered: BTreeSet<String> = by_position
+        .iter()
+        .filter(|((p, o), _)| committed[*p as usize].is_some_and(|c| *o < c))
+        .map(|(_, id)| id.clone())
+        .collect();
+    let outputs = features_sources(&env).await?;
+    let produced: BTreeSet<String> = outputs.iter().cloned().collect();
+    assert_eq!(outputs.len(), produced.len(), "a bar processed twice");
+    assert!(
+        !covered.is_empty() && covered.len() < total,
+        "stopped mid-stream: {} of {total} committed (feed still running: {still_feeding})",
+        covered.len()
+    );
+    assert_eq!(
+        produced, covered,
+        "outputs produced vs inputs committed at SIGTERM"
+    );
+    println!(
+        "features stopped after {} of {total} bars; committed offsets {committed:?} cover exactly its {} outputs",
+        covered.len(),
+        produced.len()
+    );
+
+    // Restart: it resumes at the commit, so every bar ends up with exactly one output.
+    let features = run_features(&env)?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if Instant::now() > deadline {
+            bail!("the restarted features did not finish within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if read_all(&env.kafka, Topic::Features.name()).await?.len() >= total {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop(features, "run features (restarted)").await?;
+    let outputs = features_sources(&env).await?;
+    let distinct: BTreeSet<String> = outputs.iter().cloned().collect();
+    assert_eq!(
+        outputs.len(),
+        total,
+        "one features record per bar, none twice"
+    );
+    assert_eq!(distinct, at.keys().cloned().collect::<BTreeSet<_>>());
+
+    stop(env.broker.0.take().context("broker")?, "broker").await?;
+    let _ = env.registry_stop.send(());
+    env.db.cleanup().await;
+    Ok(())
+}
+
+/// Source bar ids of every features record on the topic (with repeats).
+async fn features_sources(env: &Env) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (_, _, bytes) in read_all(&env.kafka, Topic::Features.name()).await? {
+        let f: tradestream_schemas::Features = env.codec.decode(&bytes).await?;
+        out.push(f.source_id.clone());
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_and_infrastructure_exit_zero_on_sigterm() -> Result<()> {
+    let mut env = environment().await?;
+
+    // ingest: stops publishing, waits for the acknowledgements, reports what is on the topic.
+    let mut cmd = bin();
+    cmd.args([
+        "ingest",
+        "synthetic",
+        "--symbols",
+        "IGA,IGB",
+        "--bars",
+        "100000",
+        "--rate",
+        "2000",
+    ])
+    .args(["--kafka-brokers", &env.bootstrap])
+    .args(["--schema-registry-url", &env.registry]);
+    let mut ingest = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sigterm(&ingest)?;
+    let stdout = ingest.stdout.take().context("stdout")?;
+    let (status, took) = wait_exit(ingest, Duration::from_secs(GRACE_SECS + 10)).await?;
+    assert!(status.success(), "ingest exited with {status}");
+    let mut report = String::new();
+    BufReader::new(stdout).read_line(&mut report)?;
+    let published: usize = report
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("ingest report: {report:?}"))?;
+    let on_topic = read_all(&env.kafka, Topic::MarketData.name()).await?.len();
+    assert!(published > 0 && published < 200_000, "{report}");
+    assert_eq!(published, on_topic, "ingest's count vs market_data");
+    println!(
+        "ingest: exit 0 {:.2} s after SIGTERM, {published} records published and on the topic",
+        took.as_secs_f64()
+    );
+
+    // registry and postgres.
+    let mut cmd = bin();
+    cmd.args([
+        "registry",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        env.db.url(),
+    ]);
+    let (registry, _) = spawn_reading(cmd, "schema registry:")?;
+    stop(registry, "registry").await?;
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )?;
+    let mut cmd = bin();
+    cmd.arg("postgres")
+        .arg("--pg-data-dir")
+        .arg(dir.path().join("pg"));
+    let (postgres, url) = spawn_reading(cmd, "database_url:")?;
+    assert!(url.starts_with("postgres"), "{url}");
+    stop(postgres, "postgres").await?;
+
+    stop(env.broker.0.take().context("broker")?, "broker").await?;
+    let _ = env.registry_stop.send(());
+    env.db.cleanup().await;
+    Ok(())
+}
+
+/// Kills a child process left running when a test fails half-way.
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
