@@ -16,6 +16,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tradestream_kafka::{Kafka, KafkaConfig, committed_offsets};
 use tradestream_postgres::testing::TestDatabase;
@@ -210,32 +212,29 @@ async fn sigterm_commits_exactly_what_was_produced() -> Result<()> {
     let mut feed = tradestream_ingest::SyntheticFeed::new(tradestream_ingest::SyntheticConfig {
         symbols: symbols.iter().map(|s| s.to_string()).collect(),
         seed: 5,
-        bars_per_symbol: Some(2_000),
+        bars_per_symbol: None,
         ..Default::default()
     })?;
     let now = Utc::now();
-    let mut bars = Vec::new();
-    while let Some(bar) = feed.next_at(now) {
-        bars.push((
-            bar.record_id.clone(),
-            bar.key().to_string(),
-            env.codec.encode(&bar).await?,
-        ));
-    }
-    let total = bars.len();
 
-    // A steady feed: ~2,000 bars/s, so the processor is mid-stream when it is stopped.
+    // A steady feed (~2,000 bars/s) that runs until told to stop, so the processor is
+    // mid-stream when it gets SIGTERM however slow the machine is.
     let producer = env.kafka.producer()?;
+    let codec = env.codec.clone();
+    let feeding = Arc::new(AtomicBool::new(true));
+    let keep = feeding.clone();
     let feeder = tokio::spawn(async move {
         let mut at: BTreeMap<String, (i32, i64)> = BTreeMap::new();
-        for chunk in bars.chunks(100) {
+        while keep.load(Ordering::SeqCst) {
             let mut sends = Vec::new();
-            for (id, key, bytes) in chunk {
+            for _ in 0..100 {
+                let bar = feed.next_at(now).context("an unbounded feed")?;
+                let bytes = codec.encode(&bar).await?;
                 let record = rdkafka::producer::FutureRecord::to(Topic::MarketData.name())
-                    .key(key.as_str())
+                    .key(bar.key())
                     .payload(bytes.as_slice());
                 let d = producer.send_result(record).map_err(|(e, _)| e)?;
-                sends.push((id.clone(), d));
+                sends.push((bar.record_id.clone(), d));
             }
             for (id, d) in sends {
                 let delivered = d.await?.map_err(|(e, _)| e)?;
@@ -261,6 +260,7 @@ async fn sigterm_commits_exactly_what_was_produced() -> Result<()> {
     }
     stop(features, "run features (mid-stream)").await?;
     let still_feeding = !feeder.is_finished();
+    feeding.store(false, Ordering::SeqCst);
 
     // Committed offsets vs outputs: exactly the bars below the committed offsets have a
     // features record.
@@ -272,6 +272,7 @@ async fn sigterm_commits_exactly_what_was_produced() -> Result<()> {
     )
     .await?;
     let at = feeder.await??;
+    let total = at.len();
     let by_position: BTreeMap<(i32, i64), String> =
         at.iter().map(|(id, pos)| (*pos, id.clone())).collect();
     let covered: BTreeSet<String> = by_position
