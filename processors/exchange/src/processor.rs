@@ -65,8 +65,9 @@ pub struct ExchangeProcessor {
     /// Bracket parent → the child that executed first (its siblings are canceled, including
     /// any that arrive later).
     oco_done: BTreeMap<String, String>,
-    /// What each account holds per symbol, from the venue's own fills.
-    ledgers: BTreeMap<(Symbol, AccountId), Ledger>,
+    /// What each account holds per symbol, from the venue's own fills (by symbol first: a
+    /// bar compacts only its own symbol's ledgers).
+    ledgers: BTreeMap<Symbol, BTreeMap<AccountId, Ledger>>,
 }
 
 fn next_event(
@@ -301,7 +302,12 @@ impl ExchangeProcessor {
             buffer.drain(..excess);
             // Nothing fills before the oldest kept bar any more.
             if let Some(oldest) = buffer.first().map(|b| b.event_time) {
-                for (_, ledger) in self.ledgers.iter_mut().filter(|((s, _), _)| *s == m.symbol) {
+                for ledger in self
+                    .ledgers
+                    .get_mut(&m.symbol)
+                    .into_iter()
+                    .flat_map(BTreeMap::values_mut)
+                {
                     ledger.compact(oldest);
                 }
             }
@@ -390,7 +396,8 @@ impl ExchangeProcessor {
         {
             let sellable = self
                 .ledgers
-                .get(&(o.symbol.clone(), o.account.clone()))
+                .get(&o.symbol)
+                .and_then(|by_account| by_account.get(&o.account))
                 .map_or(Decimal::ZERO, |l| l.sellable(at));
             if sellable < quantity {
                 quantity = sellable;
@@ -446,7 +453,9 @@ impl ExchangeProcessor {
             Side::Sell => -quantity,
         };
         self.ledgers
-            .entry((o.symbol.clone(), o.account.clone()))
+            .entry(o.symbol.clone())
+            .or_default()
+            .entry(o.account.clone())
             .or_default()
             .book(at, signed);
         let mut out = vec![AnyRecord::Fill(fill)];
