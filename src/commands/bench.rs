@@ -14,7 +14,7 @@
 //! stage fall more than `--window` records behind on `market_data` (and says so if records
 //! were lost anyway: every count is checked at the end).
 
-use super::demo::Progress;
+use super::demo::{Progress, READERS};
 use super::pipeline::{
     PipelineConfig, Stack, Stage, StageContext, ensure_accounts, join_all, shutdown_channel,
     spawn_stage,
@@ -262,29 +262,6 @@ async fn features(stack: &Stack, args: &BenchArgs) -> anyhow::Result<serde_json:
     }))
 }
 
-/// The stages that read each topic (the sink reads all six).
-fn readers(stage: Stage) -> Vec<Topic> {
-    match stage {
-        Stage::Features => vec![Topic::MarketData],
-        Stage::Scorer => vec![Topic::Features],
-        Stage::Router => vec![
-            Topic::TradingSignals,
-            Topic::Orders,
-            Topic::Fills,
-            Topic::MarketData,
-        ],
-        Stage::Exchange => vec![Topic::Orders, Topic::MarketData],
-        Stage::Sink => vec![
-            Topic::MarketData,
-            Topic::Features,
-            Topic::TradingSignals,
-            Topic::Anomalies,
-            Topic::Orders,
-            Topic::Fills,
-        ],
-    }
-}
-
 /// Records produced onto `topic` by this process (the feeder's market data excluded).
 fn produced_onto(metrics: &Metrics, topic: Topic) -> u64 {
     Stage::ALL
@@ -294,10 +271,10 @@ fn produced_onto(metrics: &Metrics, topic: Topic) -> u64 {
 }
 
 fn slowest_on_market_data(metrics: &Metrics) -> u64 {
-    Stage::ALL
+    READERS
         .iter()
-        .filter(|s| readers(**s).contains(&Topic::MarketData))
-        .map(|s| consumed(metrics, s.name(), Topic::MarketData))
+        .filter(|(_, topics)| topics.contains(&Topic::MarketData))
+        .map(|(stage, _)| consumed(metrics, stage, Topic::MarketData))
         .min()
         .unwrap_or(0)
 }

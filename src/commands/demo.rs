@@ -28,7 +28,7 @@ use tradestream_kafka::{Kafka, Metrics};
 use tradestream_schemas::{Symbol, Topic};
 
 /// Which group reads which topics.
-const READERS: [(&str, &[Topic]); 5] = [
+pub(crate) const READERS: [(&str, &[Topic]); 5] = [
     ("features", &[Topic::MarketData]),
     ("scorer", &[Topic::Features]),
     (
