@@ -68,6 +68,9 @@ pub(crate) enum Command {
     Api(crate::commands::api::ApiCommandArgs),
     /// Mint an HS256 token for the REST API (local use).
     Token(crate::commands::api::TokenArgs),
+    /// Show the effective processor settings (`config show`) or list every setting with its
+    /// environment variable and --set path (`config env`); see docs/configuration.md.
+    Config(crate::commands::config::ConfigArgs),
 }
 
 /// Settings shared by the processes that run stream processors.
@@ -76,6 +79,8 @@ pub(crate) struct ProcessArgs {
     /// TOML file with [features], [scorer], [router], [exchange], [sink] sections.
     #[arg(long, env = "TRADESTREAM_CONFIG")]
     pub(crate) config: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) overrides: crate::commands::config::SetArgs,
     /// Address serving /metrics and /healthz.
     #[arg(
         long,
@@ -272,6 +277,26 @@ pub(crate) struct KafkaArgs {
     /// Producer linger in ms (batching vs latency).
     #[arg(long, env = "KAFKA_LINGER_MS", default_value_t = 5)]
     pub(crate) kafka_linger_ms: u32,
+    /// Delivery guarantee: effectively-once (any broker) or exactly-once (Kafka transactions).
+    #[arg(
+        long,
+        env = "TRADESTREAM_GUARANTEE",
+        default_value = "effectively-once"
+    )]
+    pub(crate) guarantee: String,
+    /// Transactional id with exactly-once (default `<group>-<host>-<pid>`).
+    #[arg(long, env = "KAFKA_TRANSACTIONAL_ID")]
+    pub(crate) kafka_transactional_id: Option<String>,
+    /// Stateful processors snapshot their state at least this often (ms).
+    #[arg(
+        long,
+        env = "TRADESTREAM_SNAPSHOT_INTERVAL_MS",
+        default_value_t = 10_000
+    )]
+    pub(crate) snapshot_interval_ms: u64,
+    /// ... and after at most this many input records.
+    #[arg(long, env = "TRADESTREAM_SNAPSHOT_RECORDS", default_value_t = 50_000)]
+    pub(crate) snapshot_records: u64,
     /// Extra librdkafka property key=value (repeatable; env: comma-separated).
     #[arg(
         long = "kafka-property",
@@ -308,6 +333,10 @@ impl KafkaArgs {
             replication_factor: self.kafka_replication_factor,
             retention_ms: self.kafka_retention_ms,
             linger_ms: self.kafka_linger_ms,
+            guarantee: self.guarantee.clone(),
+            transactional_id: self.kafka_transactional_id.clone(),
+            snapshot_interval_ms: self.snapshot_interval_ms,
+            snapshot_records: self.snapshot_records,
             extra,
         };
         cfg.validate()
@@ -395,6 +424,8 @@ pub(crate) struct DemoArgs {
     /// TOML file with [features], [scorer], [router], [exchange], [sink] sections.
     #[arg(long, env = "TRADESTREAM_CONFIG")]
     pub(crate) config: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) overrides: crate::commands::config::SetArgs,
     #[command(flatten)]
     pub(crate) kafka: KafkaArgs,
     #[command(flatten)]

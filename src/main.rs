@@ -9,6 +9,7 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = args::Cli::parse();
+    commands::config::remember_cli(&cli.command);
     if let Err(e) = logging::init(&cli.log) {
         eprintln!("error: {e:#}");
         return std::process::ExitCode::from(2);

@@ -15,7 +15,7 @@ pub mod topics;
 pub use codec::Codec;
 pub use error::SchemaError;
 pub use ids::{AccountId, InvalidId, Symbol};
-pub use processor::{AnyRecord, ProcessError, Processor};
+pub use processor::{AnyRecord, ProcessError, Processor, TaskScope};
 pub use records::*;
 pub use topics::{KeyField, Topic};
 

@@ -140,4 +140,41 @@ pub trait Processor: Send {
         input: &AnyRecord,
         now: DateTime<Utc>,
     ) -> Result<Vec<AnyRecord>, ProcessError>;
+
+    /// How the runner may divide the input among copies of this core. Cores whose state is
+    /// keyed by the record key (per symbol) say [`TaskScope::PerPartition`]: each input
+    /// partition gets its own copy, which can move to another instance on a rebalance. Cores
+    /// whose state spans keys or topics (accounts, the venue) keep the default
+    /// [`TaskScope::Single`]: one copy sees every partition, and the order it saw them in is
+    /// logged so a restart replays the same interleaving.
+    fn scope(&self) -> TaskScope {
+        TaskScope::Single
+    }
+
+    /// The core's state as bytes, or `None` for a stateless core. Together with the input
+    /// offsets it was taken at, a snapshot lets a restarted task continue exactly where the
+    /// last one stopped: restoring it into a fresh core built from the same configuration and
+    /// feeding the same records in the same order must give the same outputs as never
+    /// having stopped.
+    fn snapshot(&self) -> Result<Option<Vec<u8>>, ProcessError> {
+        Ok(None)
+    }
+
+    /// Replaces the state of a fresh core with one taken by [`Processor::snapshot`].
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), ProcessError> {
+        let _ = snapshot;
+        Err(ProcessError::fatal(format!(
+            "{} keeps no state to restore",
+            self.name()
+        )))
+    }
+}
+
+/// How a core's input is divided among its copies; see [`Processor::scope`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskScope {
+    /// One copy per input partition (state keyed by the record key).
+    PerPartition,
+    /// One copy for all input partitions and topics.
+    Single,
 }

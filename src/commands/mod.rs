@@ -2,6 +2,7 @@
 
 pub(crate) mod api;
 mod bench;
+pub(crate) mod config;
 mod demo;
 mod infra;
 pub(crate) mod pipeline;
@@ -27,6 +28,7 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(a).await,
         Command::Api(a) => api::run(a).await,
         Command::Token(a) => api::token(a).await,
+        Command::Config(a) => config::run(a),
     }
 }
 

@@ -3,7 +3,7 @@
 //! tasks of one process (`up`, `demo`) or one per process (`run <processor>`).
 
 use anyhow::Context;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -17,7 +17,7 @@ use tradestream_scorer::{ModelHandle, Scorer, ScorerConfig};
 use tradestream_sink::{SinkConfig, run_sink};
 
 /// Settings of every processor, read from `--config FILE` (TOML); every section optional.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PipelineConfig {
     /// `[features]`.
@@ -38,20 +38,18 @@ pub(crate) struct PipelineConfig {
 }
 
 impl PipelineConfig {
-    /// Reads the file, or the defaults when none is given.
+    /// The effective settings: defaults < the file (when given) < `TRADESTREAM__*`
+    /// environment variables < `--set` flags (see docs/configuration.md), validated.
     pub(crate) fn load(path: Option<&Path>) -> anyhow::Result<Self> {
-        let Some(path) = path else {
-            return Ok(Self::default().linked());
-        };
-        let text = std::fs::read_to_string(path).with_context(|| {
-            format!(
-                "TRADESTREAM_CONFIG / --config {}: cannot read",
-                path.display()
-            )
-        })?;
-        let config: Self = toml::from_str(&text)
-            .with_context(|| format!("TRADESTREAM_CONFIG / --config {}", path.display()))?;
-        Ok(config.linked())
+        Self::load_with(path, &super::config::process_overrides()?)
+    }
+
+    /// [`load`](Self::load) with explicit overrides; errors name the setting and its source.
+    pub(crate) fn load_with(
+        path: Option<&Path>,
+        overrides: &[super::config::Override],
+    ) -> anyhow::Result<Self> {
+        super::config::effective(path, overrides, Self::linked)
     }
 
     /// One source of truth for shorting: the router's `allow_short` accounts are margin
@@ -163,7 +161,7 @@ pub(crate) fn spawn_stage(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let ctx = ctx.clone();
-    let mut runner = RunnerConfig::for_processor(stage.name());
+    let mut runner = RunnerConfig::for_processor_with(stage.name(), ctx.kafka.config());
     runner.group_id = format!("{}-{}", ctx.group_prefix, stage.name());
     match stage {
         Stage::Features => {
@@ -230,7 +228,7 @@ pub(crate) fn spawn_stage(
 }
 
 /// Runs a core under the generic Kafka runner as a task of `tasks`.
-fn spawn_runner<P: tradestream_schemas::Processor + 'static>(
+fn spawn_runner<P: tradestream_schemas::Processor + Clone + Sync + 'static>(
     tasks: &mut JoinSet<anyhow::Result<(Stage, String)>>,
     ctx: StageContext,
     mut core: P,

@@ -98,6 +98,28 @@ impl Kafka {
             .map_err(|e| KafkaError::client("creating producer", e))
     }
 
+    /// A transactional producer with `transactional_id` (for `--guarantee exactly-once`):
+    /// idempotent, and fenced by the broker if another instance takes over the id. Call
+    /// `init_transactions` (blocking) before use.
+    pub fn transactional_producer(
+        &self,
+        transactional_id: &str,
+    ) -> Result<FutureProducer, KafkaError> {
+        let mut cc = self.client_config();
+        cc.set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("transactional.id", transactional_id)
+            .set("transaction.timeout.ms", "60000")
+            .set("linger.ms", self.config.linger_ms.to_string())
+            .set("compression.type", "lz4")
+            .set("message.timeout.ms", "55000");
+        for (k, v) in &self.config.extra {
+            cc.set(k, v);
+        }
+        cc.create()
+            .map_err(|e| KafkaError::client("creating transactional producer", e))
+    }
+
     fn consumer_config(&self, group_id: &str) -> ClientConfig {
         let mut cc = self.client_config();
         let session = self.config.session_timeout_ms;

@@ -60,9 +60,36 @@ pub struct KafkaConfig {
     /// favours throughput, 0 favours latency.
     #[serde(default = "default_linger_ms")]
     pub linger_ms: u32,
+    /// Delivery guarantee of the processors: `effectively-once` (any broker, the mock
+    /// included: acknowledged outputs before offsets, ids from the cause, state restored from
+    /// the changelog) or `exactly-once` (Kafka transactions; needs a real cluster).
+    #[serde(default = "default_guarantee")]
+    pub guarantee: String,
+    /// Transactional id with `exactly-once` (default `<group>-<host>-<pid>`).
+    #[serde(default)]
+    pub transactional_id: Option<String>,
+    /// A stateful processor task snapshots its state at least this often (ms)...
+    #[serde(default = "default_snapshot_interval_ms")]
+    pub snapshot_interval_ms: u64,
+    /// ... and after at most this many input records.
+    #[serde(default = "default_snapshot_records")]
+    pub snapshot_records: u64,
     /// Extra librdkafka properties passed through verbatim (e.g. `compression.type=zstd`).
     #[serde(default)]
     pub extra: BTreeMap<String, String>,
+}
+
+/// The guarantees `guarantee` accepts.
+pub const GUARANTEES: [&str; 2] = ["effectively-once", "exactly-once"];
+
+fn default_guarantee() -> String {
+    GUARANTEES[0].into()
+}
+fn default_snapshot_interval_ms() -> u64 {
+    10_000
+}
+fn default_snapshot_records() -> u64 {
+    50_000
 }
 
 fn default_linger_ms() -> u32 {
@@ -107,6 +134,10 @@ impl Default for KafkaConfig {
             replication_factor: default_replication_factor(),
             retention_ms: default_retention_ms(),
             linger_ms: default_linger_ms(),
+            guarantee: default_guarantee(),
+            transactional_id: None,
+            snapshot_interval_ms: default_snapshot_interval_ms(),
+            snapshot_records: default_snapshot_records(),
             extra: BTreeMap::new(),
         }
     }
@@ -189,6 +220,28 @@ impl KafkaConfig {
                 "KAFKA_SESSION_TIMEOUT_MS: {} is outside 1000..=300000",
                 self.session_timeout_ms
             ));
+        }
+        if !GUARANTEES.contains(&self.guarantee.as_str()) {
+            problems.push(format!(
+                "TRADESTREAM_GUARANTEE: {:?} is not one of {}",
+                self.guarantee,
+                GUARANTEES.join(", ")
+            ));
+        } else if self.guarantee == "exactly-once" && self.brokers.is_none() {
+            problems.push(
+                "TRADESTREAM_GUARANTEE: exactly-once needs a real Kafka cluster (KAFKA_BROKERS); \
+                 the embedded mock cannot verify transactions"
+                    .into(),
+            );
+        }
+        if self.snapshot_interval_ms < 100 {
+            problems.push(format!(
+                "TRADESTREAM_SNAPSHOT_INTERVAL_MS: {} must be >= 100",
+                self.snapshot_interval_ms
+            ));
+        }
+        if self.snapshot_records == 0 {
+            problems.push("TRADESTREAM_SNAPSHOT_RECORDS: must be >= 1".into());
         }
         if self.partitions < 1 {
             problems.push(format!(

@@ -12,6 +12,9 @@ pub enum KafkaError {
     /// The embedded mock cluster could not be started or driven.
     #[error("mock cluster: {0}")]
     Mock(String),
+    /// A processor's state changelog could not be written, read or applied.
+    #[error("state changelog: {0}")]
+    Changelog(String),
     /// A librdkafka call failed.
     #[error("{context}: {source}")]
     Client {
@@ -75,9 +78,10 @@ impl KafkaError {
     /// How a runner should react.
     pub fn class(&self) -> ErrorClass {
         match self {
-            KafkaError::Config(_) | KafkaError::Mock(_) | KafkaError::Io { .. } => {
-                ErrorClass::Fatal
-            }
+            KafkaError::Config(_)
+            | KafkaError::Mock(_)
+            | KafkaError::Changelog(_)
+            | KafkaError::Io { .. } => ErrorClass::Fatal,
             KafkaError::Provision { .. } => ErrorClass::Fatal,
             KafkaError::Unreachable { .. } => ErrorClass::Retryable,
             KafkaError::Schema(e) => e.class(),

@@ -2,6 +2,7 @@
 //! librdkafka mock cluster (in-process or as a shared `tradestream broker`), topic
 //! provisioning, manual offset management, dead-letter headers and a health check.
 
+pub mod changelog;
 pub mod client;
 pub mod config;
 pub mod dlq;
@@ -17,5 +18,5 @@ pub use error::KafkaError;
 pub use metrics::{Metrics, ReadinessCheck};
 pub use mock::MockKafka;
 pub use rdkafka;
-pub use runner::{RunStats, RunnerConfig, run_processor};
+pub use runner::{Guarantee, RunStats, RunnerConfig, run_processor};
 pub use topics::{Provisioned, TopicSpec, standard_topics};

@@ -30,6 +30,12 @@ pub struct Metrics {
     pub portfolio_value: GaugeVec,
     /// `tradestream_up`: 1 while the process runs.
     pub up: Gauge,
+    /// `tradestream_state_restores_total{processor}`: tasks rebuilt from the changelog.
+    pub state_restores: IntCounterVec,
+    /// `tradestream_state_replayed_records_total{processor}`: inputs re-applied on restore.
+    pub state_replayed: IntCounterVec,
+    /// `tradestream_state_snapshot_bytes_total{processor}`: snapshot bytes written.
+    pub snapshot_bytes: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -116,6 +122,24 @@ impl Metrics {
                 "tradestream_risk_rejections_total",
                 "Orders rejected by risk checks.",
                 &["reason"],
+            ),
+            state_restores: counter(
+                &registry,
+                "tradestream_state_restores_total",
+                "Processor tasks whose state was rebuilt from the changelog.",
+                &["processor"],
+            ),
+            state_replayed: counter(
+                &registry,
+                "tradestream_state_replayed_records_total",
+                "Input records re-applied while restoring state.",
+                &["processor"],
+            ),
+            snapshot_bytes: counter(
+                &registry,
+                "tradestream_state_snapshot_bytes_total",
+                "State snapshot bytes written to the changelog.",
+                &["processor"],
             ),
             processing_seconds,
             end_to_end_seconds,

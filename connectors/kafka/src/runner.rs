@@ -7,27 +7,66 @@
 //! from their cause, so downstream consumers drop the replayed duplicates. Records that cannot
 //! be processed go to `<topic>.dlq` with the reason in headers and the batch goes on.
 //!
+//! Stateful cores keep their state in `<group>.changelog` (see [`crate::changelog`]): a core
+//! keyed by symbol gets one copy per input partition, snapshotted with the partition's
+//! position after its outputs are acknowledged; a core whose state spans partitions gets one
+//! copy whose every batch is logged (inputs in order, processing time) before its outputs
+//! are produced. A restarted process, or the member a partition moves to, restores the newest
+//! snapshot and replays what followed it, so it publishes exactly what an uninterrupted run
+//! with the same input order would have, with the same ids and the same content.
+//!
 //! Broker outages are waited out, never turned into skipped offsets: consumer errors pause
 //! the loop with capped exponential backoff (librdkafka keeps the position and reconnects),
 //! unacknowledged outputs are sent again, and commits are retried until they succeed or the
 //! partitions were reassigned. On shutdown the batch in hand is finished and committed first.
+//!
+//! With [`Guarantee::ExactlyOnce`] each batch (outputs, dead letters, changelog entries and
+//! the input offsets) is one Kafka transaction instead; librdkafka's transaction calls block,
+//! so they run on the blocking pool.
 
+use crate::changelog::{self, Entry, TopicPartition, runs_of};
 use crate::client::{Kafka, commit_offsets};
 use crate::dlq::DeadLetterInfo;
 use crate::error::KafkaError;
 use crate::metrics::Metrics;
-use chrono::Utc;
+use crate::topics::TopicSpec;
+use chrono::{DateTime, Utc};
 use futures::future::try_join_all;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use std::collections::BTreeMap;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
-use tradestream_schemas::{AnyRecord, Codec, ErrorClass, Processor, Topic};
+use tradestream_schemas::{AnyRecord, Codec, ErrorClass, Processor, TaskScope, Topic};
+
+/// The delivery guarantee a runner gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Guarantee {
+    /// Outputs acknowledged before offsets move, deterministic ids and state restored from
+    /// the changelog; duplicates that a crash re-publishes are identical and dropped by id
+    /// downstream. Works on every broker, the mock included.
+    #[default]
+    EffectivelyOnce,
+    /// Kafka transactions: outputs, changelog and input offsets commit atomically and
+    /// `read_committed` consumers never see a crashed batch. Needs a real Kafka cluster.
+    ExactlyOnce,
+}
+
+impl Guarantee {
+    /// Parses `effectively-once` or `exactly-once`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "effectively-once" => Some(Self::EffectivelyOnce),
+            "exactly-once" => Some(Self::ExactlyOnce),
+            _ => None,
+        }
+    }
+}
 
 /// How the runner batches and identifies itself.
 #[derive(Debug, Clone)]
@@ -40,16 +79,40 @@ pub struct RunnerConfig {
     pub linger: Duration,
     /// How often to refresh the consumer-lag gauge.
     pub lag_interval: Duration,
+    /// A task snapshots its state after at most this many records...
+    pub snapshot_records: u64,
+    /// ... or this long, whichever comes first.
+    pub snapshot_interval: Duration,
+    /// Effectively-once (any broker) or exactly-once (Kafka transactions).
+    pub guarantee: Guarantee,
+    /// Transactional id for [`Guarantee::ExactlyOnce`] (default `<group>-<host>-<pid>`).
+    pub transactional_id: Option<String>,
 }
 
 impl RunnerConfig {
-    /// Defaults for `processor`: group `tradestream-<processor>`, batches of 1000, 5 ms linger.
+    /// Defaults for `processor`: group `tradestream-<processor>`, batches of 1000, 5 ms linger,
+    /// snapshots every 50k records or 10 s.
     pub fn for_processor(processor: &str) -> Self {
         Self {
             group_id: format!("tradestream-{processor}"),
             max_batch: 1000,
             linger: Duration::from_millis(5),
             lag_interval: Duration::from_secs(5),
+            snapshot_records: 50_000,
+            snapshot_interval: Duration::from_secs(10),
+            guarantee: Guarantee::EffectivelyOnce,
+            transactional_id: None,
+        }
+    }
+
+    /// Defaults for `processor` with the guarantee and snapshot cadence of `kafka`.
+    pub fn for_processor_with(processor: &str, kafka: &crate::KafkaConfig) -> Self {
+        Self {
+            snapshot_records: kafka.snapshot_records.max(1),
+            snapshot_interval: Duration::from_millis(kafka.snapshot_interval_ms),
+            guarantee: Guarantee::parse(&kafka.guarantee).unwrap_or_default(),
+            transactional_id: kafka.transactional_id.clone(),
+            ..Self::for_processor(processor)
         }
     }
 }
@@ -65,12 +128,17 @@ pub struct RunStats {
     pub dead_lettered: u64,
     /// Batches committed.
     pub batches: u64,
+    /// Tasks whose state was restored from the changelog.
+    pub restores: u64,
 }
 
 /// Runs `core` until `shutdown` resolves; then finishes the batch in flight, commits and
 /// returns. Errors that are not a record's fault stop the run (the process should exit and
-/// be restarted: it resumes from the last committed offsets).
-pub async fn run_processor<P: Processor>(
+/// be restarted: it resumes from the changelog and the last committed offsets).
+///
+/// `core` must be fresh (nothing processed yet): it is the template every task's copy is
+/// cloned from before its state is restored.
+pub async fn run_processor<P: Processor + Clone + Sync>(
     kafka: &Kafka,
     codec: &Codec,
     core: &mut P,
@@ -84,7 +152,209 @@ pub async fn run_processor<P: Processor>(
         .await
 }
 
-async fn run_loop<P: Processor>(
+/// Where a batch's outputs go: plain acknowledged produces, or one transaction per batch.
+struct Output {
+    producer: FutureProducer,
+    guarantee: Guarantee,
+}
+
+impl Output {
+    async fn new(kafka: &Kafka, config: &RunnerConfig) -> Result<Self, KafkaError> {
+        match config.guarantee {
+            Guarantee::EffectivelyOnce => Ok(Self {
+                producer: kafka.producer()?,
+                guarantee: Guarantee::EffectivelyOnce,
+            }),
+            Guarantee::ExactlyOnce => {
+                let id = config.transactional_id.clone().unwrap_or_else(|| {
+                    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+                    format!("{}-{host}-{}", config.group_id, std::process::id())
+                });
+                let producer = kafka.transactional_producer(&id)?;
+                let p = producer.clone();
+                blocking(move || p.init_transactions(Duration::from_secs(30)), "init").await?;
+                tracing::info!(transactional_id = %id, "exactly-once: transactions initialised");
+                Ok(Self {
+                    producer,
+                    guarantee: Guarantee::ExactlyOnce,
+                })
+            }
+        }
+    }
+
+    fn transactional(&self) -> bool {
+        self.guarantee == Guarantee::ExactlyOnce
+    }
+
+    async fn begin(&self) -> Result<(), KafkaError> {
+        if self.transactional() {
+            let p = self.producer.clone();
+            blocking(move || p.begin_transaction(), "beginning a transaction").await?;
+        }
+        Ok(())
+    }
+
+    /// Makes the batch's input offsets move: in the transaction, or by a commit after the
+    /// outputs were acknowledged.
+    async fn finish(
+        &self,
+        consumer: &Arc<StreamConsumer>,
+        offsets: Vec<(String, i32, i64)>,
+    ) -> Result<(), KafkaError> {
+        if !self.transactional() {
+            return commit_with_retry(consumer, offsets).await;
+        }
+        let (p, c) = (self.producer.clone(), consumer.clone());
+        let result = blocking(
+            move || {
+                if !offsets.is_empty() {
+                    let mut tpl = TopicPartitionList::new();
+                    for (topic, partition, next) in &offsets {
+                        tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+                    }
+                    let meta = c
+                        .group_metadata()
+                        .ok_or(rdkafka::error::KafkaError::Canceled)?;
+                    p.send_offsets_to_transaction(&tpl, &meta, Duration::from_secs(30))?;
+                }
+                p.commit_transaction(Duration::from_secs(30))
+            },
+            "committing the transaction",
+        )
+        .await;
+        if result.is_err() {
+            // The cores have moved on in memory: restart from the changelog instead of
+            // guessing. Abort so the open transaction does not hold up read_committed readers.
+            let p = self.producer.clone();
+            let _ = blocking(
+                move || p.abort_transaction(Duration::from_secs(30)),
+                "aborting",
+            )
+            .await;
+        }
+        result
+    }
+}
+
+/// Runs a blocking librdkafka call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, rdkafka::error::KafkaError> + Send + 'static,
+    what: &'static str,
+) -> Result<T, KafkaError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| KafkaError::Changelog(format!("{what}: task failed: {e}")))?
+        .map_err(|e| KafkaError::client(what, e))
+}
+
+/// One copy of the core and where it stands in its input.
+struct Task<P> {
+    key: String,
+    core: P,
+    /// Next offset to apply per input partition.
+    next: HashMap<TopicPartition, i64>,
+    since_snapshot: u64,
+    last_snapshot: Option<Instant>,
+    snapshots: u64,
+}
+
+impl<P: Processor> Task<P> {
+    fn due(&self, config: &RunnerConfig) -> bool {
+        match self.last_snapshot {
+            None => true,
+            Some(at) => {
+                self.since_snapshot >= config.snapshot_records
+                    || (self.since_snapshot > 0 && at.elapsed() >= config.snapshot_interval)
+            }
+        }
+    }
+
+    fn positions(&self) -> Vec<(String, i32, i64)> {
+        let mut v: Vec<(String, i32, i64)> = self
+            .next
+            .iter()
+            .map(|((t, p), o)| (t.clone(), *p, *o))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The entries of a snapshot of the current state.
+    fn snapshot_entries(&mut self, metrics: &Metrics) -> Result<Vec<Entry>, KafkaError> {
+        let state = self
+            .core
+            .snapshot()
+            .map_err(|e| KafkaError::Changelog(format!("snapshot of {}: {e}", self.key)))?
+            .unwrap_or_default();
+        metrics
+            .snapshot_bytes
+            .with_label_values(&[self.core.name()])
+            .inc_by(state.len() as u64);
+        self.snapshots += 1;
+        let id = format!(
+            "{}-{}-{}",
+            std::process::id(),
+            Utc::now().timestamp_micros(),
+            self.snapshots
+        );
+        self.since_snapshot = 0;
+        self.last_snapshot = Some(Instant::now());
+        Ok(Entry::snapshot(&self.key, id, &state, self.positions()))
+    }
+}
+
+/// The copies of the core this member runs.
+struct Tasks<P> {
+    template: P,
+    scope: TaskScope,
+    stateful: bool,
+    changelog: String,
+    by_key: HashMap<String, Task<P>>,
+}
+
+/// What a task key is for a single copy.
+const ALL: &str = "all";
+
+impl<P: Processor + Clone + Sync> Tasks<P> {
+    fn key_for(&self, msg: &OwnedMessage) -> String {
+        if self.stateful && self.scope == TaskScope::PerPartition {
+            format!("{}/{}", msg.topic(), msg.partition())
+        } else {
+            ALL.to_string()
+        }
+    }
+
+    fn fresh(&self, key: &str) -> Task<P> {
+        Task {
+            key: key.to_string(),
+            core: self.template.clone(),
+            next: HashMap::new(),
+            since_snapshot: 0,
+            last_snapshot: None,
+            snapshots: 0,
+        }
+    }
+
+    fn core_for(&mut self, msg: &OwnedMessage) -> Result<&mut P, KafkaError> {
+        let key = self.key_for(msg);
+        self.by_key
+            .get_mut(&key)
+            .map(|t| &mut t.core)
+            .ok_or_else(|| KafkaError::Changelog(format!("no task {key} for a routed record")))
+    }
+}
+
+/// Everything recovery and batches need besides the tasks.
+struct Ctx<'a> {
+    kafka: &'a Kafka,
+    codec: &'a Codec,
+    config: &'a RunnerConfig,
+    metrics: &'a Metrics,
+    output: &'a Output,
+    name: &'static str,
+}
+
+async fn run_loop<P: Processor + Clone + Sync>(
     kafka: &Kafka,
     codec: &Codec,
     core: &mut P,
@@ -93,13 +363,35 @@ async fn run_loop<P: Processor>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunStats, KafkaError> {
     let name = core.name();
+    let stateful = core
+        .snapshot()
+        .map_err(|e| KafkaError::Changelog(format!("{name}: {e}")))?
+        .is_some();
+    let mut tasks = Tasks {
+        template: core.clone(),
+        scope: core.scope(),
+        stateful,
+        changelog: changelog::changelog_topic(&config.group_id),
+        by_key: HashMap::new(),
+    };
+    if stateful {
+        provision_changelog(kafka, &tasks.changelog).await;
+    }
     let consumer = Arc::new(kafka.consumer(&config.group_id)?);
     let topics: Vec<&str> = core.inputs().iter().map(|t| t.name()).collect();
     consumer
         .subscribe(&topics)
         .map_err(|e| KafkaError::client("subscribing", e))?;
-    let producer = kafka.producer()?;
-    tracing::info!(inputs = ?topics, "processor started");
+    let output = Output::new(kafka, config).await?;
+    let ctx = Ctx {
+        kafka,
+        codec,
+        config,
+        metrics,
+        output: &output,
+        name,
+    };
+    tracing::info!(inputs = ?topics, stateful, scope = ?tasks.scope, "processor started");
     let mut stats = RunStats::default();
     let mut last_lag = Instant::now();
     tokio::pin!(shutdown);
@@ -142,13 +434,12 @@ async fn run_loop<P: Processor>(
             }
         }
         let started = Instant::now();
-        let outcome = process_batch(codec, core, &producer, &batch, metrics).await?;
-        commit_with_retry(&consumer, outcome.offsets).await?;
+        let outcome = run_batch(&ctx, &mut tasks, &consumer, batch, &mut stats).await?;
         metrics
             .processing_seconds
             .with_label_values(&[name])
             .observe(started.elapsed().as_secs_f64());
-        stats.records_in += batch.len() as u64;
+        stats.records_in += outcome.records_in;
         stats.records_out += outcome.produced;
         stats.dead_lettered += outcome.dead_lettered;
         stats.batches += 1;
@@ -157,33 +448,369 @@ async fn run_loop<P: Processor>(
             update_lag(consumer.clone(), name, metrics).await;
         }
     }
+    // A final snapshot per task makes the next start cheap (nothing to replay).
+    if tasks.stateful && !tasks.by_key.is_empty() {
+        output.begin().await?;
+        let mut entries = Vec::new();
+        for task in tasks.by_key.values_mut() {
+            if task.since_snapshot > 0 {
+                entries.extend(task.snapshot_entries(metrics)?);
+            }
+        }
+        write_changelog(&output.producer, &tasks.changelog, entries).await?;
+        output.finish(&consumer, Vec::new()).await?;
+    }
     consumer.unsubscribe();
     tracing::info!(
         records_in = stats.records_in,
         records_out = stats.records_out,
         dead_lettered = stats.dead_lettered,
+        restores = stats.restores,
         "processor stopped"
     );
     Ok(stats)
 }
 
+/// Creates the changelog topic where the broker allows it. A broker without CreateTopics
+/// (the shared mock) creates it on first write; the changelog always uses partition 0.
+async fn provision_changelog(kafka: &Kafka, topic: &str) {
+    let spec = TopicSpec {
+        name: topic.to_string(),
+        partitions: 1,
+        retention_ms: kafka.config().retention_ms,
+    };
+    if let Err(e) = kafka.provision(&[spec]).await {
+        tracing::debug!(error = %e, %topic, "changelog topic not provisioned; relying on auto-creation");
+    }
+}
+
+/// Produces changelog entries and waits for their acknowledgement.
+async fn write_changelog(
+    producer: &FutureProducer,
+    topic: &str,
+    entries: Vec<Entry>,
+) -> Result<(), KafkaError> {
+    let mut deliveries = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let pending = Pending {
+            topic: topic.to_string(),
+            key: entry.task.clone(),
+            payload: entry.encode()?,
+            headers: None,
+            partition: Some(0),
+        };
+        deliveries.push((pending.enqueue(producer).await?, pending));
+    }
+    try_join_all(
+        deliveries
+            .into_iter()
+            .map(|(d, p)| deliver_with_retry(producer, d, p)),
+    )
+    .await?;
+    Ok(())
+}
+
 struct BatchOutcome {
-    offsets: Vec<(String, i32, i64)>,
+    records_in: u64,
     produced: u64,
     dead_lettered: u64,
 }
 
-/// Decodes, processes and publishes one batch; returns the offsets to commit.
-async fn process_batch<P: Processor>(
-    codec: &Codec,
-    core: &mut P,
-    producer: &FutureProducer,
-    batch: &[OwnedMessage],
-    metrics: &Metrics,
+/// Routes a consumed batch to its tasks (restoring those this member does not have yet),
+/// drops what a task already applied, logs and processes the rest, snapshots what is due and
+/// moves the offsets.
+async fn run_batch<P: Processor + Clone + Sync>(
+    ctx: &Ctx<'_>,
+    tasks: &mut Tasks<P>,
+    consumer: &Arc<StreamConsumer>,
+    batch: Vec<OwnedMessage>,
+    stats: &mut RunStats,
 ) -> Result<BatchOutcome, KafkaError> {
-    let name = core.name();
+    let records_in = batch.len() as u64;
+    let mut commit: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+    for msg in &batch {
+        commit.insert((msg.topic().to_string(), msg.partition()), msg.offset() + 1);
+    }
+    ctx.output.begin().await?;
+    // Single tasks log the state before the batch when a snapshot is due.
+    let mut log_entries: Vec<Entry> = Vec::new();
+    if tasks.stateful && tasks.scope == TaskScope::Single {
+        if !tasks.by_key.contains_key(ALL) {
+            let task = recover_single(ctx, tasks).await?;
+            stats.restores += 1;
+            tasks.by_key.insert(ALL.to_string(), task);
+        }
+        if let Some(task) = tasks.by_key.get_mut(ALL)
+            && task.due(ctx.config)
+        {
+            log_entries.extend(task.snapshot_entries(ctx.metrics)?);
+        }
+    }
+    let mut kept: Vec<OwnedMessage> = Vec::with_capacity(batch.len());
+    for msg in batch {
+        let key = tasks.key_for(&msg);
+        let tp = (msg.topic().to_string(), msg.partition());
+        if !tasks.by_key.contains_key(&key) {
+            // Only per-partition tasks (or stateless cores) get here.
+            let task = if tasks.stateful {
+                stats.restores += 1;
+                recover_partition(ctx, tasks, &key, &tp, msg.offset()).await?
+            } else {
+                tasks.fresh(&key)
+            };
+            tasks.by_key.insert(key.clone(), task);
+        }
+        let Some(task) = tasks.by_key.get_mut(&key) else {
+            continue;
+        };
+        match task.next.get(&tp).copied() {
+            Some(n) if msg.offset() < n => continue, // applied already (restored or replayed)
+            Some(n) if msg.offset() > n && tasks.stateful => {
+                if tasks.scope == TaskScope::PerPartition {
+                    // Someone else processed this partition meanwhile: our copy is stale.
+                    tracing::info!(task = %key, expected = n, got = msg.offset(), "partition moved on elsewhere; restoring its state");
+                    stats.restores += 1;
+                    let fresh = recover_partition(ctx, tasks, &key, &tp, msg.offset()).await?;
+                    tasks.by_key.insert(key.clone(), fresh);
+                    let Some(task) = tasks.by_key.get_mut(&key) else {
+                        continue;
+                    };
+                    if task.next.get(&tp).is_some_and(|n| msg.offset() < *n) {
+                        continue;
+                    }
+                    task.next.insert(tp, msg.offset() + 1);
+                    task.since_snapshot += 1;
+                    kept.push(msg);
+                    continue;
+                }
+                tracing::warn!(task = %key, topic = %tp.0, partition = tp.1, expected = n, got = msg.offset(), "input skipped ahead of the changelog (records expired?)");
+            }
+            _ => {}
+        }
+        task.next.insert(tp, msg.offset() + 1);
+        task.since_snapshot += 1;
+        kept.push(msg);
+    }
     let now = Utc::now();
-    let mut next_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    if tasks.stateful && tasks.scope == TaskScope::Single && !kept.is_empty() {
+        let runs = runs_of(kept.iter().map(|m| (m.topic(), m.partition(), m.offset())));
+        log_entries.push(Entry::batch(ALL, now.timestamp_micros(), runs));
+    }
+    // The log must be durable before any output of the batch exists.
+    write_changelog(&ctx.output.producer, &tasks.changelog, log_entries).await?;
+    let outcome = process_batch(ctx, tasks, &kept, now, true).await?;
+    // Per-partition snapshots: after the outputs they cover are acknowledged.
+    if tasks.stateful && tasks.scope == TaskScope::PerPartition {
+        let mut entries = Vec::new();
+        for task in tasks.by_key.values_mut() {
+            if task.due(ctx.config) && !task.next.is_empty() {
+                entries.extend(task.snapshot_entries(ctx.metrics)?);
+            }
+        }
+        write_changelog(&ctx.output.producer, &tasks.changelog, entries).await?;
+    }
+    ctx.output
+        .finish(
+            consumer,
+            commit.into_iter().map(|((t, p), o)| (t, p, o)).collect(),
+        )
+        .await?;
+    Ok(BatchOutcome {
+        records_in,
+        produced: outcome.produced,
+        dead_lettered: outcome.dead_lettered,
+    })
+}
+
+/// Rebuilds the single task: newest snapshot, then every batch logged after it, in order.
+/// Only the last batch's outputs may be missing (each batch is logged only after the
+/// previous one's outputs were acknowledged), so only they are published again: the same
+/// records, byte for byte, that downstream consumers drop by id if they have them.
+async fn recover_single<P: Processor + Clone + Sync>(
+    ctx: &Ctx<'_>,
+    tasks: &Tasks<P>,
+) -> Result<Task<P>, KafkaError> {
+    let log = changelog::read_task(ctx.kafka, &tasks.changelog, ALL, false).await?;
+    let mut task = tasks.fresh(ALL);
+    if !log.seen {
+        tracing::info!(changelog = %tasks.changelog, "no changelog yet: starting with empty state");
+        return Ok(task);
+    }
+    let Some((state, positions)) = log.snapshot else {
+        return Err(KafkaError::Changelog(format!(
+            "{} has entries but no complete snapshot (its retention is shorter than the \
+             snapshot interval?); to start over with empty state, delete the topic and the \
+             consumer group {}",
+            tasks.changelog, ctx.config.group_id
+        )));
+    };
+    restore(&mut task, &state, &positions, ctx.name)?;
+    let batches = log.batches.len();
+    let mut replayed = 0u64;
+    for (i, (now_micros, runs)) in log.batches.into_iter().enumerate() {
+        let msgs = fetch_runs(ctx.kafka, &runs, &mut task.next).await?;
+        replayed += msgs.len() as u64;
+        task.since_snapshot += msgs.len() as u64;
+        let now = DateTime::<Utc>::from_timestamp_micros(now_micros).unwrap_or_else(Utc::now);
+        let publish = i + 1 == batches && !ctx.output.transactional();
+        let mut one = Tasks {
+            template: tasks.template.clone(),
+            scope: TaskScope::Single,
+            stateful: true,
+            changelog: tasks.changelog.clone(),
+            by_key: HashMap::from([(ALL.to_string(), task)]),
+        };
+        process_batch(ctx, &mut one, &msgs, now, publish).await?;
+        let Some(t) = one.by_key.remove(ALL) else {
+            return Err(KafkaError::Changelog("task vanished during replay".into()));
+        };
+        task = t;
+    }
+    // Restored state counts as never snapshotted by this writer: the next batch logs one.
+    task.last_snapshot = None;
+    note_restore(ctx, &task, batches, replayed);
+    Ok(task)
+}
+
+/// Rebuilds a per-partition task that starts consuming at `first`: the snapshot furthest
+/// along, then (silently: their outputs were acknowledged before `first` was committed) the
+/// records between it and `first`.
+async fn recover_partition<P: Processor + Clone + Sync>(
+    ctx: &Ctx<'_>,
+    tasks: &Tasks<P>,
+    key: &str,
+    tp: &TopicPartition,
+    first: i64,
+) -> Result<Task<P>, KafkaError> {
+    let log = changelog::read_task(ctx.kafka, &tasks.changelog, key, true).await?;
+    let mut task = tasks.fresh(key);
+    let Some((state, positions)) = log.snapshot else {
+        if first > 0 {
+            tracing::warn!(task = %key, first, "no snapshot of this partition: state starts empty here");
+        }
+        return Ok(task);
+    };
+    restore(&mut task, &state, &positions, ctx.name)?;
+    let at = task.next.get(tp).copied().unwrap_or(0);
+    let mut replayed = 0;
+    if at < first {
+        let msgs =
+            changelog::read_partition_range(ctx.kafka, &tp.0, tp.1, Some(at), Some(first)).await?;
+        replayed = msgs.len() as u64;
+        let mut one = Tasks {
+            template: tasks.template.clone(),
+            scope: TaskScope::PerPartition,
+            stateful: true,
+            changelog: tasks.changelog.clone(),
+            by_key: HashMap::from([(key.to_string(), task)]),
+        };
+        process_batch(ctx, &mut one, &msgs, Utc::now(), false).await?;
+        task = one
+            .by_key
+            .remove(key)
+            .ok_or_else(|| KafkaError::Changelog("task vanished during replay".into()))?;
+        task.next.insert(tp.clone(), first);
+        task.since_snapshot = replayed;
+    }
+    task.last_snapshot = Some(Instant::now());
+    note_restore(ctx, &task, 0, replayed);
+    Ok(task)
+}
+
+fn restore<P: Processor>(
+    task: &mut Task<P>,
+    state: &[u8],
+    positions: &[(String, i32, i64)],
+    name: &str,
+) -> Result<(), KafkaError> {
+    task.core
+        .restore(state)
+        .map_err(|e| KafkaError::Changelog(format!("restoring {name} {}: {e}", task.key)))?;
+    task.next = positions
+        .iter()
+        .map(|(t, p, o)| ((t.clone(), *p), *o))
+        .collect();
+    Ok(())
+}
+
+fn note_restore<P: Processor>(ctx: &Ctx<'_>, task: &Task<P>, batches: usize, replayed: u64) {
+    ctx.metrics
+        .state_restores
+        .with_label_values(&[ctx.name])
+        .inc();
+    ctx.metrics
+        .state_replayed
+        .with_label_values(&[ctx.name])
+        .inc_by(replayed);
+    tracing::info!(task = %task.key, positions = ?task.positions(), batches, replayed, "state restored from the changelog");
+}
+
+/// The records named by `runs`, in run order, minus those `next` says were applied; moves
+/// `next` past them.
+async fn fetch_runs(
+    kafka: &Kafka,
+    runs: &[changelog::Run],
+    next: &mut HashMap<TopicPartition, i64>,
+) -> Result<Vec<OwnedMessage>, KafkaError> {
+    let mut ranges: BTreeMap<TopicPartition, (i64, i64)> = BTreeMap::new();
+    for r in runs {
+        let end = r.first + i64::from(r.count);
+        let e = ranges
+            .entry((r.topic.clone(), r.partition))
+            .or_insert((r.first, end));
+        e.0 = e.0.min(r.first);
+        e.1 = e.1.max(end);
+    }
+    let mut by_offset: HashMap<(TopicPartition, i64), OwnedMessage> = HashMap::new();
+    for ((topic, partition), (from, to)) in ranges {
+        let from = next
+            .get(&(topic.clone(), partition))
+            .map_or(from, |n| from.max(*n));
+        if from >= to {
+            continue;
+        }
+        for m in
+            changelog::read_partition_range(kafka, &topic, partition, Some(from), Some(to)).await?
+        {
+            by_offset.insert(((topic.clone(), partition), m.offset()), m);
+        }
+    }
+    let mut out = Vec::new();
+    for r in runs {
+        let tp = (r.topic.clone(), r.partition);
+        for offset in r.first..r.first + i64::from(r.count) {
+            if next.get(&tp).is_some_and(|n| offset < *n) {
+                continue;
+            }
+            let msg = by_offset.remove(&(tp.clone(), offset)).ok_or_else(|| {
+                KafkaError::Changelog(format!(
+                    "{}/{} offset {offset} named by the changelog is no longer in the topic \
+                     (input retention shorter than the snapshot interval?)",
+                    tp.0, tp.1
+                ))
+            })?;
+            next.insert(tp.clone(), offset + 1);
+            out.push(msg);
+        }
+    }
+    Ok(out)
+}
+
+struct Processed {
+    produced: u64,
+    dead_lettered: u64,
+}
+
+/// Decodes and processes `batch` in order, each record by its task's core; with `publish`,
+/// produces the outputs and dead letters and waits for their acknowledgement.
+async fn process_batch<P: Processor + Clone + Sync>(
+    ctx: &Ctx<'_>,
+    tasks: &mut Tasks<P>,
+    batch: &[OwnedMessage],
+    now: DateTime<Utc>,
+    publish: bool,
+) -> Result<Processed, KafkaError> {
+    let (codec, producer, metrics, name) = (ctx.codec, &ctx.output.producer, ctx.metrics, ctx.name);
     let mut deliveries: Vec<(DeliveryFuture, Pending)> = Vec::with_capacity(batch.len());
     let mut in_counts: BTreeMap<&str, u64> = BTreeMap::new();
     let mut out_counts: BTreeMap<Topic, u64> = BTreeMap::new();
@@ -191,7 +818,6 @@ async fn process_batch<P: Processor>(
     let mut e2e: Vec<(Topic, f64)> = Vec::new();
     let mut rejections: BTreeMap<String, u64> = BTreeMap::new();
     for msg in batch {
-        next_offsets.insert((msg.topic().to_string(), msg.partition()), msg.offset() + 1);
         *in_counts.entry(msg.topic()).or_default() += 1;
         let topic = Topic::from_name(msg.topic())
             .ok_or_else(|| KafkaError::UnknownTopic(msg.topic().to_string()))?;
@@ -203,7 +829,7 @@ async fn process_batch<P: Processor>(
             }
             Err(e) => return Err(e.into()),
         };
-        let outputs = match core.process(&record, now) {
+        let outputs = match tasks.core_for(msg)?.process(&record, now) {
             Ok(o) => o,
             Err(e) if e.class == ErrorClass::Fatal => {
                 return Err(KafkaError::Processor {
@@ -216,6 +842,9 @@ async fn process_batch<P: Processor>(
                 continue;
             }
         };
+        if !publish {
+            continue;
+        }
         let lag = (now - record.event_time())
             .num_microseconds()
             .unwrap_or(i64::MAX) as f64
@@ -237,9 +866,16 @@ async fn process_batch<P: Processor>(
                 key: out.key().to_string(),
                 payload: bytes,
                 headers: None,
+                partition: None,
             };
             deliveries.push((pending.enqueue(producer).await?, pending));
         }
+    }
+    if !publish {
+        return Ok(Processed {
+            produced: 0,
+            dead_lettered: 0,
+        });
     }
     for (info, msg) in &dead {
         let envelope = info.envelope(
@@ -255,6 +891,7 @@ async fn process_batch<P: Processor>(
             key,
             payload: bytes,
             headers: Some(info.headers()),
+            partition: None,
         };
         deliveries.push((pending.enqueue(producer).await?, pending));
         tracing::warn!(topic = %info.topic, partition = info.partition, offset = info.offset, reason = %info.message, "record dead-lettered");
@@ -296,11 +933,7 @@ async fn process_batch<P: Processor>(
             .with_label_values(&[name, topic.name()])
             .observe(lag.max(0.0));
     }
-    Ok(BatchOutcome {
-        offsets: next_offsets
-            .into_iter()
-            .map(|((t, p), o)| (t, p, o))
-            .collect(),
+    Ok(Processed {
         produced,
         dead_lettered: dead.len() as u64,
     })
@@ -394,13 +1027,16 @@ struct Pending {
     key: String,
     payload: Vec<u8>,
     headers: Option<rdkafka::message::OwnedHeaders>,
+    /// A fixed partition (the changelog), or the key's.
+    partition: Option<i32>,
 }
 
 impl Pending {
     async fn enqueue(&self, producer: &FutureProducer) -> Result<DeliveryFuture, KafkaError> {
-        enqueue(
+        enqueue_to(
             producer,
             &self.topic,
+            self.partition,
             &self.key,
             &self.payload,
             self.headers.clone(),
@@ -476,8 +1112,22 @@ pub async fn enqueue(
     payload: &[u8],
     headers: Option<rdkafka::message::OwnedHeaders>,
 ) -> Result<DeliveryFuture, KafkaError> {
+    enqueue_to(producer, topic, None, key, payload, headers).await
+}
+
+async fn enqueue_to(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: Option<i32>,
+    key: &str,
+    payload: &[u8],
+    headers: Option<rdkafka::message::OwnedHeaders>,
+) -> Result<DeliveryFuture, KafkaError> {
     loop {
         let mut record = FutureRecord::to(topic).key(key).payload(payload);
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
         if let Some(h) = headers.clone() {
             record = record.headers(h);
         }

@@ -27,6 +27,9 @@ pub enum ExchangeError {
         /// What was being computed.
         what: &'static str,
     },
+    /// A state snapshot that cannot be restored (other format version or corrupt bytes).
+    #[error("exchange snapshot cannot be restored: {0}")]
+    Snapshot(String),
 }
 
 impl From<RouterError> for ExchangeError {
@@ -42,7 +45,7 @@ impl ExchangeError {
     /// How the runner should react.
     pub fn class(&self) -> ErrorClass {
         match self {
-            ExchangeError::Config { .. } => ErrorClass::Fatal,
+            ExchangeError::Config { .. } | ExchangeError::Snapshot(_) => ErrorClass::Fatal,
             ExchangeError::Invalid(_)
             | ExchangeError::MissingParent { .. }
             | ExchangeError::Overflow { .. } => ErrorClass::DeadLetter,

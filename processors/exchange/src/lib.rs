@@ -10,4 +10,4 @@ pub mod processor;
 
 pub use config::{DaySession, ExchangeConfig};
 pub use error::ExchangeError;
-pub use processor::ExchangeProcessor;
+pub use processor::{ExchangeProcessor, SNAPSHOT_FORMAT};

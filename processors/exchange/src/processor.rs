@@ -10,6 +10,12 @@
 //!
 //! Outputs: `fills` (`fill_id = order_id:fill:n`, n from 0) and the order's next states on
 //! `orders` (sequence = last seen + 1, cumulative `filled_quantity`).
+//!
+//! Delivery guarantees: the whole venue state (bar buffers, held and finished orders, OCO
+//! winners, ledgers) round-trips through [`Processor::snapshot`] (a format-version byte, then
+//! MessagePack), so a restarted venue continues exactly. Redelivered inputs change nothing:
+//! an ACCEPTED order the venue holds or has finished, a cancel for an order it no longer
+//! holds, an echoed update and a bar at an instant it already has are all no-ops.
 
 use crate::config::{DaySession, ExchangeConfig};
 use crate::error::ExchangeError;
@@ -17,16 +23,21 @@ use crate::ledger::Ledger;
 use crate::matching::{OrderPrices, Prices, evaluate, slip};
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tradestream_router::Commission;
 use tradestream_router::error::status_name;
 use tradestream_schemas::{
     AccountId, AnyRecord, Fill, MarketData, Order, OrderStatus, OriginKind, ProcessError,
-    Processor, Record, Side, Symbol, TimeInForce, Topic,
+    Processor, Record, Side, Symbol, TaskScope, TimeInForce, Topic,
 };
 
+/// Version of the snapshot layout, the first byte of every snapshot; bump it whenever a
+/// serialized state type changes shape, so an old snapshot is refused instead of misread.
+pub const SNAPSHOT_FORMAT: u8 = 1;
+
 /// An order the venue holds.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Held {
     /// Latest state (published or received).
     order: Order,
@@ -48,7 +59,7 @@ struct Held {
 }
 
 /// How an order the venue no longer holds ended (and when, for parents that filled).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Finished {
     status: OrderStatus,
     at: DateTime<Utc>,
@@ -67,6 +78,26 @@ pub struct ExchangeProcessor {
     oco_done: BTreeMap<String, String>,
     /// What each account holds per symbol, from the venue's own fills (by symbol first: a
     /// bar compacts only its own symbol's ledgers).
+    ledgers: BTreeMap<Symbol, BTreeMap<AccountId, Ledger>>,
+}
+
+/// The snapshotted state, borrowed for writing (ordered maps: equal states, equal bytes).
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    bars: &'a BTreeMap<Symbol, Vec<MarketData>>,
+    held: &'a BTreeMap<String, Held>,
+    finished: &'a BTreeMap<String, Finished>,
+    oco_done: &'a BTreeMap<String, String>,
+    ledgers: &'a BTreeMap<Symbol, BTreeMap<AccountId, Ledger>>,
+}
+
+/// The snapshotted state, owned for reading.
+#[derive(Deserialize)]
+struct SnapshotOwned {
+    bars: BTreeMap<Symbol, Vec<MarketData>>,
+    held: BTreeMap<String, Held>,
+    finished: BTreeMap<String, Finished>,
+    oco_done: BTreeMap<String, String>,
     ledgers: BTreeMap<Symbol, BTreeMap<AccountId, Ledger>>,
 }
 
@@ -98,6 +129,52 @@ impl ExchangeProcessor {
             oco_done: BTreeMap::new(),
             ledgers: BTreeMap::new(),
         })
+    }
+
+    /// The state as snapshot bytes: [`SNAPSHOT_FORMAT`], then MessagePack with named fields.
+    pub fn snapshot_bytes(&self) -> Result<Vec<u8>, ExchangeError> {
+        let state = SnapshotRef {
+            bars: &self.bars,
+            held: &self.held,
+            finished: &self.finished,
+            oco_done: &self.oco_done,
+            ledgers: &self.ledgers,
+        };
+        let mut out = vec![SNAPSHOT_FORMAT];
+        rmp_serde::encode::write_named(&mut out, &state)
+            .map_err(|e| ExchangeError::Snapshot(format!("cannot encode: {e}")))?;
+        Ok(out)
+    }
+
+    /// Replaces the state with a snapshot from [`Self::snapshot_bytes`]. Refuses (and changes
+    /// nothing) another format version or corrupt bytes, including bar buffers out of time
+    /// order.
+    pub fn restore_bytes(&mut self, bytes: &[u8]) -> Result<(), ExchangeError> {
+        let Some((&format, body)) = bytes.split_first() else {
+            return Err(ExchangeError::Snapshot("the snapshot is empty".into()));
+        };
+        if format != SNAPSHOT_FORMAT {
+            return Err(ExchangeError::Snapshot(format!(
+                "snapshot format version {format}, this build reads version {SNAPSHOT_FORMAT}"
+            )));
+        }
+        let state: SnapshotOwned = rmp_serde::from_slice(body)
+            .map_err(|e| ExchangeError::Snapshot(format!("corrupt snapshot: {e}")))?;
+        if let Some(symbol) = state.bars.iter().find_map(|(s, bars)| {
+            bars.windows(2)
+                .any(|w| w[0].event_time >= w[1].event_time)
+                .then_some(s)
+        }) {
+            return Err(ExchangeError::Snapshot(format!(
+                "corrupt snapshot: the bar buffer of {symbol} is not in time order"
+            )));
+        }
+        self.bars = state.bars;
+        self.held = state.held;
+        self.finished = state.finished;
+        self.oco_done = state.oco_done;
+        self.ledgers = state.ledgers;
+        Ok(())
     }
 
     /// Ids of the orders the venue holds (resting or waiting for a parent).
@@ -571,6 +648,19 @@ impl Processor for ExchangeProcessor {
             }
         }?);
         Ok(out)
+    }
+
+    /// Orders, bars and ledgers span symbols and both input topics: one copy sees all.
+    fn scope(&self) -> TaskScope {
+        TaskScope::Single
+    }
+
+    fn snapshot(&self) -> Result<Option<Vec<u8>>, ProcessError> {
+        Ok(Some(self.snapshot_bytes()?))
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), ProcessError> {
+        Ok(self.restore_bytes(snapshot)?)
     }
 }
 

@@ -815,56 +815,136 @@ fn bars_strategy() -> impl Strategy<Value = Vec<(u32, u32, u32, u32, u32)>> {
     prop::collection::vec((80..120u32, 0..5u32, 0..5u32, 0..100u32, 0..200u32), 20..30)
 }
 
+/// Bars and orders drawn by the property tests, and the two arrival orders fed to the venue.
+struct RandomSession {
+    bars: Vec<MarketData>,
+    /// (bar created on, bar it arrives after when late, order).
+    orders: Vec<(usize, usize, Order)>,
+    /// Each order arrives right after the bar it was created on.
+    live: Vec<AnyRecord>,
+    /// Each order arrives `delay` bars later (bars it missed are replayed from the buffer).
+    late: Vec<AnyRecord>,
+}
+
+fn random_session(specs: &[Spec], raw: &[(u32, u32, u32, u32, u32)]) -> RandomSession {
+    let bars: Vec<MarketData> = raw
+        .iter()
+        .enumerate()
+        .map(|(i, (o, up, down, close_pct, vol))| {
+            let open = Decimal::from(*o);
+            let high = open + Decimal::from(*up);
+            let low = open - Decimal::from(*down);
+            let close = low + (high - low) * Decimal::from(*close_pct) / dec!(100);
+            MarketData {
+                record_id: format!("b{i}"),
+                symbol: sym(),
+                event_time: at(4, 0) + Duration::hours(3 * i as i64),
+                kind: MarketDataKind::Bar,
+                interval: Some("3h".into()),
+                open,
+                high,
+                low,
+                close,
+                volume: Decimal::from(*vol),
+                source: "p".into(),
+                ingest_time: at(4, 0),
+            }
+        })
+        .collect();
+    let orders: Vec<(usize, usize, Order)> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let created = s.created.min(bars.len() - 1);
+            let side = if s.side { Side::Buy } else { Side::Sell };
+            let kind = [
+                OrderType::Market,
+                OrderType::Limit,
+                OrderType::Stop,
+                OrderType::StopLimit,
+            ][s.kind as usize];
+            let px = (bars[created].close + Decimal::from(s.offset)).max(dec!(1));
+            let mut o = order(
+                &format!("o{i}"),
+                side,
+                kind,
+                Decimal::from(s.qty),
+                None,
+                bars[created].event_time,
+            );
+            match kind {
+                OrderType::Limit => o.limit_price = Some(px),
+                OrderType::Stop => o.stop_price = Some(px),
+                OrderType::StopLimit => {
+                    o.stop_price = Some(px);
+                    o.limit_price = Some(px + Decimal::from(s.offset.signum()));
+                }
+                OrderType::Market => {}
+            }
+            o.time_in_force =
+                [TimeInForce::Gtc, TimeInForce::Day, TimeInForce::Ioc][s.tif as usize];
+            (created, (created + s.delay).min(bars.len() - 1), o)
+        })
+        .collect();
+    let mut live = Vec::new();
+    let mut late = Vec::new();
+    for (i, b) in bars.iter().enumerate() {
+        live.push(AnyRecord::MarketData(b.clone()));
+        late.push(AnyRecord::MarketData(b.clone()));
+        for (created, arrival, o) in &orders {
+            if *created == i {
+                live.push(AnyRecord::Order(o.clone()));
+            }
+            if *arrival == i {
+                late.push(AnyRecord::Order(o.clone()));
+            }
+        }
+    }
+    RandomSession {
+        bars,
+        orders,
+        live,
+        late,
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Stopping after any number of records, snapshotting and restoring into a fresh venue
+    /// gives exactly the outputs of an uninterrupted run, on random orders and bars, whether
+    /// orders arrive live or late (caught up from an evicting bar buffer).
+    #[test]
+    fn resuming_random_sessions_is_exact(specs in prop::collection::vec(spec(), 1..12), raw in bars_strategy(), participation in any::<bool>(), late in any::<bool>(), k in 0..80usize) {
+        let session = random_session(&specs, &raw);
+        let inputs = if late { session.late } else { session.live };
+        let k = k.min(inputs.len());
+        let config = |c: &mut ExchangeConfig| {
+            c.bar_buffer = 8;
+            if participation { c.max_participation_pct = Some(dec!(25)); }
+        };
+        let fail = |e: ProcessError| TestCaseError::fail(e.message);
+        let new = || venue(config).map_err(|e| TestCaseError::fail(e.to_string()));
+        let whole = run_all(&mut new()?, &inputs).map_err(fail)?;
+        let mut first = new()?;
+        let mut out = run_all(&mut first, &inputs[..k]).map_err(fail)?;
+        let bytes = first.snapshot().map_err(fail)?.ok_or_else(|| TestCaseError::fail("stateless"))?;
+        let mut second = new()?;
+        second.restore(&bytes).map_err(fail)?;
+        out.extend(run_all(&mut second, &inputs[k..]).map_err(fail)?);
+        prop_assert_eq!(out, whole);
+    }
 
     /// Fills never exceed the order's quantity, trade only on bars after the order was
     /// created, and (without slippage) lie within the filling bar's [low, high]. The same
     /// fills come out whichever way the order and market-data topics interleave.
     #[test]
     fn fills_are_bounded_and_interleaving_free(specs in prop::collection::vec(spec(), 1..12), raw in bars_strategy(), participation in any::<bool>()) {
-        let bars: Vec<MarketData> = raw.iter().enumerate().map(|(i, (o, up, down, close_pct, vol))| {
-            let open = Decimal::from(*o);
-            let high = open + Decimal::from(*up);
-            let low = open - Decimal::from(*down);
-            let close = low + (high - low) * Decimal::from(*close_pct) / dec!(100);
-            MarketData {
-                record_id: format!("b{i}"), symbol: sym(), event_time: at(4, 0) + Duration::hours(3 * i as i64),
-                kind: MarketDataKind::Bar, interval: Some("3h".into()), open, high, low, close,
-                volume: Decimal::from(*vol), source: "p".into(), ingest_time: at(4, 0),
-            }
-        }).collect();
-        let orders: Vec<(usize, usize, Order)> = specs.iter().enumerate().map(|(i, s)| {
-            let created = s.created.min(bars.len() - 1);
-            let side = if s.side { Side::Buy } else { Side::Sell };
-            let kind = [OrderType::Market, OrderType::Limit, OrderType::Stop, OrderType::StopLimit][s.kind as usize];
-            let px = (bars[created].close + Decimal::from(s.offset)).max(dec!(1));
-            let mut o = order(&format!("o{i}"), side, kind, Decimal::from(s.qty), None, bars[created].event_time);
-            match kind {
-                OrderType::Limit => o.limit_price = Some(px),
-                OrderType::Stop => o.stop_price = Some(px),
-                OrderType::StopLimit => { o.stop_price = Some(px); o.limit_price = Some(px + Decimal::from(s.offset.signum())); }
-                OrderType::Market => {}
-            }
-            o.time_in_force = [TimeInForce::Gtc, TimeInForce::Day, TimeInForce::Ioc][s.tif as usize];
-            (created, (created + s.delay).min(bars.len() - 1), o)
-        }).collect();
+        let RandomSession { bars, orders, live, late } = random_session(&specs, &raw);
         let config = |c: &mut ExchangeConfig| {
             c.slippage_bps = dec!(0);
             if participation { c.max_participation_pct = Some(dec!(25)); }
         };
-        // Live: each order arrives right after the bar it was created on.
-        let mut live = Vec::new();
-        // Late: each order arrives `delay` bars later (bars it missed are replayed from the buffer).
-        let mut late = Vec::new();
-        for (i, b) in bars.iter().enumerate() {
-            live.push(AnyRecord::MarketData(b.clone()));
-            late.push(AnyRecord::MarketData(b.clone()));
-            for (created, arrival, o) in &orders {
-                if *created == i { live.push(AnyRecord::Order(o.clone())); }
-                if *arrival == i { late.push(AnyRecord::Order(o.clone())); }
-            }
-        }
         let a = feed(&mut venue(config).map_err(|e| TestCaseError::fail(e.to_string()))?, &live).map_err(|e| TestCaseError::fail(e.message))?;
         let b = feed(&mut venue(config).map_err(|e| TestCaseError::fail(e.to_string()))?, &late).map_err(|e| TestCaseError::fail(e.message))?;
         for (_, _, o) in &orders {
@@ -1008,5 +1088,307 @@ fn round_trip_with_the_router() -> TestResult {
         Side::Sell => c + f.quantity * f.price - f.commission,
     });
     assert_eq!(view.book.cash, cash);
+    Ok(())
+}
+
+// ---- snapshots and redelivery ----
+
+/// Records every input fed to a venue, echoing its order updates back (it reads `orders`,
+/// its own output topic, as the pipeline does).
+struct Driver {
+    ex: ExchangeProcessor,
+    inputs: Vec<AnyRecord>,
+}
+
+impl Driver {
+    fn push(&mut self, input: AnyRecord) -> Result<(), ProcessError> {
+        let out = self.ex.process(&input, at(4, 0))?;
+        self.inputs.push(input);
+        for r in out {
+            if let AnyRecord::Order(o) = r {
+                let echo = AnyRecord::Order(o);
+                self.ex.process(&echo, at(4, 0))?;
+                self.inputs.push(echo);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn scenario_config(c: &mut ExchangeConfig) {
+    c.short_accounts.insert(demo());
+    c.bar_buffer = 4;
+    c.max_participation_pct = Some(dec!(50));
+}
+
+fn cash() -> AccountId {
+    AccountId::new("cash").unwrap_or_else(|_| unreachable!("valid"))
+}
+
+/// A session and a half at the venue: a bracket filled in parts whose take-profit arrives
+/// after the parent filled (deferred), a resting limit, IOC, DAY expiry at the day change,
+/// a cancel request, a late order run against the buffer, a cash account's sells cut to its
+/// holdings, the stop winning the OCO race, and enough bars to evict and compact ledgers.
+fn scenario() -> Result<Vec<AnyRecord>, Box<dyn std::error::Error>> {
+    let mut d = Driver {
+        ex: ExchangeProcessor::new({
+            let mut c = ExchangeConfig::default();
+            scenario_config(&mut c);
+            c
+        })?,
+        inputs: Vec::new(),
+    };
+    let range = |m: i64, o: Decimal, h: Decimal, l: Decimal, c: Decimal| bar(at(4, m), o, h, l, c);
+    let accepted = |o: Order| AnyRecord::Order(o);
+    d.push(flat(at(4, 0), dec!(100)))?;
+    let parent = order("p", Side::Buy, OrderType::Market, dec!(80), None, at(4, 0));
+    d.push(accepted(parent.clone()))?;
+    d.push(accepted(child(&parent, "sl", OrderType::Stop, dec!(95))))?;
+    let mut cash_buy = order("cb", Side::Buy, OrderType::Market, dec!(6), None, at(4, 0));
+    cash_buy.account = cash();
+    d.push(accepted(cash_buy))?;
+    d.push(range(1, dec!(100), dec!(101), dec!(99), dec!(100)))?;
+    d.push(range(2, dec!(101), dec!(102), dec!(100), dec!(101)))?;
+    d.push(accepted(order(
+        "l",
+        Side::Sell,
+        OrderType::Limit,
+        dec!(20),
+        Some(dec!(103)),
+        at(4, 2),
+    )))?;
+    d.push(accepted(child(&parent, "tp", OrderType::Limit, dec!(106))))?;
+    d.push(range(3, dec!(102), dec!(104), dec!(101), dec!(103)))?;
+    let mut ioc = order(
+        "i",
+        Side::Buy,
+        OrderType::Limit,
+        dec!(10),
+        Some(dec!(90)),
+        at(4, 3),
+    );
+    ioc.time_in_force = TimeInForce::Ioc;
+    d.push(accepted(ioc))?;
+    let mut day = order(
+        "d",
+        Side::Buy,
+        OrderType::Limit,
+        dec!(5),
+        Some(dec!(80)),
+        at(4, 3),
+    );
+    day.time_in_force = TimeInForce::Day;
+    d.push(accepted(day))?;
+    let resting = order(
+        "c",
+        Side::Buy,
+        OrderType::Limit,
+        dec!(1),
+        Some(dec!(50)),
+        at(4, 3),
+    );
+    d.push(accepted(resting.clone()))?;
+    d.push(range(4, dec!(103), dec!(103), dec!(101), dec!(102)))?;
+    let mut cancel = resting;
+    cancel.status = OrderStatus::Canceled;
+    cancel.event_id = "c:cancel:test".into();
+    cancel.reject_reason = Some("CANCEL_REQUESTED".into());
+    d.push(AnyRecord::Order(cancel))?;
+    // Decided at minute 1, delivered now: run against the buffered bars after minute 1.
+    d.push(accepted(order(
+        "late",
+        Side::Buy,
+        OrderType::Limit,
+        dec!(3),
+        Some(dec!(100.5)),
+        at(4, 1),
+    )))?;
+    let mut cash_sell = order(
+        "cs",
+        Side::Sell,
+        OrderType::Market,
+        dec!(10),
+        None,
+        at(4, 4),
+    );
+    cash_sell.account = cash();
+    d.push(accepted(cash_sell))?;
+    d.push(range(5, dec!(97), dec!(98), dec!(94), dec!(95)))?;
+    let mut cash_again = order(
+        "cs2",
+        Side::Sell,
+        OrderType::Market,
+        dec!(1),
+        None,
+        at(4, 5),
+    );
+    cash_again.account = cash();
+    d.push(accepted(cash_again))?;
+    for m in 6..9 {
+        d.push(range(m, dec!(95), dec!(96), dec!(94), dec!(95)))?;
+    }
+    d.push(flat(at(5, 0), dec!(96)))?;
+    d.push(flat(at(5, 1), dec!(97)))?;
+    d.ex.flush()?;
+    Ok(d.inputs)
+}
+
+fn run_all(
+    ex: &mut ExchangeProcessor,
+    inputs: &[AnyRecord],
+) -> Result<Vec<AnyRecord>, ProcessError> {
+    let mut out = Vec::new();
+    for i in inputs {
+        out.extend(ex.process(i, at(4, 0))?);
+    }
+    Ok(out)
+}
+
+fn snapshot_of(ex: &ExchangeProcessor) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    ex.snapshot()?.ok_or_else(|| "the venue is stateful".into())
+}
+
+#[test]
+fn the_scenario_covers_the_venue() -> TestResult {
+    let inputs = scenario()?;
+    let mut ex = venue(scenario_config)?;
+    let mut out = run_all(&mut ex, &inputs)?;
+    out.extend(ex.flush()?);
+    let reasons: Vec<String> = out
+        .iter()
+        .filter_map(|r| match r {
+            AnyRecord::Order(o) => Some(format!(
+                "{} {} {}",
+                o.order_id,
+                status_name(o.status),
+                o.reject_reason.clone().unwrap_or_default()
+            )),
+            _ => None,
+        })
+        .collect();
+    for wanted in [
+        "p PARTIALLY_FILLED",
+        "p FILLED",
+        "p:sl FILLED",
+        "p:tp CANCELED OCO_SIBLING_FILLED",
+        "l FILLED",
+        "i CANCELED IOC_UNFILLED",
+        "d EXPIRED",
+        "c CANCELED",
+        "late FILLED",
+        "cs PARTIALLY_FILLED",
+        "cs2 CANCELED VENUE_NO_POSITION",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.starts_with(wanted)),
+            "{wanted} missing from {reasons:#?}"
+        );
+    }
+    eprintln!(
+        "exchange snapshot after the scenario ({} inputs): {} bytes",
+        inputs.len(),
+        snapshot_of(&ex)?.len()
+    );
+    Ok(())
+}
+
+#[test]
+fn snapshot_restore_continues_exactly() -> TestResult {
+    let inputs = scenario()?;
+    let whole = run_all(&mut venue(scenario_config)?, &inputs)?;
+    assert!(!whole.is_empty());
+    for k in 0..=inputs.len() {
+        let mut first = venue(scenario_config)?;
+        let mut out = run_all(&mut first, &inputs[..k])?;
+        let bytes = snapshot_of(&first)?;
+        let mut second = venue(scenario_config)?;
+        second.restore(&bytes)?;
+        assert_eq!(
+            snapshot_of(&second)?,
+            bytes,
+            "snapshot→restore→snapshot at {k}"
+        );
+        out.extend(run_all(&mut second, &inputs[k..])?);
+        assert_eq!(out, whole, "resumed after {k} inputs");
+    }
+    assert_eq!(venue(scenario_config)?.scope(), TaskScope::Single);
+    Ok(())
+}
+
+#[test]
+fn every_input_redelivered_changes_nothing() -> TestResult {
+    let inputs = scenario()?;
+    let mut ex = venue(scenario_config)?;
+    for (i, input) in inputs.iter().enumerate() {
+        ex.process(input, at(4, 0))?;
+        // Deferred bracket children are due before any next record; let them go first.
+        ex.flush()?;
+        let before = snapshot_of(&ex)?;
+        for old in &inputs[..=i] {
+            let out = ex.process(old, at(4, 0))?;
+            assert!(
+                out.is_empty(),
+                "redelivered {} after {i}: {out:?}",
+                old.id()
+            );
+            assert_eq!(
+                snapshot_of(&ex)?,
+                before,
+                "redelivered {} after {i}",
+                old.id()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn unusable_snapshots_are_fatal_and_change_nothing() -> TestResult {
+    let inputs = scenario()?;
+    let mut ex = venue(scenario_config)?;
+    run_all(&mut ex, &inputs)?;
+    let good = snapshot_of(&ex)?;
+    let mut target = venue(scenario_config)?;
+    run_all(&mut target, &inputs[..3])?;
+    let before = snapshot_of(&target)?;
+    let mut wrong_version = good.clone();
+    wrong_version[0] = SNAPSHOT_FORMAT + 1;
+    for (name, bytes, words) in [
+        ("empty", &[][..], "empty"),
+        ("version", &wrong_version[..], "format version"),
+        ("truncated", &good[..good.len() / 2], "corrupt"),
+        ("garbage", &[SNAPSHOT_FORMAT, 0xc1][..], "corrupt"),
+    ] {
+        let e = target.restore(bytes).expect_err(name);
+        assert_eq!(e.class, tradestream_schemas::ErrorClass::Fatal, "{name}");
+        assert!(e.message.contains(words), "{name}: {e}");
+        assert_eq!(snapshot_of(&target)?, before, "{name}");
+    }
+    Ok(())
+}
+
+/// Measures the snapshot of a venue that has seen 60 symbols × 1000 bars with default
+/// settings (printed with --nocapture): the bar buffers (`bar_buffer` bars per symbol)
+/// dominate it.
+#[test]
+fn snapshot_size_with_sixty_symbols() -> TestResult {
+    let mut ex = venue(|_| {})?;
+    for i in 0..1000 {
+        for s in 0..60 {
+            let AnyRecord::MarketData(mut b) = flat(at(4, i), Decimal::from(100 + (i + s) % 50))
+            else {
+                unreachable!("a bar")
+            };
+            b.symbol = Symbol::new(format!("S{s:02}")).unwrap_or_else(|_| unreachable!("valid"));
+            b.record_id = format!("md:{}:{i}", b.symbol);
+            ex.process(&AnyRecord::MarketData(b), at(4, 0))?;
+        }
+    }
+    let bytes = snapshot_of(&ex)?;
+    eprintln!(
+        "exchange snapshot: 60 symbols x 1000 bars (bar_buffer 256) = {} bytes",
+        bytes.len()
+    );
+    assert!(bytes.len() < 60 * 256 * 400, "{}", bytes.len());
     Ok(())
 }

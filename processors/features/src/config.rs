@@ -56,6 +56,12 @@ pub struct FeaturesConfig {
     /// `vwap_<n>`, `zscore_close_<n>` and `zscore_volume_<n>`; at least 2.
     #[serde(default = "default_stats_period")]
     pub stats_period: usize,
+    /// How many of a symbol's most recent bar record ids are remembered to recognise a
+    /// redelivery: an upstream replay re-publishes bars with the same `record_id`, which are
+    /// then dropped silently instead of being dead-lettered as duplicates. At least 1. Not an
+    /// indicator setting, so changing it needs no new `feature_set_version`.
+    #[serde(default = "default_dedup_window")]
+    pub dedup_window: usize,
 }
 
 fn default_feature_set_version() -> String {
@@ -91,6 +97,9 @@ fn default_atr_period() -> usize {
 fn default_stats_period() -> usize {
     20
 }
+fn default_dedup_window() -> usize {
+    256
+}
 
 impl Default for FeaturesConfig {
     fn default() -> Self {
@@ -106,6 +115,7 @@ impl Default for FeaturesConfig {
             bollinger_stddev: default_bollinger_stddev(),
             atr_period: default_atr_period(),
             stats_period: default_stats_period(),
+            dedup_window: default_dedup_window(),
         }
     }
 }
@@ -145,6 +155,12 @@ impl FeaturesConfig {
         period("bollinger_period", self.bollinger_period, 1);
         period("atr_period", self.atr_period, 1);
         period("stats_period", self.stats_period, 2);
+        if !(1..=MAX_PERIOD).contains(&self.dedup_window) {
+            problems.push(format!(
+                "dedup_window: must be between 1 and {MAX_PERIOD}, got {}",
+                self.dedup_window
+            ));
+        }
         for (name, list) in [
             ("sma_periods", &self.sma_periods),
             ("ema_periods", &self.ema_periods),
@@ -169,6 +185,7 @@ impl FeaturesConfig {
         }
         let defaults = Self {
             feature_set_version: self.feature_set_version.clone(),
+            dedup_window: self.dedup_window,
             ..Self::default()
         };
         if self.feature_set_version == FEATURE_SET_VERSION && *self != defaults {
@@ -182,6 +199,16 @@ impl FeaturesConfig {
         } else {
             Err(problems)
         }
+    }
+
+    /// Whether `other` computes the same indicators (every setting except `dedup_window`):
+    /// a snapshot of per-symbol state is meaningful only under the same indicator settings.
+    pub fn same_indicators(&self, other: &Self) -> bool {
+        *self
+            == Self {
+                dedup_window: self.dedup_window,
+                ..other.clone()
+            }
     }
 
     /// Bars a symbol needs before every indicator is present (the longest warm-up). A runner
@@ -240,6 +267,7 @@ mod tests {
             bollinger_stddev: f64::NAN,
             atr_period: 0,
             stats_period: 1,
+            dedup_window: 0,
         };
         let problems = c.validate().expect_err("invalid");
         for setting in [
@@ -254,6 +282,7 @@ mod tests {
             "bollinger_stddev",
             "atr_period",
             "stats_period",
+            "dedup_window",
         ] {
             assert!(
                 problems.iter().any(|p| p.starts_with(setting)),
@@ -278,5 +307,28 @@ mod tests {
             ..c
         };
         assert_eq!(c.validate(), Ok(()));
+        // The redelivery window is not an indicator setting: no new version needed.
+        let c = FeaturesConfig {
+            dedup_window: 16,
+            ..FeaturesConfig::default()
+        };
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    /// The indicator settings, everything that shapes a symbol's state except the
+    /// redelivery window.
+    #[test]
+    fn indicator_settings_ignore_the_dedup_window() {
+        let a = FeaturesConfig::default();
+        let b = FeaturesConfig {
+            dedup_window: 3,
+            ..FeaturesConfig::default()
+        };
+        assert!(a.same_indicators(&b));
+        let c = FeaturesConfig {
+            rsi_period: 9,
+            ..FeaturesConfig::default()
+        };
+        assert!(!a.same_indicators(&c));
     }
 }

@@ -42,6 +42,21 @@ pub enum FeaturesError {
         /// Interval of the refused bar.
         found: Option<String>,
     },
+    /// A bar the processor already processed (same `record_id` among the symbol's last
+    /// `dedup_window` bars): an upstream redelivery. [`tradestream_schemas::Processor::process`]
+    /// drops it silently; only [`crate::FeaturesProcessor::compute`], which must return a
+    /// record, reports it.
+    #[error("record {record_id} for {symbol} was already processed (redelivery)")]
+    Redelivered {
+        /// The redelivered record.
+        record_id: String,
+        /// Its symbol.
+        symbol: Symbol,
+    },
+    /// A state snapshot that cannot be restored (other format version, corrupt bytes, or
+    /// taken under other indicator settings).
+    #[error("features snapshot cannot be restored: {0}")]
+    Snapshot(String),
     /// A bar at or before the symbol's last processed bar: a duplicate or out of order.
     #[error(
         "{kind} bar for {symbol}: record {record_id} has event time {time}, last processed bar is at {last}"
@@ -64,8 +79,11 @@ impl FeaturesError {
     /// How a runner should react.
     pub fn class(&self) -> ErrorClass {
         match self {
-            FeaturesError::Config(_) | FeaturesError::WrongTopic(_) => ErrorClass::Fatal,
+            FeaturesError::Config(_)
+            | FeaturesError::WrongTopic(_)
+            | FeaturesError::Snapshot(_) => ErrorClass::Fatal,
             FeaturesError::InvalidBar(_)
+            | FeaturesError::Redelivered { .. }
             | FeaturesError::Tick { .. }
             | FeaturesError::IntervalChanged { .. }
             | FeaturesError::OutOfOrder { .. } => ErrorClass::DeadLetter,

@@ -31,6 +31,7 @@ use crate::config::FeaturesConfig;
 use crate::rolling::{Smoother, Window};
 use crate::trend::{TrendMachine, classify};
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tradestream_schemas::{BarClass, Trend};
 
@@ -170,7 +171,7 @@ pub(crate) struct BarInput {
 }
 
 /// The previous bar, as far as the indicators need it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Previous {
     high: Decimal,
     low: Decimal,
@@ -178,7 +179,7 @@ struct Previous {
 }
 
 /// TA-Lib MACD state.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Macd {
     /// The last `fast` closes, to seed the fast EMA when the slow one starts.
     fast_seed: Window,
@@ -207,7 +208,7 @@ impl Macd {
 }
 
 /// Everything the indicators remember about one symbol.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct SymbolState {
     previous: Option<Previous>,
     trend: TrendMachine,
@@ -249,6 +250,42 @@ impl SymbolState {
             volumes: Window::new(c.stats_period),
             price_volume: Window::new(c.stats_period),
         }
+    }
+
+    /// Whether restored state `self` was built for the same indicator settings as `fresh`
+    /// (same windows and periods, consistent cursors): a snapshot check.
+    pub(crate) fn same_shape(&self, fresh: &SymbolState) -> bool {
+        let smoothers = [
+            (&self.rsi_gain, &fresh.rsi_gain),
+            (&self.rsi_loss, &fresh.rsi_loss),
+            (&self.atr, &fresh.atr),
+            (&self.macd.fast, &fresh.macd.fast),
+            (&self.macd.slow, &fresh.macd.slow),
+            (&self.macd.signal, &fresh.macd.signal),
+        ];
+        let windows = [
+            (&self.macd.fast_seed, &fresh.macd.fast_seed),
+            (&self.bollinger, &fresh.bollinger),
+            (&self.log_returns, &fresh.log_returns),
+            (&self.closes, &fresh.closes),
+            (&self.volumes, &fresh.volumes),
+            (&self.price_volume, &fresh.price_volume),
+        ];
+        self.smas.len() == fresh.smas.len()
+            && self.emas.len() == fresh.emas.len()
+            && self
+                .smas
+                .iter()
+                .zip(&fresh.smas)
+                .all(|(a, b)| a.same_shape(b))
+            && self
+                .emas
+                .iter()
+                .zip(&fresh.emas)
+                .all(|(a, b)| a.same_shape(b))
+            && smoothers.iter().all(|(a, b)| a.same_shape(b))
+            && windows.iter().all(|(a, b)| a.same_shape(b))
+            && self.bollinger_k.to_bits() == fresh.bollinger_k.to_bits()
     }
 
     /// Folds in the next bar and writes the defined indicators into `out`.

@@ -16,5 +16,5 @@ pub mod trend;
 
 pub use config::{FEATURE_SET_VERSION, FeaturesConfig, MAX_PERIOD};
 pub use error::FeaturesError;
-pub use processor::{FeaturesProcessor, PROCESSOR_NAME, RECORD_ID_PREFIX};
+pub use processor::{FeaturesProcessor, PROCESSOR_NAME, RECORD_ID_PREFIX, SNAPSHOT_FORMAT};
 pub use trend::{TrendMachine, classify};

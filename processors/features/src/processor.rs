@@ -3,6 +3,14 @@
 //! State is per symbol (indicator windows, previous bar, trend), because market data is keyed
 //! by symbol and every indicator is order-dependent. A bad bar is refused before any state
 //! changes, so dead-lettering it leaves the symbol exactly as if the bar had never arrived.
+//!
+//! Delivery guarantees: a restarted task restores the per-symbol state from a snapshot
+//! ([`Processor::snapshot`], MessagePack behind a format-version byte) and replays the bars
+//! after it, and upstream replays re-publish bars with their original `record_id`. Each
+//! symbol therefore remembers its last `dedup_window` record ids: a bar at or before the
+//! symbol's last time whose id is among them is a redelivery and is dropped silently, while
+//! any other bar at or before that time is still dead-lettered as a duplicate or out of order.
+//! The id check runs only on that refusal path, so in-order bars pay nothing for it.
 
 use crate::config::FeaturesConfig;
 use crate::error::FeaturesError;
@@ -10,9 +18,11 @@ use crate::indicators::{BarInput, Names, SymbolState};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
-use std::collections::HashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet, VecDeque};
 use tradestream_schemas::{
-    AnyRecord, Features, MarketData, MarketDataKind, ProcessError, Processor, Record, Symbol, Topic,
+    AnyRecord, Features, MarketData, MarketDataKind, ProcessError, Processor, Record, Symbol,
+    TaskScope, Topic,
 };
 
 /// Processor name: consumer group suffix, metric label, DLQ header.
@@ -21,12 +31,34 @@ pub const PROCESSOR_NAME: &str = "features";
 /// Prefix of every features record id: `features:<market_data record_id>`.
 pub const RECORD_ID_PREFIX: &str = "features:";
 
+/// Version of the snapshot layout, the first byte of every snapshot. Bump it whenever a
+/// serialized state type changes shape; an older or newer snapshot is then refused (fatal)
+/// instead of being misread.
+pub const SNAPSHOT_FORMAT: u8 = 1;
+
 /// Per-symbol series state.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Series {
     last_time: DateTime<Utc>,
     interval: Option<String>,
     indicators: SymbolState,
+    /// Record ids of the last `dedup_window` bars processed, oldest first.
+    recent_ids: VecDeque<String>,
+}
+
+/// What a snapshot holds: the settings it was taken under (checked on restore) and every
+/// symbol's series, sorted by symbol so equal states give equal bytes.
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    config: &'a FeaturesConfig,
+    series: Vec<(&'a Symbol, &'a Series)>,
+}
+
+/// The owned form of [`SnapshotRef`], read back on restore.
+#[derive(Deserialize)]
+struct SnapshotOwned {
+    config: FeaturesConfig,
+    series: Vec<(Symbol, Series)>,
 }
 
 /// Streaming indicators per symbol. See the crate docs for the definitions.
@@ -78,8 +110,21 @@ impl FeaturesProcessor {
         self.series.get(symbol).map(|s| s.last_time)
     }
 
-    /// Computes the features of the next bar of its symbol. On error nothing changes.
+    /// Computes the features of the next bar of its symbol. On error nothing changes; a
+    /// redelivered bar is refused with [`FeaturesError::Redelivered`] (use
+    /// [`Self::compute_once`] to drop redeliveries instead).
     pub fn compute(&mut self, bar: &MarketData) -> Result<Features, FeaturesError> {
+        self.compute_once(bar)?
+            .ok_or_else(|| FeaturesError::Redelivered {
+                record_id: bar.record_id.clone(),
+                symbol: bar.symbol.clone(),
+            })
+    }
+
+    /// Like [`Self::compute`], but `Ok(None)` for a redelivery: a bar at or before the
+    /// symbol's last time whose `record_id` is among its last `dedup_window` processed bars.
+    /// Nothing changes then either.
+    pub fn compute_once(&mut self, bar: &MarketData) -> Result<Option<Features>, FeaturesError> {
         if bar.kind == MarketDataKind::Tick {
             return Err(FeaturesError::Tick {
                 record_id: bar.record_id.clone(),
@@ -97,9 +142,14 @@ impl FeaturesProcessor {
             volume_f: to_f64(bar.volume),
         };
         let version = &self.config.feature_set_version;
+        let window = self.config.dedup_window;
         if let Some(series) = self.series.get_mut(&bar.symbol) {
+            if series.is_redelivery(bar) {
+                return Ok(None);
+            }
             series.check(bar)?;
-            return Ok(series.next(bar, &input, &self.names, &mut self.slots, version));
+            let next = series.next(bar, &input, &self.names, &mut self.slots, version, window);
+            return Ok(Some(next));
         }
         let series = self
             .series
@@ -108,12 +158,80 @@ impl FeaturesProcessor {
                 last_time: bar.event_time,
                 interval: bar.interval.clone(),
                 indicators: SymbolState::new(&self.config),
+                recent_ids: VecDeque::new(),
             });
-        Ok(series.next(bar, &input, &self.names, &mut self.slots, version))
+        let next = series.next(bar, &input, &self.names, &mut self.slots, version, window);
+        Ok(Some(next))
+    }
+
+    /// The state as snapshot bytes: [`SNAPSHOT_FORMAT`], then MessagePack (named fields;
+    /// f64 values, NaN included, round-trip bit for bit).
+    pub fn snapshot_bytes(&self) -> Result<Vec<u8>, FeaturesError> {
+        let mut series: Vec<(&Symbol, &Series)> = self.series.iter().collect();
+        series.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let state = SnapshotRef {
+            config: &self.config,
+            series,
+        };
+        let mut out = vec![SNAPSHOT_FORMAT];
+        rmp_serde::encode::write_named(&mut out, &state)
+            .map_err(|e| FeaturesError::Snapshot(format!("cannot encode: {e}")))?;
+        Ok(out)
+    }
+
+    /// Replaces the state with a snapshot from [`Self::snapshot_bytes`]. Refuses (and changes
+    /// nothing) a snapshot of another format version, corrupt bytes, or one taken under other
+    /// indicator settings; a different `dedup_window` is fine (the id lists are trimmed).
+    pub fn restore_bytes(&mut self, bytes: &[u8]) -> Result<(), FeaturesError> {
+        let Some((&format, body)) = bytes.split_first() else {
+            return Err(FeaturesError::Snapshot("the snapshot is empty".into()));
+        };
+        if format != SNAPSHOT_FORMAT {
+            return Err(FeaturesError::Snapshot(format!(
+                "snapshot format version {format}, this build reads version {SNAPSHOT_FORMAT} \
+                 (replay from the input instead of restoring)"
+            )));
+        }
+        let state: SnapshotOwned = rmp_serde::from_slice(body)
+            .map_err(|e| FeaturesError::Snapshot(format!("corrupt snapshot: {e}")))?;
+        if !state.config.same_indicators(&self.config) {
+            return Err(FeaturesError::Snapshot(format!(
+                "taken under other indicator settings (feature set {:?}, this core runs {:?} \
+                 with different windows): its indicator state would be misread",
+                state.config.feature_set_version, self.config.feature_set_version
+            )));
+        }
+        let fresh = SymbolState::new(&self.config);
+        let mut restored = HashMap::with_capacity(state.series.len());
+        let mut seen = HashSet::with_capacity(state.series.len());
+        for (symbol, mut series) in state.series {
+            if !series.indicators.same_shape(&fresh) {
+                return Err(FeaturesError::Snapshot(format!(
+                    "corrupt snapshot: the indicator state of {symbol} does not fit the configuration"
+                )));
+            }
+            if !seen.insert(symbol.clone()) {
+                return Err(FeaturesError::Snapshot(format!(
+                    "corrupt snapshot: {symbol} appears twice"
+                )));
+            }
+            while series.recent_ids.len() > self.config.dedup_window {
+                series.recent_ids.pop_front();
+            }
+            restored.insert(symbol, series);
+        }
+        self.series = restored;
+        Ok(())
     }
 }
 
 impl Series {
+    /// Whether `bar` is one this series already folded in, re-sent by an upstream replay.
+    /// Only bars that could not continue the series are looked up.
+    fn is_redelivery(&self, bar: &MarketData) -> bool {
+        bar.event_time <= self.last_time && self.recent_ids.iter().any(|id| *id == bar.record_id)
+    }
+
     /// Refuses a bar that does not continue this series.
     fn check(&self, bar: &MarketData) -> Result<(), FeaturesError> {
         if bar.event_time <= self.last_time {
@@ -148,11 +266,21 @@ impl Series {
         names: &Names,
         slots: &mut [f64],
         version: &str,
+        dedup_window: usize,
     ) -> Features {
         slots.fill(f64::NAN);
         let (bar_class, trend) = self.indicators.update(input, names, slots);
         let values = names.collect(slots);
         self.last_time = bar.event_time;
+        // Reuse the oldest id's allocation once the list is full.
+        let mut id = if self.recent_ids.len() >= dedup_window {
+            self.recent_ids.pop_front().unwrap_or_default()
+        } else {
+            String::new()
+        };
+        id.clear();
+        id.push_str(&bar.record_id);
+        self.recent_ids.push_back(id);
         Features {
             record_id: format!("{RECORD_ID_PREFIX}{}", bar.record_id),
             source_id: bar.record_id.clone(),
@@ -188,9 +316,26 @@ impl Processor for FeaturesProcessor {
         _now: DateTime<Utc>,
     ) -> Result<Vec<AnyRecord>, ProcessError> {
         match input {
-            AnyRecord::MarketData(bar) => Ok(vec![AnyRecord::Features(self.compute(bar)?)]),
+            AnyRecord::MarketData(bar) => Ok(self
+                .compute_once(bar)?
+                .map(AnyRecord::Features)
+                .into_iter()
+                .collect()),
             other => Err(FeaturesError::WrongTopic(other.topic()).into()),
         }
+    }
+
+    /// State is per symbol and symbols are the record key: one copy per input partition.
+    fn scope(&self) -> TaskScope {
+        TaskScope::PerPartition
+    }
+
+    fn snapshot(&self) -> Result<Option<Vec<u8>>, ProcessError> {
+        Ok(Some(self.snapshot_bytes()?))
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), ProcessError> {
+        Ok(self.restore_bytes(snapshot)?)
     }
 }
 
@@ -806,6 +951,216 @@ mod tests {
         assert!(e.to_string().contains("rsi_period"), "{e}");
     }
 
+    /// Three symbols of different lengths, interleaved as a partition would deliver them.
+    fn interleaved(n: usize) -> Vec<AnyRecord> {
+        let raw = series(n);
+        let mut out = Vec::new();
+        for (i, b) in raw.iter().enumerate() {
+            out.push(AnyRecord::MarketData(bar("AAA", i as i64, *b)));
+            if i % 3 != 0 {
+                out.push(AnyRecord::MarketData(bar("BBB", i as i64, raw[n - 1 - i])));
+            }
+            if i >= n / 2 {
+                out.push(AnyRecord::MarketData(bar("CCC", i as i64, raw[i / 2])));
+            }
+        }
+        out
+    }
+
+    fn feed(p: &mut FeaturesProcessor, records: &[AnyRecord]) -> Vec<AnyRecord> {
+        records
+            .iter()
+            .flat_map(|r| p.process(r, t(0)).expect("valid"))
+            .collect()
+    }
+
+    /// Runs `records[..k]`, snapshots, restores into a fresh core and runs the rest.
+    fn resumed(config: &FeaturesConfig, records: &[AnyRecord], k: usize) -> Vec<AnyRecord> {
+        let mut first = FeaturesProcessor::new(config.clone()).expect("valid");
+        let mut out = feed(&mut first, &records[..k]);
+        let bytes = first.snapshot().expect("snapshot").expect("stateful");
+        let mut second = FeaturesProcessor::new(config.clone()).expect("valid");
+        second.restore(&bytes).expect("restore");
+        out.extend(feed(&mut second, &records[k..]));
+        out
+    }
+
+    #[test]
+    fn snapshot_restore_continues_exactly() {
+        let records = interleaved(80);
+        let config = FeaturesConfig::default();
+        let whole = feed(
+            &mut FeaturesProcessor::new(config.clone()).expect("valid"),
+            &records,
+        );
+        assert_eq!(whole.len(), records.len());
+        for k in [0, 1, 2, 49, 50, 51, 120, records.len() - 1, records.len()] {
+            assert_eq!(
+                resumed(&config, &records, k),
+                whole,
+                "resumed after {k} records"
+            );
+        }
+    }
+
+    #[test]
+    fn snapshot_restore_snapshot_is_byte_identical() {
+        let records = interleaved(60);
+        for k in [0, 7, records.len()] {
+            let mut p = FeaturesProcessor::default();
+            feed(&mut p, &records[..k]);
+            let bytes = p.snapshot().expect("snapshot").expect("stateful");
+            assert_eq!(bytes[0], SNAPSHOT_FORMAT);
+            let mut q = FeaturesProcessor::default();
+            q.restore(&bytes).expect("restore");
+            assert_eq!(q.snapshot().expect("snapshot"), Some(bytes), "after {k}");
+            assert_eq!(q.symbol_count(), p.symbol_count());
+        }
+        assert_eq!(
+            FeaturesProcessor::default().scope(),
+            TaskScope::PerPartition
+        );
+    }
+
+    #[test]
+    fn redelivered_bars_are_dropped_silently_and_change_nothing() {
+        let records = interleaved(70);
+        let mut p = FeaturesProcessor::default();
+        for (i, r) in records.iter().enumerate() {
+            p.process(r, t(0)).expect("valid");
+            // Everything so far, replayed: the dedup window (256) covers it all.
+            for old in records[..=i].iter().step_by(7) {
+                let before = p.snapshot().expect("snapshot");
+                assert_eq!(
+                    p.process(old, t(0)),
+                    Ok(vec![]),
+                    "redelivery of {}",
+                    old.id()
+                );
+                assert_eq!(p.snapshot().expect("snapshot"), before);
+            }
+        }
+        // compute() must return a record, so it names the redelivery instead.
+        let AnyRecord::MarketData(last) = &records[records.len() - 1] else {
+            panic!("market data")
+        };
+        let e = p.compute(last).expect_err("redelivery");
+        assert!(matches!(e, FeaturesError::Redelivered { .. }), "{e}");
+        // A different bar at the last time is still a duplicate for the dead-letter topic.
+        let mut other = last.clone();
+        other.record_id.push_str(":other");
+        let e = p
+            .process(&AnyRecord::MarketData(other), t(0))
+            .expect_err("duplicate");
+        assert_eq!(e.class, ErrorClass::DeadLetter);
+        assert!(e.message.contains("duplicate"), "{e}");
+    }
+
+    #[test]
+    fn only_the_last_dedup_window_ids_are_recognised() {
+        let config = FeaturesConfig {
+            dedup_window: 3,
+            ..FeaturesConfig::default()
+        };
+        let bars: Vec<AnyRecord> = series(10)
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| AnyRecord::MarketData(bar("W", i as i64, b)))
+            .collect();
+        let mut p = FeaturesProcessor::new(config.clone()).expect("valid");
+        feed(&mut p, &bars);
+        for (i, old) in bars.iter().enumerate() {
+            let got = p.process(old, t(0));
+            if i >= 7 {
+                assert_eq!(got, Ok(vec![]), "bar {i} is among the last 3");
+            } else {
+                let e = got.expect_err("too old to recognise");
+                assert_eq!(e.class, ErrorClass::DeadLetter, "bar {i}");
+                assert!(e.message.contains("out-of-order"), "{e}");
+            }
+        }
+        // The window survives a snapshot, and a smaller window on restore trims it.
+        let bytes = p.snapshot().expect("snapshot").expect("stateful");
+        let mut q = FeaturesProcessor::new(FeaturesConfig {
+            dedup_window: 1,
+            ..config
+        })
+        .expect("valid");
+        q.restore(&bytes).expect("restore");
+        assert_eq!(q.process(&bars[9], t(0)), Ok(vec![]));
+        assert!(q.process(&bars[8], t(0)).is_err());
+    }
+
+    #[test]
+    fn unusable_snapshots_are_fatal_and_change_nothing() {
+        let records = interleaved(30);
+        let mut p = FeaturesProcessor::default();
+        feed(&mut p, &records);
+        let good = p.snapshot().expect("snapshot").expect("stateful");
+        let mut target = FeaturesProcessor::default();
+        feed(&mut target, &records[..5]);
+        let before = target.snapshot().expect("snapshot");
+
+        let mut wrong_version = good.clone();
+        wrong_version[0] = SNAPSHOT_FORMAT + 1;
+        let mut flipped = good.clone();
+        let middle = flipped.len() / 2;
+        flipped[middle] ^= 0xff;
+        let cases: [(&str, &[u8], &str); 5] = [
+            ("empty", &[], "empty"),
+            ("version", &wrong_version, "format version"),
+            ("truncated", &good[..good.len() / 2], "corrupt"),
+            ("garbage", &[SNAPSHOT_FORMAT, 0xc1, 0x00, 0x17], "corrupt"),
+            ("flipped", &flipped, "snapshot"),
+        ];
+        for (name, bytes, words) in cases {
+            let Err(e) = target.restore(bytes) else {
+                // A flipped byte may land in a value (a close, an id) and decode fine.
+                assert_eq!(name, "flipped", "{name} was accepted");
+                target = FeaturesProcessor::default();
+                feed(&mut target, &records[..5]);
+                continue;
+            };
+            assert_eq!(e.class, ErrorClass::Fatal, "{name}");
+            assert!(e.message.contains(words), "{name}: {e}");
+            assert_eq!(target.snapshot().expect("snapshot"), before, "{name}");
+        }
+
+        let other = FeaturesConfig {
+            feature_set_version: "fs-other".into(),
+            rsi_period: 7,
+            ..FeaturesConfig::default()
+        };
+        let e = FeaturesProcessor::new(other)
+            .expect("valid")
+            .restore(&good)
+            .expect_err("other settings");
+        assert_eq!(e.class, ErrorClass::Fatal);
+        assert!(e.message.contains("other indicator settings"), "{e}");
+    }
+
+    /// Measures the snapshot of 60 symbols after 1000 bars each (printed with --nocapture):
+    /// the per-symbol state is fixed-size, so this bounds what a changelog record carries.
+    #[test]
+    fn snapshot_size_for_sixty_symbols() {
+        let mut p = FeaturesProcessor::default();
+        let raw = series(1000);
+        for (i, b) in raw.iter().enumerate() {
+            for s in 0..60 {
+                p.compute(&bar(&format!("S{s:02}"), i as i64, *b))
+                    .expect("valid");
+            }
+        }
+        let bytes = p.snapshot().expect("snapshot").expect("stateful");
+        eprintln!(
+            "features snapshot: 60 symbols x 1000 bars = {} bytes ({} per symbol)",
+            bytes.len(),
+            bytes.len() / 60
+        );
+        // Fixed-size state: windows (≤ 50 values each) and 256 ids of ~20 bytes per symbol.
+        assert!(bytes.len() < 60 * 16_000, "{}", bytes.len());
+    }
+
     fn random_bar() -> impl Strategy<Value = [f64; 5]> {
         (
             1.0f64..1000.0,
@@ -821,6 +1176,17 @@ mod tests {
     }
 
     proptest! {
+        /// Stopping after any prefix, snapshotting and resuming in a fresh core gives exactly
+        /// the records of an uninterrupted run.
+        #[test]
+        fn resuming_after_any_prefix_is_exact(k in 0usize..=200) {
+            let records = interleaved(90);
+            let k = k.min(records.len());
+            let config = FeaturesConfig::default();
+            let whole = feed(&mut FeaturesProcessor::new(config.clone()).expect("valid"), &records);
+            prop_assert_eq!(resumed(&config, &records, k), whole);
+        }
+
         /// On random series the incremental SMA, Bollinger stddev and VWAP equal a from-scratch
         /// recomputation over the window on every bar.
         #[test]

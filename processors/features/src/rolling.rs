@@ -15,9 +15,11 @@
 /// triggers a recomputation: the variance then keeps about `eps·DRIFT_LIMIT` relative error.
 const DRIFT_LIMIT: f64 = 1e4;
 
+use serde::{Deserialize, Serialize};
+
 /// A compensated running sum (Neumaier): exact enough that adding and later removing a huge
 /// term leaves the small ones intact.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct CompensatedSum {
     sum: f64,
     compensation: f64,
@@ -40,7 +42,7 @@ impl CompensatedSum {
 }
 
 /// The last `period` values of a series, with O(1) statistics over them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Window {
     buf: Box<[f64]>,
     /// Next slot to write; the oldest value once the window is full.
@@ -130,6 +132,13 @@ impl Window {
         self.since_rebase = 0;
     }
 
+    /// Whether restored state `self` has the shape of `fresh` (same period) and consistent
+    /// cursors, so a corrupt snapshot can never index out of bounds.
+    pub(crate) fn same_shape(&self, fresh: &Window) -> bool {
+        let cap = self.buf.len();
+        cap == fresh.buf.len() && self.head < cap && self.len <= cap && self.equal_run <= cap
+    }
+
     /// Whether the window holds `period` values.
     pub(crate) fn is_full(&self) -> bool {
         self.len == self.buf.len()
@@ -183,7 +192,7 @@ impl Window {
 }
 
 /// How a recursive smoother folds in a new value once seeded.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 enum Smoothing {
     /// `prev + k·(x − prev)`, k = 2/(n+1) (TA-Lib `EMA`).
     Exponential { k: f64 },
@@ -193,7 +202,7 @@ enum Smoothing {
 
 /// A TA-Lib-style recursive average: its first value is the simple mean of the first
 /// `period` inputs, after which each input is folded in recursively.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Smoother {
     period: usize,
     smoothing: Smoothing,
@@ -226,6 +235,19 @@ impl Smoother {
             seed_sum: 0.0,
             value: None,
         }
+    }
+
+    /// Whether restored state `self` is the same kind of average as `fresh` (period and
+    /// smoothing constant), with a seed count within its period.
+    pub(crate) fn same_shape(&self, fresh: &Smoother) -> bool {
+        let same_smoothing = match (self.smoothing, fresh.smoothing) {
+            (Smoothing::Exponential { k: a }, Smoothing::Exponential { k: b }) => {
+                a.to_bits() == b.to_bits()
+            }
+            (Smoothing::Wilder, Smoothing::Wilder) => true,
+            _ => false,
+        };
+        same_smoothing && self.period == fresh.period && self.count <= self.period
     }
 
     /// Folds in `x`; returns the average once `period` inputs have been seen.
@@ -320,6 +342,20 @@ mod tests {
         assert_eq!(w.push(4.0), Some(3.0));
         assert_eq!(w.push(7.0), Some(5.0)); // (3·1 + 7)/2
         assert_eq!(w.value(), Some(5.0));
+    }
+
+    #[test]
+    fn snapshots_keep_every_f64_bit_including_nan() {
+        let mut w = Window::new(3);
+        for x in [f64::NAN, -0.0, 1e-300, f64::INFINITY] {
+            w.push(x);
+        }
+        let bytes = rmp_serde::to_vec_named(&w).expect("encode");
+        let back: Window = rmp_serde::from_slice(&bytes).expect("decode");
+        let bits = |w: &Window| w.buf.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&back), bits(&w));
+        assert!(back.shift.is_nan() == w.shift.is_nan());
+        assert_eq!(rmp_serde::to_vec_named(&back).expect("encode"), bytes);
     }
 
     proptest! {

@@ -11,6 +11,7 @@
 //! change the trend and a single opposite real bar never reverses it.
 
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 use tradestream_schemas::{BarClass, Trend};
 
 /// Classifies a bar's close against the previous bar's range (`None` for a symbol's first bar).
@@ -23,7 +24,7 @@ pub fn classify(close: Decimal, previous_high_low: Option<(Decimal, Decimal)>) -
 }
 
 /// The trend state machine of one symbol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrendMachine {
     trend: Trend,
     /// The previous bar's class.

@@ -114,7 +114,7 @@ pub fn required_cash(
 }
 
 /// A position in one symbol, as the `positions` table holds it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Position {
     /// Signed quantity (negative: short).
     pub quantity: Decimal,
@@ -127,7 +127,7 @@ pub struct Position {
 }
 
 /// Cash and positions of one account.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Book {
     /// Cash.
     pub cash: Decimal,

@@ -45,13 +45,17 @@ pub enum RouterError {
         /// What was being computed.
         what: &'static str,
     },
+    /// A state snapshot that cannot be restored (other format version, corrupt bytes, or
+    /// other accounts than configured).
+    #[error("router snapshot cannot be restored: {0}")]
+    Snapshot(String),
 }
 
 impl RouterError {
     /// How the runner should react.
     pub fn class(&self) -> ErrorClass {
         match self {
-            RouterError::Config { .. } => ErrorClass::Fatal,
+            RouterError::Config { .. } | RouterError::Snapshot(_) => ErrorClass::Fatal,
             RouterError::IllegalTransition { .. }
             | RouterError::Invalid(_)
             | RouterError::UnknownAccount { .. }

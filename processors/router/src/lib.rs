@@ -14,5 +14,5 @@ pub mod sizing;
 pub use accounting::{Book, Commission, Position, check_available_funds};
 pub use config::{AccountConfig, RiskLimits, RouterConfig, SignalOrderType, TradingHours};
 pub use error::RouterError;
-pub use processor::{AccountView, RouterProcessor};
+pub use processor::{AccountView, RouterProcessor, SNAPSHOT_FORMAT};
 pub use reason::RejectReason;

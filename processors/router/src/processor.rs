@@ -11,6 +11,13 @@
 //! cannot together break a limit neither breaks alone. Bracket children are excluded from
 //! reservations: they only ever reduce the position they protect, and the router cancels them
 //! when it closes that position.
+//!
+//! Delivery guarantees: the whole state (books, marks and their history, live and finished
+//! orders, applied fills and controls, kill switch, session, drawdown and rate-limit state)
+//! round-trips through [`Processor::snapshot`] (a format-version byte, then MessagePack), so a
+//! restarted router continues exactly. Every input is idempotent: a signal, manual request,
+//! order event, fill, bar or control the router has already applied is recognised (by order
+//! id, sequence, fill id, bar time and close, control id) and changes nothing.
 
 use crate::accounting::{Book, Commission, check_available_funds, mul, required_cash};
 use crate::config::{AccountConfig, RouterConfig, SignalOrderType};
@@ -19,17 +26,24 @@ use crate::reason::RejectReason;
 use crate::sizing::{SizingInput, size};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rust_decimal::Decimal;
-use serde::Serialize;
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use tradestream_schemas::{
     AccountId, AnyRecord, Control, Fill, MarketData, Order, OrderStatus, OrderType, OriginKind,
-    ProcessError, Processor, Record, Side, SignalSide, Symbol, Topic, TradingSignal,
+    ProcessError, Processor, Record, Side, SignalSide, Symbol, TaskScope, Topic, TradingSignal,
 };
 
-/// Per-account state.
-#[derive(Debug, Clone)]
+/// Version of the snapshot layout, the first byte of every snapshot; bump it whenever a
+/// serialized state type changes shape, so an old snapshot is refused instead of misread.
+pub const SNAPSHOT_FORMAT: u8 = 1;
+
+/// Per-account state. The configuration parts are not snapshotted: a restore takes them
+/// from the configuration of the core it restores into.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct AccountState {
+    #[serde(skip)]
     cfg: AccountConfig,
+    #[serde(skip)]
     commission: Commission,
     book: Book,
     peak: Decimal,
@@ -44,7 +58,7 @@ struct AccountState {
 }
 
 /// An order the router knows is live.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Tracked {
     last: Order,
     /// Filled quantity: the larger of the order events' and the sum of applied fills.
@@ -101,7 +115,36 @@ pub struct RouterProcessor {
     as_of: Option<DateTime<Utc>>,
     live: BTreeMap<String, Tracked>,
     finished: BTreeMap<String, (OrderStatus, i32)>,
-    applied_fills: HashSet<String>,
+    applied_fills: BTreeSet<String>,
+    /// Ids of the controls applied, so a redelivered command cannot undo a later one.
+    applied_controls: BTreeSet<String>,
+    kill_switch: Option<String>,
+}
+
+/// The snapshotted state, borrowed for writing (every map is ordered: equal states give
+/// equal bytes).
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    accounts: &'a BTreeMap<AccountId, AccountState>,
+    marks: &'a BTreeMap<Symbol, (DateTime<Utc>, Decimal)>,
+    history: &'a BTreeMap<Symbol, VecDeque<(DateTime<Utc>, Decimal)>>,
+    live: &'a BTreeMap<String, Tracked>,
+    finished: &'a BTreeMap<String, (OrderStatus, i32)>,
+    applied_fills: &'a BTreeSet<String>,
+    applied_controls: &'a BTreeSet<String>,
+    kill_switch: &'a Option<String>,
+}
+
+/// The snapshotted state, owned for reading.
+#[derive(Deserialize)]
+struct SnapshotOwned {
+    accounts: BTreeMap<AccountId, AccountState>,
+    marks: BTreeMap<Symbol, (DateTime<Utc>, Decimal)>,
+    history: BTreeMap<Symbol, VecDeque<(DateTime<Utc>, Decimal)>>,
+    live: BTreeMap<String, Tracked>,
+    finished: BTreeMap<String, (OrderStatus, i32)>,
+    applied_fills: BTreeSet<String>,
+    applied_controls: BTreeSet<String>,
     kill_switch: Option<String>,
 }
 
@@ -156,9 +199,78 @@ impl RouterProcessor {
             as_of: None,
             live: BTreeMap::new(),
             finished: BTreeMap::new(),
-            applied_fills: HashSet::new(),
+            applied_fills: BTreeSet::new(),
+            applied_controls: BTreeSet::new(),
             kill_switch,
         })
+    }
+
+    /// The state as snapshot bytes: [`SNAPSHOT_FORMAT`], then MessagePack with named fields.
+    pub fn snapshot_bytes(&self) -> Result<Vec<u8>, RouterError> {
+        let state = SnapshotRef {
+            accounts: &self.accounts,
+            marks: &self.marks,
+            history: &self.history,
+            live: &self.live,
+            finished: &self.finished,
+            applied_fills: &self.applied_fills,
+            applied_controls: &self.applied_controls,
+            kill_switch: &self.kill_switch,
+        };
+        let mut out = vec![SNAPSHOT_FORMAT];
+        rmp_serde::encode::write_named(&mut out, &state)
+            .map_err(|e| RouterError::Snapshot(format!("cannot encode: {e}")))?;
+        Ok(out)
+    }
+
+    /// Replaces the state with a snapshot from [`Self::snapshot_bytes`]; account settings and
+    /// limits stay those of this core's configuration. Refuses (and changes nothing) another
+    /// format version, corrupt bytes, or a snapshot whose accounts differ from the configured
+    /// ones. The kill switch is restored as it was: one switched on by `kill_switch = true`
+    /// in the configuration and later switched off by a control stays off.
+    pub fn restore_bytes(&mut self, bytes: &[u8]) -> Result<(), RouterError> {
+        let Some((&format, body)) = bytes.split_first() else {
+            return Err(RouterError::Snapshot("the snapshot is empty".into()));
+        };
+        if format != SNAPSHOT_FORMAT {
+            return Err(RouterError::Snapshot(format!(
+                "snapshot format version {format}, this build reads version {SNAPSHOT_FORMAT}"
+            )));
+        }
+        let state: SnapshotOwned = rmp_serde::from_slice(body)
+            .map_err(|e| RouterError::Snapshot(format!("corrupt snapshot: {e}")))?;
+        let configured: Vec<&AccountId> = self.accounts.keys().collect();
+        let snapshotted: Vec<&AccountId> = state.accounts.keys().collect();
+        if configured != snapshotted {
+            let names = |ids: &[&AccountId]| {
+                ids.iter()
+                    .map(|id| id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(RouterError::Snapshot(format!(
+                "it holds accounts [{}] but the router is configured with [{}]",
+                names(&snapshotted),
+                names(&configured)
+            )));
+        }
+        let mut accounts = state.accounts;
+        for (id, a) in &mut accounts {
+            if let Some(current) = self.accounts.get(id) {
+                a.cfg = current.cfg.clone();
+                a.commission = current.commission;
+            }
+        }
+        self.accounts = accounts;
+        self.marks = state.marks;
+        self.history = state.history;
+        self.as_of = None;
+        self.live = state.live;
+        self.finished = state.finished;
+        self.applied_fills = state.applied_fills;
+        self.applied_controls = state.applied_controls;
+        self.kill_switch = state.kill_switch;
+        Ok(())
     }
 
     /// The configuration in force.
@@ -178,6 +290,9 @@ impl RouterProcessor {
     pub fn on_control(&mut self, c: &Control) -> Result<Vec<AnyRecord>, ProcessError> {
         c.validate()
             .map_err(|e| ProcessError::dead_letter(e.to_string()))?;
+        if !self.applied_controls.insert(c.control_id.clone()) {
+            return Ok(Vec::new()); // redelivered: a later command may have superseded it
+        }
         if c.name == Control::KILL_SWITCH {
             self.set_kill_switch(c.enabled, c.reason.clone());
         }
@@ -287,11 +402,12 @@ impl RouterProcessor {
 
     fn on_market_data(&mut self, m: &MarketData) -> Result<Vec<AnyRecord>, RouterError> {
         m.validate()?;
-        // Keep the latest bar's close: the two input topics interleave arbitrarily.
+        // Keep the latest bar's close: the two input topics interleave arbitrarily. The
+        // latest bar itself, redelivered, is not news either.
         let newer = self
             .marks
             .get(&m.symbol)
-            .is_none_or(|(t, _)| *t <= m.event_time);
+            .is_none_or(|(t, p)| *t < m.event_time || (*t == m.event_time && *p != m.close));
         if newer {
             let history = self.history.entry(m.symbol.clone()).or_default();
             if history.len() >= MARK_HISTORY {
@@ -977,6 +1093,19 @@ impl Processor for RouterProcessor {
             }
         };
         Ok(out?)
+    }
+
+    /// Accounts, orders and marks span every key and topic: one copy sees everything.
+    fn scope(&self) -> TaskScope {
+        TaskScope::Single
+    }
+
+    fn snapshot(&self) -> Result<Option<Vec<u8>>, ProcessError> {
+        Ok(Some(self.snapshot_bytes()?))
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), ProcessError> {
+        Ok(self.restore_bytes(snapshot)?)
     }
 }
 

@@ -1423,3 +1423,380 @@ proptest! {
         }
     }
 }
+
+// ---- snapshots and redelivery ----
+
+/// Feeds a router and records every input and its outputs, so a scenario can answer the
+/// router's own orders (echoes, venue updates, fills) the way the pipeline does.
+struct Driver {
+    router: RouterProcessor,
+    inputs: Vec<AnyRecord>,
+    outputs: Vec<Vec<AnyRecord>>,
+}
+
+impl Driver {
+    fn push(&mut self, input: AnyRecord) -> Result<Vec<Order>, ProcessError> {
+        let out = self.router.process(&input, t0())?;
+        self.inputs.push(input);
+        self.outputs.push(out.clone());
+        let orders: Vec<Order> = out
+            .into_iter()
+            .filter_map(|r| match r {
+                AnyRecord::Order(o) => Some(o),
+                _ => None,
+            })
+            .collect();
+        // The router reads `orders` too: its own decisions come back to it.
+        for o in &orders {
+            let echo = AnyRecord::Order(o.clone());
+            let out = self.router.process(&echo, t0())?;
+            self.inputs.push(echo);
+            self.outputs.push(out);
+        }
+        Ok(orders)
+    }
+
+    /// The venue fills `qty` of `o` at `price`: a fill, then the order's next state.
+    fn venue_fill(
+        &mut self,
+        o: &mut Order,
+        qty: Decimal,
+        price: Decimal,
+        time: DateTime<Utc>,
+    ) -> Result<(), ProcessError> {
+        let n = o.sequence.max(0) as u32;
+        let mut f = fill(&o.order_id, n, o.symbol.as_str(), o.side, qty, price, time);
+        if let AnyRecord::Fill(f) = &mut f {
+            f.account = o.account.clone();
+        }
+        self.push(f)?;
+        o.filled_quantity += qty;
+        let status = if o.filled_quantity >= o.quantity {
+            OrderStatus::Filled
+        } else {
+            OrderStatus::PartiallyFilled
+        };
+        self.venue_update(o, status, time)
+    }
+
+    /// The venue publishes the order's next state.
+    fn venue_update(
+        &mut self,
+        o: &mut Order,
+        status: OrderStatus,
+        time: DateTime<Utc>,
+    ) -> Result<(), ProcessError> {
+        *o = event(o.clone(), o.sequence + 1, status, time);
+        self.push(AnyRecord::Order(o.clone()))?;
+        Ok(())
+    }
+}
+
+fn find(orders: &[Order], id: &str) -> Result<Order, Box<dyn std::error::Error>> {
+    orders
+        .iter()
+        .find(|o| o.order_id == id)
+        .cloned()
+        .ok_or_else(|| format!("no {id} in {orders:?}").into())
+}
+
+fn scenario_config(c: &mut RouterConfig) {
+    if let Some(a) = c.accounts.get_mut(&demo()) {
+        a.commission_min = dec!(1);
+        a.limits.max_orders_per_second = Some(3);
+        a.limits.daily_loss_limit = Some(dec!(300));
+        a.limits.max_drawdown_pct = Some(dec!(50));
+        a.limits.price_band_pct = Some(dec!(30));
+    }
+}
+
+/// Inputs in order, and the outputs of each in an uninterrupted run.
+type Recorded = (Vec<AnyRecord>, Vec<Vec<AnyRecord>>);
+
+/// Two session days of trading: kill switch on and off, a bracketed signal filled in two
+/// parts, manual orders filled and canceled, a loss that trips the daily limit, a closing
+/// signal that cancels the bracket children, a burst against the rate limit, and the next
+/// day's reset. Returns the inputs in order and the outputs of an uninterrupted run.
+fn scenario() -> Result<Recorded, Box<dyn std::error::Error>> {
+    let mut d = Driver {
+        router: router(scenario_config)?,
+        inputs: Vec::new(),
+        outputs: Vec::new(),
+    };
+    let buy = SignalSide::Buy;
+    d.push(bar("AAPL", at(4, 14, 0, 0), dec!(100)))?;
+    d.push(bar("MSFT", at(4, 14, 0, 0), dec!(50)))?;
+    d.push(control("on", true, "desk halt"))?;
+    let halted = d.push(signal(
+        "s0",
+        "AAPL",
+        buy,
+        0.9,
+        dec!(100),
+        None,
+        None,
+        at(4, 14, 0, 1),
+    ))?;
+    assert_eq!(halted[0].status, OrderStatus::Rejected);
+    d.push(control("off", false, "resume"))?;
+    let s1 = d.push(signal(
+        "s1",
+        "AAPL",
+        buy,
+        0.8,
+        dec!(100),
+        Some(dec!(97)),
+        Some(dec!(106)),
+        at(4, 14, 0, 2),
+    ))?;
+    let mut parent = find(&s1, "order:s1")?;
+    let mut sl = find(&s1, "order:s1:sl")?;
+    let mut tp = find(&s1, "order:s1:tp")?;
+    let half = (parent.quantity / dec!(2)).floor();
+    d.venue_fill(&mut parent, half, dec!(100.1), at(4, 14, 1, 0))?;
+    d.push(bar("AAPL", at(4, 14, 1, 0), dec!(101)))?;
+    let rest = parent.quantity - parent.filled_quantity;
+    d.venue_fill(&mut parent, rest, dec!(100.2), at(4, 14, 1, 30))?;
+    let m1 = d.push(limit(
+        "m1",
+        "MSFT",
+        Side::Buy,
+        dec!(10),
+        dec!(50),
+        at(4, 14, 2, 0),
+    ))?;
+    let mut m1 = find(&m1, "order:manual:demo:m1")?;
+    d.venue_fill(&mut m1, dec!(10), dec!(50), at(4, 14, 2, 10))?;
+    let m2 = d.push(limit(
+        "m2",
+        "MSFT",
+        Side::Sell,
+        dec!(5),
+        dec!(55),
+        at(4, 14, 2, 20),
+    ))?;
+    let mut m2 = find(&m2, "order:manual:demo:m2")?;
+    d.venue_update(&mut m2, OrderStatus::Canceled, at(4, 14, 2, 30))?;
+    // A loss past the daily limit: new risk is refused, reductions are not.
+    d.push(bar("AAPL", at(4, 14, 3, 0), dec!(98)))?;
+    let refused = d.push(limit(
+        "m3",
+        "MSFT",
+        Side::Buy,
+        dec!(1),
+        dec!(50),
+        at(4, 14, 3, 5),
+    ))?;
+    assert_eq!(refused[0].status, OrderStatus::Rejected, "{refused:?}");
+    let close = d.push(signal(
+        "s2",
+        "AAPL",
+        SignalSide::Sell,
+        0.9,
+        dec!(98),
+        None,
+        None,
+        at(4, 14, 3, 10),
+    ))?;
+    let mut closing = find(&close, "order:s2")?;
+    assert!(
+        close.iter().any(|o| o.event_id.contains(":cancel:")),
+        "{close:?}"
+    );
+    d.venue_update(&mut sl, OrderStatus::Canceled, at(4, 14, 3, 11))?;
+    d.venue_update(&mut tp, OrderStatus::Canceled, at(4, 14, 3, 11))?;
+    let q = closing.quantity;
+    d.venue_fill(&mut closing, q, dec!(98), at(4, 14, 3, 20))?;
+    // The next session day: the daily halt clears; a burst meets the rate limit.
+    d.push(bar("AAPL", at(5, 14, 0, 0), dec!(99)))?;
+    d.push(bar("MSFT", at(5, 14, 0, 0), dec!(51)))?;
+    let mut rate_limited = 0;
+    for i in 0..5 {
+        let out = d.push(limit(
+            &format!("r{i}"),
+            "MSFT",
+            Side::Buy,
+            dec!(1),
+            dec!(51),
+            at(5, 14, 0, 1),
+        ))?;
+        if out[0]
+            .reject_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("RISK_MAX_ORDERS_PER_SECOND"))
+        {
+            rate_limited += 1;
+        }
+    }
+    assert_eq!(rate_limited, 2);
+    d.push(signal(
+        "s3",
+        "MSFT",
+        buy,
+        0.7,
+        dec!(51),
+        None,
+        Some(dec!(56)),
+        at(5, 14, 5, 0),
+    ))?;
+    d.push(bar("MSFT", at(5, 14, 6, 0), dec!(52)))?;
+    Ok((d.inputs, d.outputs))
+}
+
+fn snapshot_of(r: &RouterProcessor) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    r.snapshot()?.ok_or_else(|| "the router is stateful".into())
+}
+
+#[test]
+fn snapshot_restore_continues_exactly() -> TestResult {
+    let (inputs, whole) = scenario()?;
+    assert!(inputs.len() > 40, "{}", inputs.len());
+    let whole: Vec<AnyRecord> = whole.into_iter().flatten().collect();
+    for k in 0..=inputs.len() {
+        let mut first = router(scenario_config)?;
+        let mut out = Vec::new();
+        for i in &inputs[..k] {
+            out.extend(first.process(i, t0())?);
+        }
+        let bytes = snapshot_of(&first)?;
+        let mut second = router(scenario_config)?;
+        second.restore(&bytes)?;
+        assert_eq!(
+            snapshot_of(&second)?,
+            bytes,
+            "snapshot→restore→snapshot at {k}"
+        );
+        for i in &inputs[k..] {
+            out.extend(second.process(i, t0())?);
+        }
+        assert_eq!(out, whole, "resumed after {k} inputs");
+    }
+    let mut r = router(scenario_config)?;
+    for i in &inputs {
+        r.process(i, t0())?;
+    }
+    eprintln!(
+        "router snapshot after the scenario ({} inputs): {} bytes",
+        inputs.len(),
+        snapshot_of(&r)?.len()
+    );
+    assert_eq!(r.scope(), TaskScope::Single);
+    Ok(())
+}
+
+#[test]
+fn every_input_redelivered_changes_nothing() -> TestResult {
+    let (inputs, _) = scenario()?;
+    let mut r = router(scenario_config)?;
+    for (i, input) in inputs.iter().enumerate() {
+        r.process(input, t0())?;
+        let before = snapshot_of(&r)?;
+        for old in &inputs[..=i] {
+            let out = r.process(old, t0())?;
+            assert!(
+                out.is_empty(),
+                "redelivered {} after {i}: {out:?}",
+                old.id()
+            );
+            assert_eq!(
+                snapshot_of(&r)?,
+                before,
+                "redelivered {} after {i}",
+                old.id()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_redelivered_control_cannot_undo_a_later_one() -> TestResult {
+    let mut r = router(|_| {})?;
+    let on = control("1", true, "halt");
+    run(&mut r, on.clone())?;
+    run(&mut r, control("2", false, "resume"))?;
+    run(&mut r, on)?;
+    assert_eq!(r.kill_switch(), None);
+    Ok(())
+}
+
+#[test]
+fn the_latest_bar_redelivered_is_not_a_new_mark() -> TestResult {
+    let mut r = router(|_| {})?;
+    let b = bar("AAPL", t0(), dec!(100));
+    run(&mut r, b.clone())?;
+    let before = snapshot_of(&r)?;
+    run(&mut r, b)?;
+    assert_eq!(snapshot_of(&r)?, before);
+    // A correction at the same instant still moves the mark.
+    run(&mut r, bar("AAPL", t0(), dec!(101)))?;
+    assert_eq!(r.mark_prices().get(&sym("AAPL")), Some(&dec!(101)));
+    Ok(())
+}
+
+#[test]
+fn unusable_snapshots_are_fatal_and_change_nothing() -> TestResult {
+    let (inputs, _) = scenario()?;
+    let mut r = router(scenario_config)?;
+    for i in &inputs {
+        r.process(i, t0())?;
+    }
+    let good = snapshot_of(&r)?;
+    let mut target = router(scenario_config)?;
+    target.process(&inputs[0], t0())?;
+    let before = snapshot_of(&target)?;
+    let mut wrong_version = good.clone();
+    wrong_version[0] = SNAPSHOT_FORMAT + 1;
+    for (name, bytes, words) in [
+        ("empty", &[][..], "empty"),
+        ("version", &wrong_version[..], "format version"),
+        ("truncated", &good[..good.len() / 2], "corrupt"),
+        ("garbage", &[SNAPSHOT_FORMAT, 0xc1, 0x07][..], "corrupt"),
+    ] {
+        let e = target.restore(bytes).expect_err(name);
+        assert_eq!(e.class, ErrorClass::Fatal, "{name}");
+        assert!(e.message.contains(words), "{name}: {e}");
+        assert_eq!(snapshot_of(&target)?, before, "{name}");
+    }
+    // Other accounts than configured: the books would be misattributed.
+    let mut other = router(|c| {
+        if let Some(a) = c.accounts.remove(&demo()) {
+            c.accounts.insert(
+                AccountId::new("other").unwrap_or_else(|_| unreachable!("valid account")),
+                a,
+            );
+        }
+        c.default_account = AccountId::new("other").unwrap_or_else(|_| unreachable!("valid"));
+    })?;
+    let e = other.restore(&good).expect_err("accounts differ");
+    assert_eq!(e.class, ErrorClass::Fatal);
+    assert!(
+        e.message.contains("demo") && e.message.contains("other"),
+        "{e}"
+    );
+    Ok(())
+}
+
+/// Measures the snapshot of a router that has seen 60 symbols × 1000 bars (printed with
+/// --nocapture): the per-symbol mark history (up to 8192 closes) dominates it.
+#[test]
+fn snapshot_size_with_sixty_symbols() -> TestResult {
+    let mut r = router(|_| {})?;
+    for i in 0..1000 {
+        for s in 0..60 {
+            let close = Decimal::from(100 + (i * 7 + s) % 50) + dec!(0.25);
+            r.process(
+                &bar(&format!("S{s:02}"), t0() + Duration::minutes(i), close),
+                t0(),
+            )?;
+        }
+    }
+    let bytes = snapshot_of(&r)?;
+    eprintln!(
+        "router snapshot: 60 symbols x 1000 bars = {} bytes ({} per bar kept)",
+        bytes.len(),
+        bytes.len() / 60_000
+    );
+    assert!(bytes.len() < 60 * 1000 * 64, "{}", bytes.len());
+    Ok(())
+}

@@ -10,7 +10,8 @@ use crate::model::{ModelHandle, Models};
 use crate::signal::{bracket, decide};
 use chrono::{DateTime, Utc};
 use tradestream_schemas::{
-    Anomaly, AnyRecord, Features, ProcessError, Processor, Record, Topic, TradingSignal, Trend,
+    Anomaly, AnyRecord, Features, ProcessError, Processor, Record, TaskScope, Topic, TradingSignal,
+    Trend,
 };
 
 /// Processor name: consumer group suffix, metric label, DLQ header.
@@ -153,6 +154,14 @@ impl Processor for Scorer {
             .into_iter()
             .chain(anomaly.map(AnyRecord::from))
             .collect())
+    }
+
+    /// Each record is scored on its own (the model is configuration, not state), so copies
+    /// can split the input by partition and have nothing to snapshot: the default
+    /// `snapshot` (None) applies, and a redelivered `features` record is re-scored into the
+    /// same signal ids, which the router drops as already known.
+    fn scope(&self) -> TaskScope {
+        TaskScope::PerPartition
     }
 }
 
@@ -316,6 +325,21 @@ mod tests {
         );
         assert_eq!(s.name(), "scorer");
         assert_eq!(s.inputs(), &[Topic::Features]);
+    }
+
+    #[test]
+    fn stateless_per_partition() {
+        let mut s = scorer(0.0);
+        assert_eq!(s.scope(), TaskScope::PerPartition);
+        assert_eq!(s.snapshot(), Ok(None));
+        let f = warm_features("100", &[], Trend::Neutral);
+        let first = s.process(&AnyRecord::Features(f.clone()), f.event_time);
+        // Scoring a record again gives the same records: nothing carried over.
+        assert_eq!(
+            s.process(&AnyRecord::Features(f.clone()), f.event_time),
+            first
+        );
+        assert!(s.restore(&[1]).is_err());
     }
 
     #[test]

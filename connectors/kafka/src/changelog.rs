@@ -1,0 +1,452 @@
+//! The state changelog: how a stateful processor survives SIGKILLs and rebalances.
+//!
+//! Every stateful task (one per input partition for cores keyed by symbol, one for the whole
+//! input for cores whose state spans partitions) writes to `<group>.changelog`:
+//!
+//! - **snapshots** of its state together with the input positions they correspond to, split
+//!   into parts small enough for any broker's message size limit;
+//! - for [`TaskScope::Single`] tasks, a **write-ahead entry per batch** naming the input
+//!   records of the batch in the order they were processed and the processing time. It is
+//!   acknowledged before the batch's outputs are produced, so a restarted task can replay the
+//!   exact interleaving it already published decisions for, instead of re-deciding them with
+//!   a different one (the router's buying power depends on whether a fill came before a
+//!   signal).
+//!
+//! Recovery restores the newest complete snapshot into a fresh core and replays what came
+//! after it. The changelog is written with the same acknowledgement discipline as every
+//! output, so it works on any broker, the librdkafka mock included (no transactions needed).
+//!
+//! [`TaskScope::Single`]: tradestream_schemas::TaskScope::Single
+
+use crate::client::Kafka;
+use crate::error::KafkaError;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+/// Changelog format version; a record of another version is refused rather than misread.
+const FORMAT: u8 = 1;
+
+/// Largest snapshot part: well under every broker's default `message.max.bytes` (1 MB).
+pub const PART_BYTES: usize = 512 * 1024;
+
+/// The changelog topic of a consumer group.
+pub fn changelog_topic(group_id: &str) -> String {
+    format!("{group_id}.changelog")
+}
+
+/// An input partition: (topic, partition).
+pub type TopicPartition = (String, i32);
+
+/// Consecutive input records of one partition, processed one after the other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    /// Input topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// First offset.
+    pub first: i64,
+    /// Number of records (offsets `first..first + count`).
+    pub count: u32,
+}
+
+/// One changelog record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// [`FORMAT`].
+    pub format: u8,
+    /// The task: `all` or `<topic>/<partition>`.
+    pub task: String,
+    /// What it says.
+    pub body: Body,
+}
+
+/// What a changelog record says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Body {
+    /// The input of one batch, in processing order, with the time it was processed at.
+    Batch {
+        /// Processing time (µs since the epoch) the core was given.
+        now_micros: i64,
+        /// Input records in order.
+        runs: Vec<Run>,
+    },
+    /// Part `index` of `count` of snapshot `id`.
+    SnapshotPart {
+        /// Snapshot id (unique within the task's writer; parts of one snapshot share it).
+        id: String,
+        /// Part number.
+        index: u32,
+        /// Parts in the snapshot.
+        count: u32,
+        /// Next input offset per partition when the snapshot was taken (first part only).
+        positions: Vec<(String, i32, i64)>,
+        /// This part of the state bytes.
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
+}
+
+impl Entry {
+    /// Encodes for the topic.
+    pub fn encode(&self) -> Result<Vec<u8>, KafkaError> {
+        rmp_serde::to_vec_named(self)
+            .map_err(|e| KafkaError::Changelog(format!("encoding a changelog entry: {e}")))
+    }
+
+    /// Decodes a changelog record.
+    pub fn decode(bytes: &[u8]) -> Result<Self, KafkaError> {
+        let entry: Entry = rmp_serde::from_slice(bytes)
+            .map_err(|e| KafkaError::Changelog(format!("undecodable changelog entry: {e}")))?;
+        if entry.format != FORMAT {
+            return Err(KafkaError::Changelog(format!(
+                "changelog entry of format {} (this build reads {FORMAT})",
+                entry.format
+            )));
+        }
+        Ok(entry)
+    }
+
+    /// The entries of one snapshot: state split into parts, positions on the first.
+    pub fn snapshot(
+        task: &str,
+        id: String,
+        state: &[u8],
+        positions: Vec<(String, i32, i64)>,
+    ) -> Vec<Entry> {
+        let chunks: Vec<&[u8]> = if state.is_empty() {
+            vec![&[][..]]
+        } else {
+            state.chunks(PART_BYTES).collect()
+        };
+        let count = chunks.len() as u32;
+        chunks
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| Entry {
+                format: FORMAT,
+                task: task.to_string(),
+                body: Body::SnapshotPart {
+                    id: id.clone(),
+                    index: i as u32,
+                    count,
+                    positions: if i == 0 {
+                        positions.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    bytes: c.to_vec(),
+                },
+            })
+            .collect()
+    }
+
+    /// A write-ahead entry for a batch.
+    pub fn batch(task: &str, now_micros: i64, runs: Vec<Run>) -> Entry {
+        Entry {
+            format: FORMAT,
+            task: task.to_string(),
+            body: Body::Batch { now_micros, runs },
+        }
+    }
+}
+
+/// Runs of `records` (topic, partition, offset) in order, merging consecutive offsets.
+pub fn runs_of<'a>(records: impl IntoIterator<Item = (&'a str, i32, i64)>) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::new();
+    for (topic, partition, offset) in records {
+        if let Some(last) = runs.last_mut()
+            && last.topic == topic
+            && last.partition == partition
+            && last.first + i64::from(last.count) == offset
+        {
+            last.count += 1;
+            continue;
+        }
+        runs.push(Run {
+            topic: topic.to_string(),
+            partition,
+            first: offset,
+            count: 1,
+        });
+    }
+    runs
+}
+
+/// Next input offset per partition: (topic, partition, offset).
+pub type Positions = Vec<(String, i32, i64)>;
+
+/// A snapshot being reassembled: part count, positions, parts received.
+type PartialSnapshot = (u32, Positions, BTreeMap<u32, Vec<u8>>);
+
+/// A task's history as read back from the changelog.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskLog {
+    /// The newest complete snapshot: state bytes and the positions it was taken at.
+    pub snapshot: Option<(Vec<u8>, Positions)>,
+    /// Batches written after that snapshot, in order: (processing time µs, runs).
+    pub batches: Vec<(i64, Vec<Run>)>,
+    /// Whether the changelog held any record of the task at all.
+    pub seen: bool,
+}
+
+/// Reads `task`'s records from the changelog topic (from the beginning to the current end).
+///
+/// With `newest_position` (per-partition tasks) the snapshot chosen is the one furthest
+/// along; otherwise it is the last written, and batches are those logged after it.
+pub async fn read_task(
+    kafka: &Kafka,
+    topic: &str,
+    task: &str,
+    newest_position: bool,
+) -> Result<TaskLog, KafkaError> {
+    let entries = read_all(kafka, topic, Some(task.to_string())).await?;
+    Ok(assemble(entries, newest_position))
+}
+
+/// Folds a task's entries into its newest snapshot and the batches after it.
+pub fn assemble(entries: Vec<Entry>, newest_position: bool) -> TaskLog {
+    let mut log = TaskLog {
+        seen: !entries.is_empty(),
+        ..TaskLog::default()
+    };
+    // Parts being collected per snapshot id.
+    let mut parts: HashMap<String, PartialSnapshot> = HashMap::new();
+    let mut best_reach: i64 = i64::MIN;
+    for entry in entries {
+        match entry.body {
+            Body::Batch { now_micros, runs } => log.batches.push((now_micros, runs)),
+            Body::SnapshotPart {
+                id,
+                index,
+                count,
+                positions,
+                bytes,
+            } => {
+                let slot = parts
+                    .entry(id.clone())
+                    .or_insert_with(|| (count, Vec::new(), BTreeMap::new()));
+                if index == 0 {
+                    slot.1 = positions;
+                }
+                slot.2.insert(index, bytes);
+                if slot.2.len() as u32 == slot.0 {
+                    let Some((_, positions, chunks)) = parts.remove(&id) else {
+                        continue;
+                    };
+                    let reach: i64 = positions.iter().map(|(_, _, o)| *o).sum();
+                    if newest_position && reach < best_reach {
+                        continue;
+                    }
+                    best_reach = reach;
+                    let state: Vec<u8> = chunks.into_values().flatten().collect();
+                    log.snapshot = Some((state, positions));
+                    // Batches logged before this snapshot are part of it.
+                    log.batches.clear();
+                }
+            }
+        }
+    }
+    log
+}
+
+/// Every entry of the changelog (of `task`, when given), in log order.
+pub async fn read_all(
+    kafka: &Kafka,
+    topic: &str,
+    task: Option<String>,
+) -> Result<Vec<Entry>, KafkaError> {
+    let messages = read_partition_range(kafka, topic, 0, None, None).await?;
+    let mut out = Vec::new();
+    for m in messages {
+        let entry = Entry::decode(m.payload().unwrap_or_default())?;
+        if task.as_ref().is_none_or(|t| *t == entry.task) {
+            out.push(entry);
+        }
+    }
+    Ok(out)
+}
+
+/// How long reading a range may wait for records it knows exist.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Reads `topic`/`partition` from `from` (default: the beginning) up to `to` (exclusive;
+/// default: the high watermark when the read starts). Blocking work runs off the async
+/// workers.
+pub async fn read_partition_range(
+    kafka: &Kafka,
+    topic: &str,
+    partition: i32,
+    from: Option<i64>,
+    to: Option<i64>,
+) -> Result<Vec<OwnedMessage>, KafkaError> {
+    let cc = kafka.client_config();
+    let (topic, group) = (topic.to_string(), format!("tradestream-reader-{topic}"));
+    tokio::task::spawn_blocking(move || {
+        let mut cc = cc;
+        cc.set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set("isolation.level", "read_committed")
+            .set("fetch.wait.max.ms", "10");
+        let consumer: BaseConsumer = cc
+            .create()
+            .map_err(|e| KafkaError::client("creating changelog reader", e))?;
+        let (low, high) = match consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10))
+        {
+            Ok(w) => w,
+            // A topic that does not exist yet has nothing to read.
+            Err(e)
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition
+                            | rdkafka::types::RDKafkaErrorCode::UnknownTopic
+                    )
+                ) =>
+            {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(KafkaError::client(format!("reading {topic} watermarks"), e)),
+        };
+        let start = from.unwrap_or(low).max(low);
+        let end = to.unwrap_or(high).min(high);
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, partition, Offset::Offset(start))
+            .map_err(|e| KafkaError::client("building reader assignment", e))?;
+        consumer
+            .assign(&tpl)
+            .map_err(|e| KafkaError::client(format!("assigning {topic}/{partition}"), e))?;
+        let mut out = Vec::with_capacity((end - start).min(1 << 20) as usize);
+        let deadline = Instant::now() + READ_TIMEOUT;
+        let mut next = start;
+        while next < end {
+            if Instant::now() > deadline {
+                return Err(KafkaError::Changelog(format!(
+                    "reading {topic}/{partition} offsets {start}..{end}: stuck at {next} for {READ_TIMEOUT:?}"
+                )));
+            }
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    next = m.offset() + 1;
+                    if m.offset() >= start && m.offset() < end {
+                        out.push(m.detach());
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, %topic, partition, "reading; retrying");
+                }
+                None => {}
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| KafkaError::Changelog(format!("reader task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_merge_consecutive_offsets_of_one_partition() {
+        let runs = runs_of([
+            ("a", 0, 5),
+            ("a", 0, 6),
+            ("b", 1, 2),
+            ("a", 0, 7),
+            ("a", 1, 8),
+            ("a", 1, 9),
+        ]);
+        let got: Vec<(&str, i32, i64, u32)> = runs
+            .iter()
+            .map(|r| (r.topic.as_str(), r.partition, r.first, r.count))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", 0, 5, 2),
+                ("b", 1, 2, 1),
+                ("a", 0, 7, 1),
+                ("a", 1, 8, 2)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_snapshot_is_reassembled_from_its_parts_and_batches_after_it_kept() {
+        let state: Vec<u8> = (0..(PART_BYTES * 2 + 10))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut entries = vec![Entry::batch("all", 1, runs_of([("a", 0, 0)]))];
+        entries.extend(Entry::snapshot(
+            "all",
+            "s1".into(),
+            &state,
+            vec![("a".into(), 0, 1)],
+        ));
+        entries.push(Entry::batch("all", 2, runs_of([("a", 0, 1)])));
+        let encoded: Vec<Vec<u8>> = entries.iter().map(|e| e.encode().expect("enc")).collect();
+        let decoded: Vec<Entry> = encoded
+            .iter()
+            .map(|b| Entry::decode(b).expect("dec"))
+            .collect();
+        assert_eq!(decoded.len(), 1 + 3 + 1);
+        let log = assemble(decoded, false);
+        let (bytes, positions) = log.snapshot.expect("snapshot");
+        assert_eq!(bytes, state);
+        assert_eq!(positions, vec![("a".to_string(), 0, 1)]);
+        assert_eq!(log.batches.len(), 1);
+        assert_eq!(log.batches[0].0, 2);
+    }
+
+    #[test]
+    fn an_incomplete_snapshot_is_ignored() {
+        let mut entries = Entry::snapshot("t", "old".into(), b"old", vec![("a".into(), 0, 3)]);
+        let mut parts = Entry::snapshot(
+            "t",
+            "new".into(),
+            &vec![7u8; PART_BYTES + 1],
+            vec![("a".into(), 0, 9)],
+        );
+        parts.pop();
+        entries.extend(parts);
+        let log = assemble(entries, true);
+        let (bytes, positions) = log.snapshot.expect("snapshot");
+        assert_eq!(bytes, b"old");
+        assert_eq!(positions[0].2, 3);
+    }
+
+    #[test]
+    fn per_partition_recovery_picks_the_snapshot_furthest_along() {
+        // Two writers (a revoked member and its successor) may interleave snapshots.
+        let mut entries = Entry::snapshot("t", "b".into(), b"far", vec![("a".into(), 0, 90)]);
+        entries.extend(Entry::snapshot(
+            "t",
+            "a".into(),
+            b"near",
+            vec![("a".into(), 0, 40)],
+        ));
+        assert_eq!(
+            assemble(entries.clone(), true).snapshot.expect("s").0,
+            b"far"
+        );
+        assert_eq!(assemble(entries, false).snapshot.expect("s").0, b"near");
+    }
+
+    #[test]
+    fn a_record_of_another_format_is_refused() {
+        let mut e = Entry::batch("all", 0, Vec::new());
+        e.format = 99;
+        let bytes = e.encode().expect("enc");
+        assert!(Entry::decode(&bytes).is_err());
+    }
+}
