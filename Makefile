@@ -1,5 +1,5 @@
 # The two commands of the contract: `make demo` and `make test`.
-.PHONY: demo test bench build setup lint fmt clean
+.PHONY: demo test bench crash build setup lint fmt clean
 
 demo:
 	scripts/demo.sh
@@ -9,6 +9,10 @@ test:
 
 bench:
 	scripts/bench.sh
+
+# Issue 4's crash harness at full scale (>= 50k records, >= 20 SIGKILLs); sizes via TRADESTREAM_CRASH_*.
+crash:
+	scripts/crash.sh
 
 setup:
 	scripts/setup.sh

@@ -453,6 +453,8 @@ pub(crate) struct BenchArgs {
     /// Scenario to run.
     #[arg(value_enum)]
     pub(crate) scenario: BenchScenario,
+    #[command(flatten)]
+    pub(crate) overrides: crate::commands::config::SetArgs,
     /// Market-data records to feed.
     #[arg(long, env = "TRADESTREAM_BENCH_RECORDS", default_value_t = 200_000)]
     pub(crate) records: u64,

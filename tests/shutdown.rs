@@ -217,15 +217,21 @@ async fn sigterm_commits_exactly_what_was_produced() -> Result<()> {
     })?;
     let now = Utc::now();
 
-    // A steady feed (~2,000 bars/s) that runs until told to stop, so the processor is
-    // mid-stream when it gets SIGTERM however slow the machine is.
+    // The processor starts first, so a slow start does not pile input up.
+    let features = run_features(&env)?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A steady feed (~1,000 bars/s) that runs until told to stop, so the processor is
+    // mid-stream when it gets SIGTERM however slow the machine is. It is capped so the
+    // topics stay well inside the mock broker's ~5 MB per partition (features records are
+    // ~700 bytes): beyond that the broker drops the oldest records.
+    const MAX_BARS: usize = 12_000;
     let producer = env.kafka.producer()?;
     let codec = env.codec.clone();
     let feeding = Arc::new(AtomicBool::new(true));
     let keep = feeding.clone();
     let feeder = tokio::spawn(async move {
         let mut at: BTreeMap<String, (i32, i64)> = BTreeMap::new();
-        while keep.load(Ordering::SeqCst) {
+        while keep.load(Ordering::SeqCst) && at.len() < MAX_BARS {
             let mut sends = Vec::new();
             for _ in 0..100 {
                 let bar = feed.next_at(now).context("an unbounded feed")?;
@@ -240,12 +246,11 @@ async fn sigterm_commits_exactly_what_was_produced() -> Result<()> {
                 let delivered = d.await?.map_err(|(e, _)| e)?;
                 at.insert(id, (delivered.partition, delivered.offset));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         anyhow::Ok(at)
     });
 
-    let features = run_features(&env)?;
     // Stop it once it has produced something, while input is still arriving.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

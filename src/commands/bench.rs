@@ -223,7 +223,7 @@ async fn features(stack: &Stack, args: &BenchArgs) -> anyhow::Result<serde_json:
     let n = items.len() as u64;
     let bytes: usize = items.iter().map(|e| e.value.len()).sum();
     let metrics = Metrics::new();
-    let ctx = context(stack, &metrics, PipelineConfig::default());
+    let ctx = context(stack, &metrics, PipelineConfig::load(None)?);
     let (stop, stopped) = shutdown_channel();
     let mut tasks = tokio::task::JoinSet::new();
     spawn_stage(&mut tasks, &ctx, Stage::Features, stopped)?;

@@ -209,6 +209,7 @@ pub(crate) fn remember_cli(command: &crate::args::Command) {
         Command::Run(a) => a.process.overrides.set.clone(),
         Command::Up(a) => a.process.overrides.set.clone(),
         Command::Demo(a) => a.overrides.set.clone(),
+        Command::Bench(a) => a.overrides.set.clone(),
         _ => Vec::new(),
     };
     let _ = CLI_SETS.set(sets);

@@ -23,6 +23,15 @@ pub(crate) async fn broker(args: BrokerArgs) -> anyhow::Result<()> {
         mock.clone(),
     );
     let mut specs = standard_topics(kafka.config());
+    // The mock has no CreateTopics: the stateful processors' changelogs for the default
+    // groups are created here (others with --topic NAME.changelog:1).
+    for stage in ["features", "router", "exchange"] {
+        specs.push(tradestream_kafka::TopicSpec {
+            name: tradestream_kafka::changelog::changelog_topic(&format!("tradestream-{stage}")),
+            partitions: 1,
+            retention_ms: -1,
+        });
+    }
     for t in &args.topics {
         let (name, partitions) = match t.split_once(':') {
             Some((n, p)) => (

@@ -296,6 +296,11 @@ pub async fn read_partition_range(
         let consumer: BaseConsumer = cc
             .create()
             .map_err(|e| KafkaError::client("creating changelog reader", e))?;
+        // A changelog nobody has written yet does not exist; asking for its watermarks
+        // would wait out the whole timeout.
+        if !topic_exists(&consumer, &topic, partition) {
+            return Ok(Vec::new());
+        }
         let (low, high) = match consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10))
         {
             Ok(w) => w,
@@ -306,6 +311,7 @@ pub async fn read_partition_range(
                     Some(
                         rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition
                             | rdkafka::types::RDKafkaErrorCode::UnknownTopic
+                            | rdkafka::types::RDKafkaErrorCode::UnknownPartition
                     )
                 ) =>
             {
@@ -343,6 +349,96 @@ pub async fn read_partition_range(
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, %topic, partition, "reading; retrying");
                 }
+                None => {}
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| KafkaError::Changelog(format!("reader task failed: {e}")))?
+}
+
+/// Whether `topic` has `partition`, by one metadata request.
+fn topic_exists(consumer: &BaseConsumer, topic: &str, partition: i32) -> bool {
+    match consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) {
+        Ok(md) => md.topics().iter().any(|t| {
+            t.name() == topic
+                && t.error().is_none()
+                && t.partitions().iter().any(|p| p.id() == partition)
+        }),
+        // Let the watermark request report what is wrong.
+        Err(_) => true,
+    }
+}
+
+/// A range of one input partition: (topic, partition, from, to) with `to` exclusive.
+pub type Range = (String, i32, i64, i64);
+
+/// Reads several partition ranges with one consumer (recovery reads every input a replay
+/// needs at once: one consumer per batch would cost a connection each). Returns the
+/// records by (topic, partition, offset).
+pub async fn read_ranges(
+    kafka: &Kafka,
+    ranges: Vec<Range>,
+) -> Result<HashMap<(String, i32, i64), OwnedMessage>, KafkaError> {
+    let ranges: Vec<Range> = ranges.into_iter().filter(|r| r.2 < r.3).collect();
+    if ranges.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let cc = kafka.client_config();
+    tokio::task::spawn_blocking(move || {
+        let mut cc = cc;
+        cc.set("group.id", "tradestream-recovery-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set("isolation.level", "read_committed")
+            .set("fetch.wait.max.ms", "10");
+        let consumer: BaseConsumer = cc
+            .create()
+            .map_err(|e| KafkaError::client("creating recovery reader", e))?;
+        let mut tpl = TopicPartitionList::new();
+        // What is still to read per partition: (next wanted, end).
+        let mut todo: HashMap<(String, i32), (i64, i64)> = HashMap::new();
+        for (topic, partition, from, to) in &ranges {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, *partition, Duration::from_secs(10))
+                .map_err(|e| KafkaError::client(format!("reading {topic} watermarks"), e))?;
+            if *from < low {
+                return Err(KafkaError::Changelog(format!(
+                    "{topic}/{partition} offsets {from}..{low} needed to restore state are no \
+                     longer in the topic (input retention shorter than the snapshot interval?)"
+                )));
+            }
+            let end = (*to).min(high);
+            if *from >= end {
+                continue;
+            }
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*from))
+                .map_err(|e| KafkaError::client("building reader assignment", e))?;
+            todo.insert((topic.clone(), *partition), (*from, end));
+        }
+        consumer
+            .assign(&tpl)
+            .map_err(|e| KafkaError::client("assigning the recovery reader", e))?;
+        let mut out = HashMap::new();
+        let deadline = Instant::now() + READ_TIMEOUT;
+        while todo.values().any(|(next, end)| next < end) {
+            if Instant::now() > deadline {
+                return Err(KafkaError::Changelog(format!(
+                    "reading the inputs to replay: still missing {todo:?} after {READ_TIMEOUT:?}"
+                )));
+            }
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    let key = (m.topic().to_string(), m.partition());
+                    if let Some((next, end)) = todo.get_mut(&key)
+                        && m.offset() < *end
+                    {
+                        *next = (*next).max(m.offset() + 1);
+                        out.insert((key.0, key.1, m.offset()), m.detach());
+                    }
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "reading inputs to replay; retrying"),
                 None => {}
             }
         }

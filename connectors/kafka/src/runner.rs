@@ -647,8 +647,9 @@ async fn recover_single<P: Processor + Clone + Sync>(
     restore(&mut task, &state, &positions, ctx.name)?;
     let batches = log.batches.len();
     let mut replayed = 0u64;
+    let mut inputs = fetch_inputs(ctx.kafka, &log.batches, &task.next).await?;
     for (i, (now_micros, runs)) in log.batches.into_iter().enumerate() {
-        let msgs = fetch_runs(ctx.kafka, &runs, &mut task.next).await?;
+        let msgs = take_runs(&mut inputs, &runs, &mut task.next)?;
         replayed += msgs.len() as u64;
         task.since_snapshot += msgs.len() as u64;
         let now = DateTime::<Utc>::from_timestamp_micros(now_micros).unwrap_or_else(Utc::now);
@@ -745,15 +746,15 @@ fn note_restore<P: Processor>(ctx: &Ctx<'_>, task: &Task<P>, batches: usize, rep
     tracing::info!(task = %task.key, positions = ?task.positions(), batches, replayed, "state restored from the changelog");
 }
 
-/// The records named by `runs`, in run order, minus those `next` says were applied; moves
-/// `next` past them.
-async fn fetch_runs(
+/// Every input record the logged batches name, read in one pass (one consumer for all
+/// partitions: a consumer per batch would cost a connection each).
+async fn fetch_inputs(
     kafka: &Kafka,
-    runs: &[changelog::Run],
-    next: &mut HashMap<TopicPartition, i64>,
-) -> Result<Vec<OwnedMessage>, KafkaError> {
+    batches: &[(i64, Vec<changelog::Run>)],
+    next: &HashMap<TopicPartition, i64>,
+) -> Result<HashMap<(String, i32, i64), OwnedMessage>, KafkaError> {
     let mut ranges: BTreeMap<TopicPartition, (i64, i64)> = BTreeMap::new();
-    for r in runs {
+    for r in batches.iter().flat_map(|(_, runs)| runs) {
         let end = r.first + i64::from(r.count);
         let e = ranges
             .entry((r.topic.clone(), r.partition))
@@ -761,20 +762,25 @@ async fn fetch_runs(
         e.0 = e.0.min(r.first);
         e.1 = e.1.max(end);
     }
-    let mut by_offset: HashMap<(TopicPartition, i64), OwnedMessage> = HashMap::new();
-    for ((topic, partition), (from, to)) in ranges {
-        let from = next
-            .get(&(topic.clone(), partition))
-            .map_or(from, |n| from.max(*n));
-        if from >= to {
-            continue;
-        }
-        for m in
-            changelog::read_partition_range(kafka, &topic, partition, Some(from), Some(to)).await?
-        {
-            by_offset.insert(((topic.clone(), partition), m.offset()), m);
-        }
-    }
+    let ranges = ranges
+        .into_iter()
+        .map(|((topic, partition), (from, to))| {
+            let from = next
+                .get(&(topic.clone(), partition))
+                .map_or(from, |n| from.max(*n));
+            (topic, partition, from, to)
+        })
+        .collect();
+    changelog::read_ranges(kafka, ranges).await
+}
+
+/// The records named by `runs`, in run order, minus those `next` says were applied; moves
+/// `next` past them.
+fn take_runs(
+    inputs: &mut HashMap<(String, i32, i64), OwnedMessage>,
+    runs: &[changelog::Run],
+    next: &mut HashMap<TopicPartition, i64>,
+) -> Result<Vec<OwnedMessage>, KafkaError> {
     let mut out = Vec::new();
     for r in runs {
         let tp = (r.topic.clone(), r.partition);
@@ -782,13 +788,15 @@ async fn fetch_runs(
             if next.get(&tp).is_some_and(|n| offset < *n) {
                 continue;
             }
-            let msg = by_offset.remove(&(tp.clone(), offset)).ok_or_else(|| {
-                KafkaError::Changelog(format!(
-                    "{}/{} offset {offset} named by the changelog is no longer in the topic \
+            let msg = inputs
+                .remove(&(tp.0.clone(), tp.1, offset))
+                .ok_or_else(|| {
+                    KafkaError::Changelog(format!(
+                        "{}/{} offset {offset} named by the changelog is no longer in the topic \
                      (input retention shorter than the snapshot interval?)",
-                    tp.0, tp.1
-                ))
-            })?;
+                        tp.0, tp.1
+                    ))
+                })?;
             next.insert(tp.clone(), offset + 1);
             out.push(msg);
         }
