@@ -10,6 +10,7 @@ pub mod processor;
 pub mod records;
 pub mod registry;
 pub mod samples;
+pub mod snapshot;
 pub mod topics;
 
 pub use codec::Codec;

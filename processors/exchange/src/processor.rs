@@ -140,26 +140,16 @@ impl ExchangeProcessor {
             oco_done: &self.oco_done,
             ledgers: &self.ledgers,
         };
-        let mut out = vec![SNAPSHOT_FORMAT];
-        rmp_serde::encode::write_named(&mut out, &state)
-            .map_err(|e| ExchangeError::Snapshot(format!("cannot encode: {e}")))?;
-        Ok(out)
+        tradestream_schemas::snapshot::encode(SNAPSHOT_FORMAT, &state)
+            .map_err(ExchangeError::Snapshot)
     }
 
     /// Replaces the state with a snapshot from [`Self::snapshot_bytes`]. Refuses (and changes
     /// nothing) another format version or corrupt bytes, including bar buffers out of time
     /// order.
     pub fn restore_bytes(&mut self, bytes: &[u8]) -> Result<(), ExchangeError> {
-        let Some((&format, body)) = bytes.split_first() else {
-            return Err(ExchangeError::Snapshot("the snapshot is empty".into()));
-        };
-        if format != SNAPSHOT_FORMAT {
-            return Err(ExchangeError::Snapshot(format!(
-                "snapshot format version {format}, this build reads version {SNAPSHOT_FORMAT}"
-            )));
-        }
-        let state: SnapshotOwned = rmp_serde::from_slice(body)
-            .map_err(|e| ExchangeError::Snapshot(format!("corrupt snapshot: {e}")))?;
+        let state: SnapshotOwned = tradestream_schemas::snapshot::decode(SNAPSHOT_FORMAT, bytes)
+            .map_err(ExchangeError::Snapshot)?;
         if let Some(symbol) = state.bars.iter().find_map(|(s, bars)| {
             bars.windows(2)
                 .any(|w| w[0].event_time >= w[1].event_time)

@@ -173,27 +173,16 @@ impl FeaturesProcessor {
             config: &self.config,
             series,
         };
-        let mut out = vec![SNAPSHOT_FORMAT];
-        rmp_serde::encode::write_named(&mut out, &state)
-            .map_err(|e| FeaturesError::Snapshot(format!("cannot encode: {e}")))?;
-        Ok(out)
+        tradestream_schemas::snapshot::encode(SNAPSHOT_FORMAT, &state)
+            .map_err(FeaturesError::Snapshot)
     }
 
     /// Replaces the state with a snapshot from [`Self::snapshot_bytes`]. Refuses (and changes
     /// nothing) a snapshot of another format version, corrupt bytes, or one taken under other
     /// indicator settings; a different `dedup_window` is fine (the id lists are trimmed).
     pub fn restore_bytes(&mut self, bytes: &[u8]) -> Result<(), FeaturesError> {
-        let Some((&format, body)) = bytes.split_first() else {
-            return Err(FeaturesError::Snapshot("the snapshot is empty".into()));
-        };
-        if format != SNAPSHOT_FORMAT {
-            return Err(FeaturesError::Snapshot(format!(
-                "snapshot format version {format}, this build reads version {SNAPSHOT_FORMAT} \
-                 (replay from the input instead of restoring)"
-            )));
-        }
-        let state: SnapshotOwned = rmp_serde::from_slice(body)
-            .map_err(|e| FeaturesError::Snapshot(format!("corrupt snapshot: {e}")))?;
+        let state: SnapshotOwned = tradestream_schemas::snapshot::decode(SNAPSHOT_FORMAT, bytes)
+            .map_err(FeaturesError::Snapshot)?;
         if !state.config.same_indicators(&self.config) {
             return Err(FeaturesError::Snapshot(format!(
                 "taken under other indicator settings (feature set {:?}, this core runs {:?} \

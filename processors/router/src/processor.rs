@@ -217,10 +217,8 @@ impl RouterProcessor {
             applied_controls: &self.applied_controls,
             kill_switch: &self.kill_switch,
         };
-        let mut out = vec![SNAPSHOT_FORMAT];
-        rmp_serde::encode::write_named(&mut out, &state)
-            .map_err(|e| RouterError::Snapshot(format!("cannot encode: {e}")))?;
-        Ok(out)
+        tradestream_schemas::snapshot::encode(SNAPSHOT_FORMAT, &state)
+            .map_err(RouterError::Snapshot)
     }
 
     /// Replaces the state with a snapshot from [`Self::snapshot_bytes`]; account settings and
@@ -229,16 +227,8 @@ impl RouterProcessor {
     /// ones. The kill switch is restored as it was: one switched on by `kill_switch = true`
     /// in the configuration and later switched off by a control stays off.
     pub fn restore_bytes(&mut self, bytes: &[u8]) -> Result<(), RouterError> {
-        let Some((&format, body)) = bytes.split_first() else {
-            return Err(RouterError::Snapshot("the snapshot is empty".into()));
-        };
-        if format != SNAPSHOT_FORMAT {
-            return Err(RouterError::Snapshot(format!(
-                "snapshot format version {format}, this build reads version {SNAPSHOT_FORMAT}"
-            )));
-        }
-        let state: SnapshotOwned = rmp_serde::from_slice(body)
-            .map_err(|e| RouterError::Snapshot(format!("corrupt snapshot: {e}")))?;
+        let state: SnapshotOwned = tradestream_schemas::snapshot::decode(SNAPSHOT_FORMAT, bytes)
+            .map_err(RouterError::Snapshot)?;
         let configured: Vec<&AccountId> = self.accounts.keys().collect();
         let snapshotted: Vec<&AccountId> = state.accounts.keys().collect();
         if configured != snapshotted {
