@@ -41,6 +41,8 @@ pub(crate) async fn broker(args: BrokerArgs) -> anyhow::Result<()> {
             ),
             None => (t.as_str(), args.partitions),
         };
+        // A --topic naming a standard topic sets its partition count instead of adding it twice.
+        specs.retain(|s| s.name != name);
         specs.push(tradestream_kafka::TopicSpec {
             name: name.into(),
             partitions,
