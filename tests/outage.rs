@@ -10,8 +10,9 @@
 //! The outage lasts `TRADESTREAM_TEST_OUTAGE_SECS` seconds (default 5, so `make test` stays
 //! quick; `TRADESTREAM_TEST_OUTAGE_SECS=20` runs the full drill).
 
+mod common;
+
 use anyhow::{Context, Result, bail};
-use chrono::Utc;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::collections::BTreeSet;
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 use tradestream_kafka::{Kafka, KafkaConfig, Metrics, MockKafka, RunnerConfig, run_processor};
 use tradestream_postgres::testing::TestDatabase;
 use tradestream_postgres::{EmbeddedPostgres, PostgresConfig};
-use tradestream_schemas::{Codec, MarketData, Record, Topic};
+use tradestream_schemas::{Codec, Record, Topic};
 
 const PARTITIONS: i32 = 3;
 
@@ -32,32 +33,6 @@ fn outage() -> Duration {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
     Duration::from_secs(secs)
-}
-
-fn bars(symbols: &[&str], per_symbol: u64, seed: u64) -> Result<Vec<MarketData>> {
-    let mut feed = tradestream_ingest::SyntheticFeed::new(tradestream_ingest::SyntheticConfig {
-        symbols: symbols.iter().map(|s| s.to_string()).collect(),
-        seed,
-        bars_per_symbol: Some(per_symbol),
-        ..Default::default()
-    })?;
-    let now = Utc::now();
-    Ok(std::iter::from_fn(|| feed.next_at(now)).collect())
-}
-
-/// A schema registry backed by `db`, served in-process until the sender is dropped or fired.
-async fn registry(db: &TestDatabase) -> Result<(String, tokio::sync::oneshot::Sender<()>)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(tradestream_schemas::registry::serve(
-        listener,
-        tradestream_schemas::registry::RegistryState::new(db.pool().clone()),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    Ok((url, stop))
 }
 
 fn free_port() -> Result<u16> {
@@ -71,7 +46,7 @@ async fn sink_waits_out_a_postgres_outage() -> Result<()> {
     let outage = outage();
     // The registry lives in another cluster, so only the sink's database goes away.
     let registry_db = TestDatabase::new().await?;
-    let (registry_url, registry_stop) = registry(&registry_db).await?;
+    let (registry_url, registry_stop) = common::serve_registry(registry_db.pool().clone()).await?;
     let codec = Codec::new(&registry_url)?;
     codec.register_all().await?;
 
@@ -140,7 +115,7 @@ async fn sink_waits_out_a_postgres_outage() -> Result<()> {
     };
 
     // A steady feed before, during and after the outage.
-    let all = bars(&["PGA", "PGB"], 1_500, 3)?;
+    let all = common::synthetic_bars(&["PGA", "PGB"], 1_500, 3)?;
     let total = all.len() as i64;
     let producer = kafka.producer()?;
     let feed_codec = codec.clone();
@@ -277,7 +252,7 @@ async fn features_sources(kafka: &Kafka, codec: &Codec) -> Result<Vec<String>> {
 async fn producers_and_consumers_wait_out_a_broker_outage() -> Result<()> {
     let outage = outage();
     let db = TestDatabase::new().await?;
-    let (registry_url, registry_stop) = registry(&db).await?;
+    let (registry_url, registry_stop) = common::serve_registry(db.pool().clone()).await?;
     let codec = Codec::new(&registry_url)?;
     codec.register_all().await?;
     let mut guard = KillOnDrop(Some(
@@ -330,7 +305,7 @@ async fn producers_and_consumers_wait_out_a_broker_outage() -> Result<()> {
     };
 
     // ingest's publisher, paced so the outage falls in the middle of the feed.
-    let all = bars(&["BKA", "BKB"], 2_000, 9)?;
+    let all = common::synthetic_bars(&["BKA", "BKB"], 2_000, 9)?;
     let ids: BTreeSet<String> = all.iter().map(|b| b.record_id.clone()).collect();
     let total = all.len();
     let publisher = {

@@ -8,6 +8,8 @@
 //! or re-ordered input shows up as a wrong count, and any re-decision after a restart as
 //! two different records with one id. The full process-level drill is `tests/crash.rs`.
 
+mod common;
+
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use rdkafka::Message;
@@ -18,8 +20,7 @@ use std::time::{Duration, Instant};
 use tradestream_kafka::{Kafka, KafkaConfig, Metrics, MockKafka, RunnerConfig, run_processor};
 use tradestream_postgres::testing::TestDatabase;
 use tradestream_schemas::{
-    AnyRecord, BarClass, Codec, Features, MarketData, ProcessError, Processor, TaskScope, Topic,
-    Trend,
+    AnyRecord, BarClass, Codec, Features, ProcessError, Processor, TaskScope, Topic, Trend,
 };
 
 const PARTITIONS: i32 = 3;
@@ -84,31 +85,6 @@ impl Processor for Count {
     }
 }
 
-fn bars(symbols: &[&str], per_symbol: u64, seed: u64) -> Result<Vec<MarketData>> {
-    let mut feed = tradestream_ingest::SyntheticFeed::new(tradestream_ingest::SyntheticConfig {
-        symbols: symbols.iter().map(|s| s.to_string()).collect(),
-        seed,
-        bars_per_symbol: Some(per_symbol),
-        ..Default::default()
-    })?;
-    let now = Utc::now();
-    Ok(std::iter::from_fn(|| feed.next_at(now)).collect())
-}
-
-async fn registry(db: &TestDatabase) -> Result<(String, tokio::sync::oneshot::Sender<()>)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(tradestream_schemas::registry::serve(
-        listener,
-        tradestream_schemas::registry::RegistryState::new(db.pool().clone()),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    Ok((url, stop))
-}
-
 /// Every features record: id → distinct decoded contents.
 async fn outputs(kafka: &Kafka, codec: &Codec) -> Result<BTreeMap<String, Vec<Features>>> {
     let consumer: BaseConsumer = kafka.base_consumer("restore-reader")?;
@@ -143,7 +119,7 @@ async fn killed_and_restarted_with(
     guarantee: tradestream_kafka::Guarantee,
 ) -> Result<()> {
     let db = TestDatabase::new().await?;
-    let (registry_url, _stop) = registry(&db).await?;
+    let (registry_url, _stop) = common::serve_registry(db.pool().clone()).await?;
     let codec = Codec::new(&registry_url)?;
     codec.register_all().await?;
     let kafka = Kafka::with_mock(
@@ -158,7 +134,7 @@ async fn killed_and_restarted_with(
         .provision(&tradestream_kafka::standard_topics(kafka.config()))
         .await?;
     let symbols = ["RSA", "RSB", "RSC", "RSD", "RSE", "RSF"];
-    let all = bars(&symbols, 500, 11)?;
+    let all = common::synthetic_bars(&symbols, 500, 11)?;
     let total = all.len();
     let mut index: BTreeMap<String, u64> = BTreeMap::new();
     let mut expected_n: BTreeMap<String, u64> = BTreeMap::new();

@@ -9,6 +9,8 @@
 //! processes (`broker`, `registry`, `postgres`) and `ingest` are checked for exit 0 too; for
 //! `ingest`, what it reports as published is what the topic holds.
 
+mod common;
+
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use rdkafka::Message;
@@ -163,16 +165,7 @@ async fn environment() -> Result<Env> {
         session_timeout_ms: 3_000,
         ..KafkaConfig::default()
     })?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let registry = format!("http://{}", listener.local_addr()?);
-    let (registry_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(tradestream_schemas::registry::serve(
-        listener,
-        tradestream_schemas::registry::RegistryState::new(db.pool().clone()),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let (registry, registry_stop) = common::serve_registry(db.pool().clone()).await?;
     let codec = Codec::new(&registry)?;
     codec.register_all().await?;
     Ok(Env {

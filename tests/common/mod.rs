@@ -6,6 +6,8 @@
 //!
 //! Every process logs to its own file under the run's directory, so a failure can show the
 //! last lines of the process that misbehaved instead of interleaving five processes' stderr.
+//! Also the in-process pieces other end-to-end tests share: a seeded synthetic feed and a
+//! schema registry served from the test's database.
 
 #![allow(dead_code, unreachable_pub)] // each test binary uses a subset
 
@@ -719,4 +721,38 @@ pub fn order_violations(recs: &[Rec], limit: usize) -> (usize, Vec<String>) {
         last.insert(key, (t, r.id(), r.offset));
     }
     (n, examples)
+}
+
+/// `per_symbol` seeded synthetic bars of each of `symbols`, in feed order.
+pub fn synthetic_bars(
+    symbols: &[&str],
+    per_symbol: u64,
+    seed: u64,
+) -> Result<Vec<tradestream_schemas::MarketData>> {
+    let mut feed = tradestream_ingest::SyntheticFeed::new(tradestream_ingest::SyntheticConfig {
+        symbols: symbols.iter().map(|s| s.to_string()).collect(),
+        seed,
+        bars_per_symbol: Some(per_symbol),
+        ..Default::default()
+    })?;
+    let now = Utc::now();
+    Ok(std::iter::from_fn(|| feed.next_at(now)).collect())
+}
+
+/// A schema registry backed by `pool`, served in-process until the sender is fired or
+/// dropped; returns its URL.
+pub async fn serve_registry(
+    pool: sqlx::PgPool,
+) -> Result<(String, tokio::sync::oneshot::Sender<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(tradestream_schemas::registry::serve(
+        listener,
+        tradestream_schemas::registry::RegistryState::new(pool),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    Ok((url, stop))
 }

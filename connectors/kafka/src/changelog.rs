@@ -260,51 +260,17 @@ pub async fn read_all(
     topic: &str,
     task: Option<String>,
 ) -> Result<Vec<Entry>, KafkaError> {
-    let messages = read_partition_range(kafka, topic, 0, None, None).await?;
-    let mut out = Vec::new();
-    for m in messages {
-        let entry = Entry::decode(m.payload().unwrap_or_default())?;
-        if task.as_ref().is_none_or(|t| *t == entry.task) {
-            out.push(entry);
-        }
-    }
-    Ok(out)
-}
-
-/// How long reading a range may wait for records it knows exist.
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Reads `topic`/`partition` from `from` (default: the beginning) up to `to` (exclusive;
-/// default: the high watermark when the read starts). Blocking work runs off the async
-/// workers.
-pub async fn read_partition_range(
-    kafka: &Kafka,
-    topic: &str,
-    partition: i32,
-    from: Option<i64>,
-    to: Option<i64>,
-) -> Result<Vec<OwnedMessage>, KafkaError> {
     let cc = kafka.client_config();
-    let (topic, group) = (topic.to_string(), format!("tradestream-reader-{topic}"));
-    tokio::task::spawn_blocking(move || {
-        let mut cc = cc;
-        cc.set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
-            .set("isolation.level", "read_committed")
-            .set("fetch.wait.max.ms", "10");
-        let consumer: BaseConsumer = cc
-            .create()
-            .map_err(|e| KafkaError::client("creating changelog reader", e))?;
+    let topic = topic.to_string();
+    let messages = tokio::task::spawn_blocking(move || {
+        let consumer = reader(cc)?;
         // A changelog nobody has written yet does not exist; asking for its watermarks
         // would wait out the whole timeout.
-        if !topic_exists(&consumer, &topic, partition) {
+        if !topic_exists(&consumer, &topic, 0) {
             return Ok(Vec::new());
         }
-        let (low, high) = match consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10))
-        {
+        let (low, high) = match consumer.fetch_watermarks(&topic, 0, Duration::from_secs(10)) {
             Ok(w) => w,
-            // A topic that does not exist yet has nothing to read.
             Err(e)
                 if matches!(
                     e.rdkafka_error_code(),
@@ -319,44 +285,22 @@ pub async fn read_partition_range(
             }
             Err(e) => return Err(KafkaError::client(format!("reading {topic} watermarks"), e)),
         };
-        let start = from.unwrap_or(low).max(low);
-        let end = to.unwrap_or(high).min(high);
-        if start >= end {
-            return Ok(Vec::new());
-        }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&topic, partition, Offset::Offset(start))
-            .map_err(|e| KafkaError::client("building reader assignment", e))?;
-        consumer
-            .assign(&tpl)
-            .map_err(|e| KafkaError::client(format!("assigning {topic}/{partition}"), e))?;
-        let mut out = Vec::with_capacity((end - start).min(1 << 20) as usize);
-        let deadline = Instant::now() + READ_TIMEOUT;
-        let mut next = start;
-        while next < end {
-            if Instant::now() > deadline {
-                return Err(KafkaError::Changelog(format!(
-                    "reading {topic}/{partition} offsets {start}..{end}: stuck at {next} for {READ_TIMEOUT:?}"
-                )));
-            }
-            match consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) => {
-                    next = m.offset() + 1;
-                    if m.offset() >= start && m.offset() < end {
-                        out.push(m.detach());
-                    }
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, %topic, partition, "reading; retrying");
-                }
-                None => {}
-            }
-        }
-        Ok(out)
+        read_blocking(&consumer, vec![(topic, 0, low, high)])
     })
     .await
-    .map_err(|e| KafkaError::Changelog(format!("reader task failed: {e}")))?
+    .map_err(|e| KafkaError::Changelog(format!("reader task failed: {e}")))??;
+    let mut out = Vec::new();
+    for m in messages {
+        let entry = Entry::decode(m.payload().unwrap_or_default())?;
+        if task.as_ref().is_none_or(|t| *t == entry.task) {
+            out.push(entry);
+        }
+    }
+    Ok(out)
 }
+
+/// How long reading a range may wait for records it knows exist.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Whether `topic` has `partition`, by one metadata request.
 fn topic_exists(consumer: &BaseConsumer, topic: &str, partition: i32) -> bool {
@@ -374,9 +318,64 @@ fn topic_exists(consumer: &BaseConsumer, topic: &str, partition: i32) -> bool {
 /// A range of one input partition: (topic, partition, from, to) with `to` exclusive.
 pub type Range = (String, i32, i64, i64);
 
-/// Reads several partition ranges with one consumer (recovery reads every input a replay
-/// needs at once: one consumer per batch would cost a connection each). Returns the
-/// records by (topic, partition, offset).
+/// A consumer that only reads assigned ranges (no group membership, no commits).
+fn reader(mut cc: rdkafka::ClientConfig) -> Result<BaseConsumer, KafkaError> {
+    cc.set("group.id", "tradestream-recovery-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "10");
+    cc.create()
+        .map_err(|e| KafkaError::client("creating recovery reader", e))
+}
+
+/// Reads every range with one consumer, blocking, in offset order per partition.
+fn read_blocking(
+    consumer: &BaseConsumer,
+    ranges: Vec<Range>,
+) -> Result<Vec<OwnedMessage>, KafkaError> {
+    let mut tpl = TopicPartitionList::new();
+    // What is still to read per partition: (next wanted, end).
+    let mut todo: HashMap<(String, i32), (i64, i64)> = HashMap::new();
+    for (topic, partition, from, to) in ranges.into_iter().filter(|r| r.2 < r.3) {
+        tpl.add_partition_offset(&topic, partition, Offset::Offset(from))
+            .map_err(|e| KafkaError::client("building reader assignment", e))?;
+        todo.insert((topic, partition), (from, to));
+    }
+    if todo.is_empty() {
+        return Ok(Vec::new());
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| KafkaError::client("assigning the recovery reader", e))?;
+    let mut out = Vec::new();
+    let deadline = Instant::now() + READ_TIMEOUT;
+    while todo.values().any(|(next, end)| next < end) {
+        if Instant::now() > deadline {
+            return Err(KafkaError::Changelog(format!(
+                "reading (topic, partition) → (next, end) {todo:?}: stuck for {READ_TIMEOUT:?}"
+            )));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                if let Some((next, end)) = todo.get_mut(&(m.topic().to_string(), m.partition()))
+                    && m.offset() < *end
+                {
+                    *next = (*next).max(m.offset() + 1);
+                    out.push(m.detach());
+                }
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "reading; retrying"),
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Reads several input ranges with one consumer (recovery reads every input a replay
+/// needs at once: one consumer per batch would cost a connection each). A range that
+/// retention already cut is an error: restoring around the gap would be wrong state.
+/// Returns the records by (topic, partition, offset).
 pub async fn read_ranges(
     kafka: &Kafka,
     ranges: Vec<Range>,
@@ -386,66 +385,29 @@ pub async fn read_ranges(
         return Ok(HashMap::new());
     }
     let cc = kafka.client_config();
-    tokio::task::spawn_blocking(move || {
-        let mut cc = cc;
-        cc.set("group.id", "tradestream-recovery-reader")
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
-            .set("isolation.level", "read_committed")
-            .set("fetch.wait.max.ms", "10");
-        let consumer: BaseConsumer = cc
-            .create()
-            .map_err(|e| KafkaError::client("creating recovery reader", e))?;
-        let mut tpl = TopicPartitionList::new();
-        // What is still to read per partition: (next wanted, end).
-        let mut todo: HashMap<(String, i32), (i64, i64)> = HashMap::new();
-        for (topic, partition, from, to) in &ranges {
+    let messages = tokio::task::spawn_blocking(move || {
+        let consumer = reader(cc)?;
+        let mut bounded = Vec::with_capacity(ranges.len());
+        for (topic, partition, from, to) in ranges {
             let (low, high) = consumer
-                .fetch_watermarks(topic, *partition, Duration::from_secs(10))
+                .fetch_watermarks(&topic, partition, Duration::from_secs(10))
                 .map_err(|e| KafkaError::client(format!("reading {topic} watermarks"), e))?;
-            if *from < low {
+            if from < low {
                 return Err(KafkaError::Changelog(format!(
                     "{topic}/{partition} offsets {from}..{low} needed to restore state are no \
                      longer in the topic (input retention shorter than the snapshot interval?)"
                 )));
             }
-            let end = (*to).min(high);
-            if *from >= end {
-                continue;
-            }
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*from))
-                .map_err(|e| KafkaError::client("building reader assignment", e))?;
-            todo.insert((topic.clone(), *partition), (*from, end));
+            bounded.push((topic, partition, from, to.min(high)));
         }
-        consumer
-            .assign(&tpl)
-            .map_err(|e| KafkaError::client("assigning the recovery reader", e))?;
-        let mut out = HashMap::new();
-        let deadline = Instant::now() + READ_TIMEOUT;
-        while todo.values().any(|(next, end)| next < end) {
-            if Instant::now() > deadline {
-                return Err(KafkaError::Changelog(format!(
-                    "reading the inputs to replay: still missing {todo:?} after {READ_TIMEOUT:?}"
-                )));
-            }
-            match consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) => {
-                    let key = (m.topic().to_string(), m.partition());
-                    if let Some((next, end)) = todo.get_mut(&key)
-                        && m.offset() < *end
-                    {
-                        *next = (*next).max(m.offset() + 1);
-                        out.insert((key.0, key.1, m.offset()), m.detach());
-                    }
-                }
-                Some(Err(e)) => tracing::warn!(error = %e, "reading inputs to replay; retrying"),
-                None => {}
-            }
-        }
-        Ok(out)
+        read_blocking(&consumer, bounded)
     })
     .await
-    .map_err(|e| KafkaError::Changelog(format!("reader task failed: {e}")))?
+    .map_err(|e| KafkaError::Changelog(format!("reader task failed: {e}")))??;
+    Ok(messages
+        .into_iter()
+        .map(|m| ((m.topic().to_string(), m.partition(), m.offset()), m))
+        .collect())
 }
 
 #[cfg(test)]

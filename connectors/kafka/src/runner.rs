@@ -334,13 +334,27 @@ impl<P: Processor + Clone + Sync> Tasks<P> {
             snapshots: 0,
         }
     }
+}
 
+/// Which core a consumed record goes to: a member's tasks route by partition; a task being
+/// restored takes everything it replays.
+trait Cores<P> {
+    fn core_for(&mut self, msg: &OwnedMessage) -> Result<&mut P, KafkaError>;
+}
+
+impl<P: Processor + Clone + Sync> Cores<P> for Tasks<P> {
     fn core_for(&mut self, msg: &OwnedMessage) -> Result<&mut P, KafkaError> {
         let key = self.key_for(msg);
         self.by_key
             .get_mut(&key)
             .map(|t| &mut t.core)
             .ok_or_else(|| KafkaError::Changelog(format!("no task {key} for a routed record")))
+    }
+}
+
+impl<P> Cores<P> for Task<P> {
+    fn core_for(&mut self, _: &OwnedMessage) -> Result<&mut P, KafkaError> {
+        Ok(&mut self.core)
     }
 }
 
@@ -550,11 +564,23 @@ async fn run_batch<P: Processor + Clone + Sync>(
     for msg in batch {
         let key = tasks.key_for(&msg);
         let tp = (msg.topic().to_string(), msg.partition());
-        if !tasks.by_key.contains_key(&key) {
+        let offset = msg.offset();
+        // A per-partition copy whose partition someone else processed meanwhile is stale.
+        let stale = tasks.stateful
+            && tasks.scope == TaskScope::PerPartition
+            && tasks
+                .by_key
+                .get(&key)
+                .and_then(|t| t.next.get(&tp))
+                .is_some_and(|n| offset > *n);
+        if stale {
+            tracing::info!(task = %key, got = offset, "partition moved on elsewhere; restoring its state");
+        }
+        if stale || !tasks.by_key.contains_key(&key) {
             // Only per-partition tasks (or stateless cores) get here.
             let task = if tasks.stateful {
                 stats.restores += 1;
-                recover_partition(ctx, tasks, &key, &tp, msg.offset()).await?
+                recover_partition(ctx, tasks, &key, &tp, offset).await?
             } else {
                 tasks.fresh(&key)
             };
@@ -564,26 +590,9 @@ async fn run_batch<P: Processor + Clone + Sync>(
             continue;
         };
         match task.next.get(&tp).copied() {
-            Some(n) if msg.offset() < n => continue, // applied already (restored or replayed)
-            Some(n) if msg.offset() > n && tasks.stateful => {
-                if tasks.scope == TaskScope::PerPartition {
-                    // Someone else processed this partition meanwhile: our copy is stale.
-                    tracing::info!(task = %key, expected = n, got = msg.offset(), "partition moved on elsewhere; restoring its state");
-                    stats.restores += 1;
-                    let fresh = recover_partition(ctx, tasks, &key, &tp, msg.offset()).await?;
-                    tasks.by_key.insert(key.clone(), fresh);
-                    let Some(task) = tasks.by_key.get_mut(&key) else {
-                        continue;
-                    };
-                    if task.next.get(&tp).is_some_and(|n| msg.offset() < *n) {
-                        continue;
-                    }
-                    task.next.insert(tp, msg.offset() + 1);
-                    task.since_snapshot += 1;
-                    kept.push(msg);
-                    continue;
-                }
-                tracing::warn!(task = %key, topic = %tp.0, partition = tp.1, expected = n, got = msg.offset(), "input skipped ahead of the changelog (records expired?)");
+            Some(n) if offset < n => continue, // applied already (restored or replayed)
+            Some(n) if offset > n && tasks.stateful => {
+                tracing::warn!(task = %key, topic = %tp.0, partition = tp.1, expected = n, got = offset, "input skipped ahead of the changelog (records expired?)");
             }
             _ => {}
         }
@@ -654,18 +663,7 @@ async fn recover_single<P: Processor + Clone + Sync>(
         task.since_snapshot += msgs.len() as u64;
         let now = DateTime::<Utc>::from_timestamp_micros(now_micros).unwrap_or_else(Utc::now);
         let publish = i + 1 == batches && !ctx.output.transactional();
-        let mut one = Tasks {
-            template: tasks.template.clone(),
-            scope: TaskScope::Single,
-            stateful: true,
-            changelog: tasks.changelog.clone(),
-            by_key: HashMap::from([(ALL.to_string(), task)]),
-        };
-        process_batch(ctx, &mut one, &msgs, now, publish).await?;
-        let Some(t) = one.by_key.remove(ALL) else {
-            return Err(KafkaError::Changelog("task vanished during replay".into()));
-        };
-        task = t;
+        process_batch(ctx, &mut task, &msgs, now, publish).await?;
     }
     // Restored state counts as never snapshotted by this writer: the next batch logs one.
     task.last_snapshot = None;
@@ -695,21 +693,14 @@ async fn recover_partition<P: Processor + Clone + Sync>(
     let at = task.next.get(tp).copied().unwrap_or(0);
     let mut replayed = 0;
     if at < first {
-        let msgs =
-            changelog::read_partition_range(ctx.kafka, &tp.0, tp.1, Some(at), Some(first)).await?;
+        let mut msgs: Vec<OwnedMessage> =
+            changelog::read_ranges(ctx.kafka, vec![(tp.0.clone(), tp.1, at, first)])
+                .await?
+                .into_values()
+                .collect();
+        msgs.sort_by_key(|m| m.offset());
         replayed = msgs.len() as u64;
-        let mut one = Tasks {
-            template: tasks.template.clone(),
-            scope: TaskScope::PerPartition,
-            stateful: true,
-            changelog: tasks.changelog.clone(),
-            by_key: HashMap::from([(key.to_string(), task)]),
-        };
-        process_batch(ctx, &mut one, &msgs, Utc::now(), false).await?;
-        task = one
-            .by_key
-            .remove(key)
-            .ok_or_else(|| KafkaError::Changelog("task vanished during replay".into()))?;
+        process_batch(ctx, &mut task, &msgs, Utc::now(), false).await?;
         task.next.insert(tp.clone(), first);
         task.since_snapshot = replayed;
     }
@@ -811,9 +802,9 @@ struct Processed {
 
 /// Decodes and processes `batch` in order, each record by its task's core; with `publish`,
 /// produces the outputs and dead letters and waits for their acknowledgement.
-async fn process_batch<P: Processor + Clone + Sync>(
+async fn process_batch<P: Processor, C: Cores<P> + Send>(
     ctx: &Ctx<'_>,
-    tasks: &mut Tasks<P>,
+    tasks: &mut C,
     batch: &[OwnedMessage],
     now: DateTime<Utc>,
     publish: bool,
