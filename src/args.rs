@@ -297,6 +297,10 @@ pub(crate) struct KafkaArgs {
     /// ... and after at most this many input records.
     #[arg(long, env = "TRADESTREAM_SNAPSHOT_RECORDS", default_value_t = 50_000)]
     pub(crate) snapshot_records: u64,
+    /// Batches a per-partition or stateless processor may have awaiting acknowledgement
+    /// while it processes the next (0: wait for each batch).
+    #[arg(long, env = "TRADESTREAM_MAX_IN_FLIGHT_BATCHES", default_value_t = 4)]
+    pub(crate) max_in_flight_batches: usize,
     /// Extra librdkafka property key=value (repeatable; env: comma-separated).
     #[arg(
         long = "kafka-property",
@@ -337,6 +341,7 @@ impl KafkaArgs {
             transactional_id: self.kafka_transactional_id.clone(),
             snapshot_interval_ms: self.snapshot_interval_ms,
             snapshot_records: self.snapshot_records,
+            max_in_flight_batches: self.max_in_flight_batches,
             extra,
         };
         cfg.validate()
@@ -464,9 +469,10 @@ pub(crate) struct BenchArgs {
     /// Seed of the synthetic feed.
     #[arg(long, env = "TRADESTREAM_BENCH_SEED", default_value_t = 1)]
     pub(crate) seed: u64,
-    /// Most records the feeder runs ahead of the slowest market-data reader (the mock
-    /// broker keeps only a few MB per partition).
-    #[arg(long, env = "TRADESTREAM_BENCH_WINDOW", default_value_t = 60_000)]
+    /// Most records any reader may have left to read on a topic before the feeder pauses
+    /// (a `window / partitions` share on the account-keyed `orders` and `fills`): the mock
+    /// broker keeps only a few MB per partition.
+    #[arg(long, env = "TRADESTREAM_BENCH_WINDOW", default_value_t = 10_000)]
     pub(crate) window: u64,
     /// Records per second of the latency scenario.
     #[arg(long, env = "TRADESTREAM_BENCH_RATE", default_value_t = 1000.0)]

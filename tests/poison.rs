@@ -101,10 +101,10 @@ async fn semantic_bad(raw: &RawEncoder, topic: Topic, i: usize) -> Result<Vec<u8
             match i % 3 {
                 0 => r.close = Decimal::new(-1, 0),
                 1 => {
-                    r.values.insert("rsi_14".into(), nan);
+                    r.values.insert("rsi_14", nan);
                 }
                 _ => {
-                    r.values.insert("z_price".into(), f64::INFINITY);
+                    r.values.insert("z_price", f64::INFINITY);
                 }
             }
             raw.encode(&r).await?

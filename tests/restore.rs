@@ -59,7 +59,9 @@ impl Processor for Count {
             symbol: bar.symbol.clone(),
             event_time: bar.event_time,
             close: bar.close,
-            values: BTreeMap::from([("n".into(), *n as f64), ("total".into(), self.total as f64)]),
+            values: [("n", *n as f64), ("total", self.total as f64)]
+                .into_iter()
+                .collect(),
             bar_class: BarClass::Fake,
             trend: Trend::Neutral,
             feature_set_version: "count".into(),

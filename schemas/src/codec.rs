@@ -5,6 +5,13 @@
 //! Producers register their topic's `.avsc` under `<topic>-value` on first use
 //! (TopicNameStrategy); the registry's compatibility rules decide whether an evolved schema is
 //! accepted. Schemas and ids are cached by the library after the first call.
+//!
+//! The library builds an `apache_avro` value tree per record, which dominated a processor's
+//! cost. Once the codec knows the registry id of a topic's own schema (learned from its
+//! first encode, or looked up under the subject on first decode), records framed with that id
+//! are written and read directly by [`crate::datum`]: the same bytes, without the tree.
+//! Records framed with any other id (another schema version) still go through the library,
+//! which resolves the writer's schema against ours.
 
 use crate::error::SchemaError;
 use crate::processor::AnyRecord;
@@ -17,8 +24,12 @@ use schema_registry_converter::schema_registry_common::{
 };
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+
+/// How long a failed lookup of our own schema's id is remembered before asking again.
+const LOOKUP_RETRY: Duration = Duration::from_secs(30);
 
 /// Encoder/decoder for every topic, bound to one schema registry. Cheap to clone.
 #[derive(Clone)]
@@ -31,6 +42,10 @@ struct Inner {
     encoder: AvroEncoder,
     decoder: AvroDecoder,
     strategies: HashMap<Topic, SubjectNameStrategy>,
+    /// Registry id of each topic's own schema, once known: the fast path's key.
+    own_ids: HashMap<Topic, OnceCell<u32>>,
+    /// Topics whose own schema id could not be looked up, and until when not to ask again.
+    lookup_failed: Mutex<HashMap<Topic, Instant>>,
     http: reqwest::Client,
 }
 
@@ -76,6 +91,11 @@ impl Codec {
                 encoder: AvroEncoder::new(settings.clone()),
                 decoder: AvroDecoder::new(settings),
                 strategies,
+                own_ids: Topic::EVERY
+                    .into_iter()
+                    .map(|t| (t, OnceCell::new()))
+                    .collect(),
+                lookup_failed: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -138,8 +158,90 @@ impl Codec {
     /// Encodes a record for its topic in Confluent framing, after validating it.
     pub async fn encode<R: Record>(&self, record: &R) -> Result<Vec<u8>, SchemaError> {
         record.validate()?;
+        let own = &self.inner.own_ids[&R::TOPIC];
+        if let Some(id) = own.get() {
+            let mut out = Vec::with_capacity(256);
+            out.push(0);
+            out.extend_from_slice(&id.to_be_bytes());
+            crate::datum::write(record, &mut out)
+                .map_err(|e| SchemaError::Decode(format!("encoding {}: {e}", R::NAME)))?;
+            return Ok(out);
+        }
         let strategy = &self.inner.strategies[&R::TOPIC];
-        Ok(self.inner.encoder.encode_struct(record, strategy).await?)
+        let bytes = self.inner.encoder.encode_struct(record, strategy).await?;
+        // The library registered (or found) our schema under the subject: its id is ours.
+        let _ = own.set(frame_schema_id(&bytes)?);
+        Ok(bytes)
+    }
+
+    /// The registry id of `topic`'s own schema, looked up under its subject on first use;
+    /// `None` while it is not registered or the registry cannot say (then the generic path
+    /// serves, and the lookup is tried again after [`LOOKUP_RETRY`]).
+    async fn own_id(&self, topic: Topic) -> Option<u32> {
+        let cell = &self.inner.own_ids[&topic];
+        if let Some(id) = cell.get() {
+            return Some(*id);
+        }
+        {
+            let failed = self
+                .inner
+                .lookup_failed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if failed
+                .get(&topic)
+                .is_some_and(|until| Instant::now() < *until)
+            {
+                return None;
+            }
+        }
+        let subject = topic.value_subject();
+        match cell
+            .get_or_try_init(|| self.lookup(&subject, topic.schema()))
+            .await
+        {
+            Ok(id) => Some(*id),
+            Err(e) => {
+                tracing::debug!(error = %e, %topic, "own schema id unknown; decoding generically");
+                self.inner
+                    .lookup_failed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(topic, Instant::now() + LOOKUP_RETRY);
+                None
+            }
+        }
+    }
+
+    /// The id `schema` is registered with under `subject` (Confluent's
+    /// `POST /subjects/{subject}`), without registering it.
+    async fn lookup(&self, subject: &str, schema: &str) -> Result<u32, SchemaError> {
+        let url = format!(
+            "{}/subjects/{subject}",
+            self.inner.registry_url.trim_end_matches('/')
+        );
+        let failed = |message: String| SchemaError::Registry {
+            message,
+            retryable: true,
+        };
+        let resp = self
+            .inner
+            .http
+            .post(&url)
+            .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+            .json(&serde_json::json!({ "schema": schema }))
+            .send()
+            .await
+            .map_err(|e| failed(format!("{url}: {e}")))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| failed(format!("{url}: {e}")))?;
+        body.get("id")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|id| u32::try_from(id).ok())
+            .ok_or_else(|| failed(format!("looking up {subject} ({status}): {body}")))
     }
 
     /// Encodes a dead-letter envelope for `<source_topic>.dlq`.
@@ -150,7 +252,14 @@ impl Codec {
 
     /// Decodes and validates a Confluent-framed record of type `R`.
     pub async fn decode<R: Record>(&self, bytes: &[u8]) -> Result<R, SchemaError> {
-        frame_schema_id(bytes)?;
+        let id = frame_schema_id(bytes)?;
+        if self.own_id(R::TOPIC).await == Some(id) {
+            let record: R = crate::datum::read(&bytes[5..]).map_err(|e| {
+                SchemaError::Decode(format!("{} does not match {}: {e}", R::TOPIC, R::NAME))
+            })?;
+            record.validate()?;
+            return Ok(record);
+        }
         let decoded = self.inner.decoder.decode(Some(bytes)).await?;
         if let Some(name) = &decoded.name
             && name.name() != R::NAME

@@ -3,8 +3,10 @@
 //! Confluent-compatible schema registry.
 
 pub mod codec;
+pub mod datum;
 pub mod decimal;
 pub mod error;
+pub mod feature_values;
 pub mod ids;
 pub mod processor;
 pub mod records;
@@ -15,6 +17,7 @@ pub mod topics;
 
 pub use codec::Codec;
 pub use error::SchemaError;
+pub use feature_values::{FeatureName, FeatureValues};
 pub use ids::{AccountId, InvalidId, Symbol};
 pub use processor::{AnyRecord, ProcessError, Processor, TaskScope};
 pub use records::*;

@@ -3,13 +3,13 @@
 //! rules Avro cannot express, so every processor refuses the same bad records the same way.
 
 use crate::decimal;
+use crate::feature_values::FeatureValues;
 use crate::ids::{AccountId, Symbol};
 use crate::topics::Topic;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// A record that fails a semantic rule; the message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -206,7 +206,7 @@ pub struct Features {
     #[serde(with = "decimal::avro")]
     pub close: Decimal,
     /// Indicator values by name; warming-up indicators are absent.
-    pub values: BTreeMap<String, f64>,
+    pub values: FeatureValues,
     /// Bar classification.
     pub bar_class: BarClass,
     /// Trend after this bar.

@@ -1,11 +1,12 @@
 //! Valid example records of every type, for tests, docs and the contract checks in other
 //! crates. Deterministic: the same call returns the same record.
 
+use crate::feature_values::FeatureValues;
 use crate::ids::{AccountId, Symbol};
 use crate::records::*;
 use chrono::{DateTime, TimeZone, Utc};
 use rust_decimal::Decimal;
-use std::collections::BTreeMap;
+
 use std::str::FromStr;
 
 fn t0() -> DateTime<Utc> {
@@ -46,9 +47,9 @@ pub fn market_data() -> MarketData {
 
 /// Features for [`market_data`].
 pub fn features() -> Features {
-    let mut values = BTreeMap::new();
-    values.insert("sma_20".into(), 6_700.5);
-    values.insert("rsi_14".into(), 41.25);
+    let mut values = FeatureValues::new();
+    values.insert("sma_20", 6_700.5);
+    values.insert("rsi_14", 41.25);
     Features {
         record_id: "features:csv:nasdaq-daily.csv:^IXIC:2018-12-31".into(),
         source_id: market_data().record_id,

@@ -11,8 +11,10 @@
 //!   from producing the bar it traded on to receiving the fill from Kafka.
 //!
 //! The mock broker keeps only the last few MB per partition, so the feeder never lets any
-//! stage fall more than `--window` records behind on `market_data` (and says so if records
-//! were lost anyway: every count is checked at the end).
+//! stage fall more than `--window` records behind on any topic it reads (a `window / partitions`
+//! share on `orders` and `fills`, which are keyed by account and so sit on one partition),
+//! and the pipeline scenario fails if anything was lost anyway: Postgres must hold every
+//! record each topic received.
 
 use super::demo::{Progress, READERS};
 use super::pipeline::{
@@ -141,15 +143,14 @@ fn produced(metrics: &Metrics, stage: &str, topic: Topic) -> u64 {
         .get()
 }
 
-/// Produces `items` onto `market_data`, keeping at most `window` records ahead of
-/// `slowest()`, optionally at a fixed rate. Returns when every record is acknowledged, with
+/// Produces `items` onto `market_data`, pausing while `behind(records fed)` is at least 1
+/// (some reader is a full window behind), optionally at a fixed rate. Returns when every record is acknowledged, with
 /// the instant each was handed to the producer.
 async fn feed(
     producer: &FutureProducer,
     items: &[Encoded],
-    window: u64,
     rate: Option<f64>,
-    slowest: impl Fn() -> u64,
+    behind: impl Fn(u64) -> f64,
 ) -> anyhow::Result<Vec<Instant>> {
     let topic = Topic::MarketData.name();
     let started = Instant::now();
@@ -160,7 +161,25 @@ async fn feed(
             let due = started + Duration::from_secs_f64(i as f64 / rate);
             tokio::time::sleep_until(due.into()).await;
         } else {
-            while i as u64 >= slowest() + window {
+            // A reader that makes no progress for this long lost records to the mock
+            // broker's retention (its backlog can then never close): fail, do not hang.
+            const STALLED: Duration = Duration::from_secs(60);
+            let mut last = (f64::NAN, Instant::now());
+            loop {
+                let windows = behind(i as u64);
+                if windows < 1.0 {
+                    break;
+                }
+                if windows != last.0 {
+                    last = (windows, Instant::now());
+                } else if last.1.elapsed() > STALLED {
+                    bail!(
+                        "a reader made no progress for {STALLED:?} at {fed} records fed \
+                         (records lost to the mock broker's per-partition retention? try a \
+                         smaller --window); run with RUST_LOG=tradestream=debug to see which",
+                        fed = i
+                    );
+                }
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
@@ -229,8 +248,9 @@ async fn features(stack: &Stack, args: &BenchArgs) -> anyhow::Result<serde_json:
     spawn_stage(&mut tasks, &ctx, Stage::Features, stopped)?;
     let producer = stack.kafka.producer()?;
     let m = metrics.clone();
-    let feeding = feed(&producer, &items, args.window, None, move || {
-        consumed(&m, "features", Topic::MarketData)
+    let window = args.window.max(1);
+    let feeding = feed(&producer, &items, None, move |fed| {
+        fed.saturating_sub(consumed(&m, "features", Topic::MarketData)) as f64 / window as f64
     });
     let m = metrics.clone();
     let clock = async move {
@@ -270,13 +290,67 @@ fn produced_onto(metrics: &Metrics, topic: Topic) -> u64 {
         .sum()
 }
 
-fn slowest_on_market_data(metrics: &Metrics) -> u64 {
-    READERS
-        .iter()
-        .filter(|(_, topics)| topics.contains(&Topic::MarketData))
-        .map(|(stage, _)| consumed(metrics, stage, Topic::MarketData))
-        .min()
-        .unwrap_or(0)
+/// How far the furthest-behind reader is, in windows: for each stage and topic it reads,
+/// records on the topic it has not consumed yet over the topic's allowance (`window`, or
+/// `window / partitions` for the account-keyed topics whose records share one partition).
+fn behind(metrics: &Metrics, fed: u64, window: u64, partitions: i32) -> f64 {
+    let mut worst: f64 = 0.0;
+    for (stage, topics) in READERS {
+        for topic in topics.iter().copied() {
+            let on_topic = if topic == Topic::MarketData {
+                fed
+            } else {
+                produced_onto(metrics, topic)
+            };
+            let backlog = on_topic.saturating_sub(consumed(metrics, stage, topic));
+            let allowance = match topic.key_field() {
+                tradestream_schemas::KeyField::Account => {
+                    window / u64::try_from(partitions.max(1)).unwrap_or(1)
+                }
+                _ => window,
+            };
+            let windows = backlog as f64 / allowance.max(1) as f64;
+            if windows >= 1.0 {
+                tracing::debug!(stage, %topic, backlog, allowance, "reader a window behind");
+            }
+            worst = worst.max(windows);
+        }
+    }
+    worst
+}
+
+/// Fails when Postgres holds fewer records of a topic than the topic received: the mock
+/// broker dropped some before a reader got to them (or a stage lost them).
+async fn check_nothing_lost(
+    pool: &sqlx::PgPool,
+    metrics: &Metrics,
+    market_data: u64,
+) -> anyhow::Result<()> {
+    let expected = [
+        ("market_data", market_data),
+        ("features", produced_onto(metrics, Topic::Features)),
+        ("signals", produced_onto(metrics, Topic::TradingSignals)),
+        ("anomalies", produced_onto(metrics, Topic::Anomalies)),
+        ("order_events", produced_onto(metrics, Topic::Orders)),
+        ("fills", produced_onto(metrics, Topic::Fills)),
+    ];
+    let mut lost = Vec::new();
+    for (table, want) in expected {
+        let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(pool)
+            .await?;
+        if u64::try_from(rows).unwrap_or(0) != want {
+            lost.push(format!("{table}: {rows} rows for {want} records"));
+        }
+    }
+    if !lost.is_empty() {
+        bail!(
+            "records were lost (a reader fell behind the mock broker's per-partition \
+             retention? try a smaller --window): {}",
+            lost.join("; ")
+        );
+    }
+    Ok(())
 }
 
 /// Waits until every stage's group has committed up to the end of every topic it reads
@@ -336,8 +410,9 @@ async fn pipeline(stack: &Stack, args: &BenchArgs) -> anyhow::Result<serde_json:
     let (tasks, stop, progress) = start_all(stack, &metrics).await?;
     let producer = stack.kafka.producer()?;
     let m = metrics.clone();
-    let feeding = feed(&producer, &items, args.window, None, move || {
-        slowest_on_market_data(&m)
+    let (window, partitions) = (args.window, stack.kafka.config().partitions);
+    let feeding = feed(&producer, &items, None, move |fed| {
+        behind(&m, fed, window, partitions)
     });
     let m = metrics.clone();
     let clock = async move {
@@ -353,6 +428,7 @@ async fn pipeline(stack: &Stack, args: &BenchArgs) -> anyhow::Result<serde_json:
     let _ = stop.send(true);
     join_all(tasks, &stop).await?;
     let pool = stack.pool().context("Postgres")?;
+    check_nothing_lost(&pool, &metrics, n).await?;
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM market_data")
         .fetch_one(&pool)
         .await?;
@@ -401,7 +477,7 @@ async fn latency(stack: &Stack, args: &BenchArgs) -> anyhow::Result<serde_json::
     // Let every consumer group join and get its partitions before the clock matters.
     tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
     let producer = stack.kafka.producer()?;
-    let sent = feed(&producer, &items, u64::MAX / 2, Some(args.rate), || 0).await?;
+    let sent = feed(&producer, &items, Some(args.rate), |_| 0.0).await?;
     drained(&progress, Duration::from_secs(300)).await?;
     // The fills of the last bars need the consumer to see them.
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -82,6 +82,16 @@ impl Kafka {
         cc
     }
 
+    /// Batch compression: LZ4 over a network; none for the embedded mock cluster, where
+    /// batches never leave the process and compressing them only costs CPU.
+    fn compression(&self) -> &'static str {
+        if self.config.brokers.is_some() {
+            "lz4"
+        } else {
+            "none"
+        }
+    }
+
     /// An idempotent producer: acks from all replicas, retries without reordering or
     /// duplicates, records batched briefly for throughput.
     pub fn producer(&self) -> Result<FutureProducer, KafkaError> {
@@ -89,7 +99,7 @@ impl Kafka {
         cc.set("acks", "all")
             .set("enable.idempotence", "true")
             .set("linger.ms", self.config.linger_ms.to_string())
-            .set("compression.type", "lz4")
+            .set("compression.type", self.compression())
             .set("message.timeout.ms", "300000");
         for (k, v) in &self.config.extra {
             cc.set(k, v);
@@ -111,7 +121,7 @@ impl Kafka {
             .set("transactional.id", transactional_id)
             .set("transaction.timeout.ms", "60000")
             .set("linger.ms", self.config.linger_ms.to_string())
-            .set("compression.type", "lz4")
+            .set("compression.type", self.compression())
             .set("message.timeout.ms", "55000");
         for (k, v) in &self.config.extra {
             cc.set(k, v);

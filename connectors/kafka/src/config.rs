@@ -74,6 +74,10 @@ pub struct KafkaConfig {
     /// ... and after at most this many input records.
     #[serde(default = "default_snapshot_records")]
     pub snapshot_records: u64,
+    /// Batches a per-partition or stateless processor may have awaiting acknowledgement
+    /// while it processes the next (0: wait for each batch before the next).
+    #[serde(default = "default_max_in_flight_batches")]
+    pub max_in_flight_batches: usize,
     /// Extra librdkafka properties passed through verbatim (e.g. `compression.type=zstd`).
     #[serde(default)]
     pub extra: BTreeMap<String, String>,
@@ -90,6 +94,10 @@ fn default_snapshot_interval_ms() -> u64 {
 }
 fn default_snapshot_records() -> u64 {
     50_000
+}
+
+fn default_max_in_flight_batches() -> usize {
+    4
 }
 
 fn default_linger_ms() -> u32 {
@@ -138,6 +146,7 @@ impl Default for KafkaConfig {
             transactional_id: None,
             snapshot_interval_ms: default_snapshot_interval_ms(),
             snapshot_records: default_snapshot_records(),
+            max_in_flight_batches: default_max_in_flight_batches(),
             extra: BTreeMap::new(),
         }
     }
@@ -242,6 +251,12 @@ impl KafkaConfig {
         }
         if self.snapshot_records == 0 {
             problems.push("TRADESTREAM_SNAPSHOT_RECORDS: must be >= 1".into());
+        }
+        if self.max_in_flight_batches > 64 {
+            problems.push(format!(
+                "TRADESTREAM_MAX_IN_FLIGHT_BATCHES: {} must be <= 64",
+                self.max_in_flight_batches
+            ));
         }
         if self.partitions < 1 {
             problems.push(format!(

@@ -7,6 +7,13 @@
 //! from their cause, so downstream consumers drop the replayed duplicates. Records that cannot
 //! be processed go to `<topic>.dlq` with the reason in headers and the batch goes on.
 //!
+//! Waiting for acknowledgements is most of a batch's time at high rates, so per-partition and
+//! stateless cores process the next batches while up to [`RunnerConfig::max_in_flight`]
+//! earlier ones are still being acknowledged. Completions (acknowledgements, then snapshots,
+//! then the commit) still happen strictly in batch order, so offsets and snapshot positions
+//! only ever cover acknowledged outputs. Single-copy cores and transactions wait for each
+//! batch: their recovery republishes only the last logged batch.
+//!
 //! Stateful cores keep their state in `<group>.changelog` (see [`crate::changelog`]): a core
 //! keyed by symbol gets one copy per input partition, snapshotted with the partition's
 //! position after its outputs are acknowledged; a core whose state spans partitions gets one
@@ -31,13 +38,14 @@ use crate::error::KafkaError;
 use crate::metrics::Metrics;
 use crate::topics::TopicSpec;
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 use futures::future::try_join_all;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,6 +95,10 @@ pub struct RunnerConfig {
     pub guarantee: Guarantee,
     /// Transactional id for [`Guarantee::ExactlyOnce`] (default `<group>-<host>-<pid>`).
     pub transactional_id: Option<String>,
+    /// Batches that may still await acknowledgement while the next one is processed
+    /// (per-partition and stateless cores under [`Guarantee::EffectivelyOnce`]; the others
+    /// always wait for each batch). 0 waits for every batch.
+    pub max_in_flight: usize,
 }
 
 impl RunnerConfig {
@@ -102,6 +114,7 @@ impl RunnerConfig {
             snapshot_interval: Duration::from_secs(10),
             guarantee: Guarantee::EffectivelyOnce,
             transactional_id: None,
+            max_in_flight: 4,
         }
     }
 
@@ -112,6 +125,7 @@ impl RunnerConfig {
             snapshot_interval: Duration::from_millis(kafka.snapshot_interval_ms),
             guarantee: Guarantee::parse(&kafka.guarantee).unwrap_or_default(),
             transactional_id: kafka.transactional_id.clone(),
+            max_in_flight: kafka.max_in_flight_batches,
             ..Self::for_processor(processor)
         }
     }
@@ -410,10 +424,22 @@ async fn run_loop<P: Processor + Clone + Sync>(
     let mut last_lag = Instant::now();
     tokio::pin!(shutdown);
     let mut consume_failures = 0u32;
+    let max_pending = if output.transactional() || (stateful && tasks.scope == TaskScope::Single) {
+        0
+    } else {
+        config.max_in_flight
+    };
+    // Completions of batches whose outputs are produced, oldest first.
+    let mut in_flight: VecDeque<BoxFuture<'_, Result<BatchOutcome, KafkaError>>> = VecDeque::new();
     loop {
         let first = tokio::select! {
             biased;
             _ = &mut shutdown => break,
+            done = oldest(&mut in_flight) => {
+                in_flight.pop_front();
+                stats.add(done?);
+                continue;
+            }
             msg = consumer.recv() => msg,
         };
         let first = match first {
@@ -448,20 +474,27 @@ async fn run_loop<P: Processor + Clone + Sync>(
             }
         }
         let started = Instant::now();
-        let outcome = run_batch(&ctx, &mut tasks, &consumer, batch, &mut stats).await?;
+        let produced = run_batch(&ctx, &mut tasks, batch, &mut stats).await?;
         metrics
             .processing_seconds
             .with_label_values(&[name])
             .observe(started.elapsed().as_secs_f64());
-        stats.records_in += outcome.records_in;
-        stats.records_out += outcome.produced;
-        stats.dead_lettered += outcome.dead_lettered;
-        stats.batches += 1;
+        in_flight.push_back(Box::pin(produced.complete(&ctx, consumer.clone())));
+        while in_flight.len() > max_pending {
+            if let Some(done) = in_flight.pop_front() {
+                stats.add(done.await?);
+            }
+        }
         if last_lag.elapsed() >= config.lag_interval {
             last_lag = Instant::now();
             update_lag(consumer.clone(), name, metrics).await;
         }
     }
+    // The batch in hand was finished above; what is still being acknowledged is finished now.
+    while let Some(done) = in_flight.pop_front() {
+        stats.add(done.await?);
+    }
+    drop(in_flight);
     // A final snapshot per task makes the next start cheap (nothing to replay).
     if tasks.stateful && !tasks.by_key.is_empty() {
         output.begin().await?;
@@ -530,16 +563,66 @@ struct BatchOutcome {
     dead_lettered: u64,
 }
 
+impl RunStats {
+    fn add(&mut self, batch: BatchOutcome) {
+        self.records_in += batch.records_in;
+        self.records_out += batch.produced;
+        self.dead_lettered += batch.dead_lettered;
+        self.batches += 1;
+    }
+}
+
+/// The oldest in-flight completion's result; pends forever when nothing is in flight. Cancel
+/// safe: the completion stays in the queue and is polled again next time.
+async fn oldest<F: Future + Unpin>(queue: &mut VecDeque<F>) -> F::Output {
+    match queue.front_mut() {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A processed batch whose outputs are with the producer: what is left to do, in order,
+/// once they are acknowledged.
+struct InFlight {
+    records_in: u64,
+    produced: Produced,
+    /// Per-partition snapshots of the state right after this batch; written only once the
+    /// batch's outputs are acknowledged, so a snapshot never covers a lost output.
+    snapshots: Vec<Entry>,
+    changelog: String,
+    commit: Vec<(String, i32, i64)>,
+}
+
+impl InFlight {
+    /// Waits for the outputs, writes the snapshots, moves the offsets.
+    async fn complete(
+        self,
+        ctx: &Ctx<'_>,
+        consumer: Arc<StreamConsumer>,
+    ) -> Result<BatchOutcome, KafkaError> {
+        let processed = self
+            .produced
+            .settle(&ctx.output.producer, ctx.metrics, ctx.name)
+            .await?;
+        write_changelog(&ctx.output.producer, &self.changelog, self.snapshots).await?;
+        ctx.output.finish(&consumer, self.commit).await?;
+        Ok(BatchOutcome {
+            records_in: self.records_in,
+            produced: processed.produced,
+            dead_lettered: processed.dead_lettered,
+        })
+    }
+}
+
 /// Routes a consumed batch to its tasks (restoring those this member does not have yet),
-/// drops what a task already applied, logs and processes the rest, snapshots what is due and
-/// moves the offsets.
+/// drops what a task already applied, logs and processes the rest and takes the snapshots
+/// that are due; [`InFlight::complete`] does the rest.
 async fn run_batch<P: Processor + Clone + Sync>(
     ctx: &Ctx<'_>,
     tasks: &mut Tasks<P>,
-    consumer: &Arc<StreamConsumer>,
     batch: Vec<OwnedMessage>,
     stats: &mut RunStats,
-) -> Result<BatchOutcome, KafkaError> {
+) -> Result<InFlight, KafkaError> {
     let records_in = batch.len() as u64;
     let mut commit: BTreeMap<TopicPartition, i64> = BTreeMap::new();
     for msg in &batch {
@@ -607,27 +690,21 @@ async fn run_batch<P: Processor + Clone + Sync>(
     }
     // The log must be durable before any output of the batch exists.
     write_changelog(&ctx.output.producer, &tasks.changelog, log_entries).await?;
-    let outcome = process_batch(ctx, tasks, &kept, now, true).await?;
-    // Per-partition snapshots: after the outputs they cover are acknowledged.
+    let produced = produce_batch(ctx, tasks, &kept, now, true).await?;
+    let mut snapshots = Vec::new();
     if tasks.stateful && tasks.scope == TaskScope::PerPartition {
-        let mut entries = Vec::new();
         for task in tasks.by_key.values_mut() {
             if task.due(ctx.config) && !task.next.is_empty() {
-                entries.extend(task.snapshot_entries(ctx.metrics)?);
+                snapshots.extend(task.snapshot_entries(ctx.metrics)?);
             }
         }
-        write_changelog(&ctx.output.producer, &tasks.changelog, entries).await?;
     }
-    ctx.output
-        .finish(
-            consumer,
-            commit.into_iter().map(|((t, p), o)| (t, p, o)).collect(),
-        )
-        .await?;
-    Ok(BatchOutcome {
+    Ok(InFlight {
         records_in,
-        produced: outcome.produced,
-        dead_lettered: outcome.dead_lettered,
+        produced,
+        snapshots,
+        changelog: tasks.changelog.clone(),
+        commit: commit.into_iter().map(|((t, p), o)| (t, p, o)).collect(),
     })
 }
 
@@ -809,17 +886,43 @@ async fn process_batch<P: Processor, C: Cores<P> + Send>(
     now: DateTime<Utc>,
     publish: bool,
 ) -> Result<Processed, KafkaError> {
+    produce_batch(ctx, tasks, batch, now, publish)
+        .await?
+        .settle(&ctx.output.producer, ctx.metrics, ctx.name)
+        .await
+}
+
+/// A batch's outputs handed to the producer, and the tallies to record once they are
+/// acknowledged.
+struct Produced {
+    deliveries: Vec<(DeliveryFuture, Pending)>,
+    in_counts: BTreeMap<Topic, u64>,
+    out_counts: BTreeMap<Topic, u64>,
+    rejections: BTreeMap<String, u64>,
+    e2e: Vec<(Topic, f64)>,
+    dead_lettered: u64,
+}
+
+/// Decodes and processes `batch` in order, each record by its task's core, and hands the
+/// outputs (with `publish`) and dead letters to the producer without waiting for them.
+async fn produce_batch<P: Processor, C: Cores<P> + Send>(
+    ctx: &Ctx<'_>,
+    tasks: &mut C,
+    batch: &[OwnedMessage],
+    now: DateTime<Utc>,
+    publish: bool,
+) -> Result<Produced, KafkaError> {
     let (codec, producer, metrics, name) = (ctx.codec, &ctx.output.producer, ctx.metrics, ctx.name);
     let mut deliveries: Vec<(DeliveryFuture, Pending)> = Vec::with_capacity(batch.len());
-    let mut in_counts: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut in_counts: BTreeMap<Topic, u64> = BTreeMap::new();
     let mut out_counts: BTreeMap<Topic, u64> = BTreeMap::new();
     let mut dead: Vec<(DeadLetterInfo, &OwnedMessage)> = Vec::new();
     let mut e2e: Vec<(Topic, f64)> = Vec::new();
     let mut rejections: BTreeMap<String, u64> = BTreeMap::new();
     for msg in batch {
-        *in_counts.entry(msg.topic()).or_default() += 1;
         let topic = Topic::from_name(msg.topic())
             .ok_or_else(|| KafkaError::UnknownTopic(msg.topic().to_string()))?;
+        *in_counts.entry(topic).or_default() += 1;
         let record = match decode_record(codec, topic, msg.payload().unwrap_or_default()).await {
             Ok(r) => r,
             Err(e) if e.class() == ErrorClass::DeadLetter => {
@@ -871,8 +974,12 @@ async fn process_batch<P: Processor, C: Cores<P> + Send>(
         }
     }
     if !publish {
-        return Ok(Processed {
-            produced: 0,
+        return Ok(Produced {
+            deliveries: Vec::new(),
+            in_counts: BTreeMap::new(),
+            out_counts: BTreeMap::new(),
+            rejections: BTreeMap::new(),
+            e2e: Vec::new(),
             dead_lettered: 0,
         });
     }
@@ -899,43 +1006,62 @@ async fn process_batch<P: Processor, C: Cores<P> + Send>(
             .with_label_values(&[name, &info.topic, &info.error_class])
             .inc();
     }
-    // Outputs must be durable before the inputs' offsets move.
-    try_join_all(
-        deliveries
-            .into_iter()
-            .map(|(d, pending)| deliver_with_retry(producer, d, pending)),
-    )
-    .await?;
-    for (topic, n) in in_counts {
-        metrics
-            .records_in
-            .with_label_values(&[name, topic])
-            .inc_by(n);
-    }
-    let mut produced = 0;
-    for (topic, n) in out_counts {
-        metrics
-            .records_out
-            .with_label_values(&[name, topic.name()])
-            .inc_by(n);
-        produced += n;
-    }
-    for (category, n) in rejections {
-        metrics
-            .risk_rejections
-            .with_label_values(&[&category])
-            .inc_by(n);
-    }
-    for (topic, lag) in e2e {
-        metrics
-            .end_to_end_seconds
-            .with_label_values(&[name, topic.name()])
-            .observe(lag.max(0.0));
-    }
-    Ok(Processed {
-        produced,
+    Ok(Produced {
+        deliveries,
+        in_counts,
+        out_counts,
+        rejections,
+        e2e,
         dead_lettered: dead.len() as u64,
     })
+}
+
+impl Produced {
+    /// Waits until every output is acknowledged (outputs must be durable before the inputs'
+    /// offsets move), then records the batch's metrics.
+    async fn settle(
+        self,
+        producer: &FutureProducer,
+        metrics: &Metrics,
+        name: &str,
+    ) -> Result<Processed, KafkaError> {
+        try_join_all(
+            self.deliveries
+                .into_iter()
+                .map(|(d, pending)| deliver_with_retry(producer, d, pending)),
+        )
+        .await?;
+        for (topic, n) in self.in_counts {
+            metrics
+                .records_in
+                .with_label_values(&[name, topic.name()])
+                .inc_by(n);
+        }
+        let mut produced = 0;
+        for (topic, n) in self.out_counts {
+            metrics
+                .records_out
+                .with_label_values(&[name, topic.name()])
+                .inc_by(n);
+            produced += n;
+        }
+        for (category, n) in self.rejections {
+            metrics
+                .risk_rejections
+                .with_label_values(&[&category])
+                .inc_by(n);
+        }
+        for (topic, lag) in self.e2e {
+            metrics
+                .end_to_end_seconds
+                .with_label_values(&[name, topic.name()])
+                .observe(lag.max(0.0));
+        }
+        Ok(Processed {
+            produced,
+            dead_lettered: self.dead_lettered,
+        })
+    }
 }
 
 fn dead_letter_info(

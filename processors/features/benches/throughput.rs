@@ -95,7 +95,7 @@ fn main() {
             if let Some(AnyRecord::Features(f)) = out.first() {
                 values += f.values.len();
                 if f.values.len() > last_keys.len() {
-                    last_keys = f.values.keys().cloned().collect();
+                    last_keys = f.values.keys().map(str::to_owned).collect();
                 }
             }
             black_box(out);

@@ -32,16 +32,16 @@ use crate::rolling::{Smoother, Window};
 use crate::trend::{TrendMachine, classify};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use tradestream_schemas::{BarClass, Trend};
+use tradestream_schemas::{BarClass, FeatureName, FeatureValues, Trend};
 
 /// The indicator names of a configuration and the slot of each in name order, built once.
 /// An update writes values into slots (no allocation, no string comparisons); the record's
-/// map is then built from the slots in sorted order, which `BTreeMap` builds in bulk.
+/// record's values are then the present slots in order, with shared names (no sort, no
+/// string allocation).
 #[derive(Debug, Clone)]
 pub(crate) struct Names {
     /// Every name, sorted; slot i holds `sorted[i]`.
-    sorted: Vec<String>,
+    sorted: Vec<FeatureName>,
     return_1: usize,
     log_return_1: usize,
     sma: Vec<usize>,
@@ -137,7 +137,7 @@ impl Names {
             .for_each(remap);
         names.sorted = order
             .into_iter()
-            .map(|i| std::mem::take(&mut all[i]))
+            .map(|i| FeatureName::from(std::mem::take(&mut all[i])))
             .collect();
         names
     }
@@ -148,13 +148,16 @@ impl Names {
     }
 
     /// The record's values from the slots of one update (NaN = absent).
-    pub(crate) fn collect(&self, slots: &[f64]) -> BTreeMap<String, f64> {
-        self.sorted
-            .iter()
-            .zip(slots)
-            .filter(|(_, v)| !v.is_nan())
-            .map(|(n, v)| (n.clone(), *v))
-            .collect()
+    pub(crate) fn collect(&self, slots: &[f64]) -> FeatureValues {
+        let mut entries = Vec::with_capacity(self.sorted.len());
+        entries.extend(
+            self.sorted
+                .iter()
+                .zip(slots)
+                .filter(|(_, v)| !v.is_nan())
+                .map(|(n, v)| (n.clone(), *v)),
+        );
+        FeatureValues::from_sorted(entries)
     }
 }
 

@@ -318,7 +318,7 @@ mod tests {
             Err(tradestream_schemas::ErrorClass::DeadLetter)
         );
         let mut f = warm_features("100", &[], Trend::Neutral);
-        f.values.insert("rsi_14".into(), f64::NAN);
+        f.values.insert("rsi_14", f64::NAN);
         assert!(
             s.process(&AnyRecord::Features(f), samples::market_data().event_time)
                 .is_err()

@@ -94,7 +94,6 @@ pub fn anomaly_inputs(f: &Features) -> Option<[f64; ANOMALY_INPUTS.len()]> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::collections::BTreeMap;
     use tradestream_schemas::samples;
 
     /// A fully warmed-up features record with plausible daily values.
@@ -102,7 +101,7 @@ pub(crate) mod tests {
         let mut f = samples::features();
         f.close = close.parse().expect("decimal literal");
         f.trend = trend;
-        let mut map: BTreeMap<String, f64> = [
+        let mut map: tradestream_schemas::FeatureValues = [
             ("return_1", 0.004),
             ("log_return_1", 0.00399),
             ("sma_5", 99.0),
@@ -129,10 +128,9 @@ pub(crate) mod tests {
             ("volume", 1.0e9),
         ]
         .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
         .collect();
         for (k, v) in values {
-            map.insert((*k).to_string(), *v);
+            map.insert(*k, *v);
         }
         f.values = map;
         f

@@ -769,7 +769,7 @@ pub(crate) mod tests {
         // Scramble the informative input so nothing predicts the direction.
         let mut rng = SplitMix64::new(99);
         for f in &mut rows {
-            f.values.insert("zscore_close_20".into(), rng.normal());
+            f.values.insert("zscore_close_20", rng.normal());
         }
         let report = train(&rows, "noise", &TrainConfig::default())
             .expect("trained")
