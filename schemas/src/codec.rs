@@ -127,10 +127,35 @@ impl Codec {
     /// Registers `schema` under `subject` through the registry's REST API (idempotent: an
     /// already-registered schema returns its existing id).
     async fn register(&self, subject: &str, schema: &str) -> Result<u32, SchemaError> {
-        let url = format!(
-            "{}/subjects/{subject}/versions",
-            self.inner.registry_url.trim_end_matches('/')
-        );
+        let (status, body) = self
+            .post_schema(&format!("subjects/{subject}/versions"), schema)
+            .await?;
+        schema_id(&body).ok_or_else(|| SchemaError::Registry {
+            message: format!("registering {subject} failed ({status}): {body}"),
+            retryable: status.is_server_error(),
+        })
+    }
+
+    /// The id `schema` is registered with under `subject` (Confluent's
+    /// `POST /subjects/{subject}`), without registering it.
+    async fn lookup(&self, subject: &str, schema: &str) -> Result<u32, SchemaError> {
+        let (status, body) = self
+            .post_schema(&format!("subjects/{subject}"), schema)
+            .await?;
+        schema_id(&body).ok_or_else(|| SchemaError::Registry {
+            message: format!("looking up {subject} ({status}): {body}"),
+            retryable: true,
+        })
+    }
+
+    /// POSTs `{"schema": schema}` to the registry's `path`; an unreachable registry is a
+    /// retryable error.
+    async fn post_schema(
+        &self,
+        path: &str,
+        schema: &str,
+    ) -> Result<(reqwest::StatusCode, serde_json::Value), SchemaError> {
+        let url = format!("{}/{path}", self.inner.registry_url.trim_end_matches('/'));
         let unreachable = |e: reqwest::Error| SchemaError::Registry {
             message: format!("{url}: {e}"),
             retryable: true,
@@ -145,14 +170,8 @@ impl Codec {
             .await
             .map_err(unreachable)?;
         let status = resp.status();
-        let body: serde_json::Value = resp.json().await.map_err(unreachable)?;
-        body.get("id")
-            .and_then(serde_json::Value::as_u64)
-            .and_then(|id| u32::try_from(id).ok())
-            .ok_or_else(|| SchemaError::Registry {
-                message: format!("registering {subject} failed ({status}): {body}"),
-                retryable: status.is_server_error(),
-            })
+        let body = resp.json().await.map_err(unreachable)?;
+        Ok((status, body))
     }
 
     /// Encodes a record for its topic in Confluent framing, after validating it.
@@ -211,37 +230,6 @@ impl Codec {
                 None
             }
         }
-    }
-
-    /// The id `schema` is registered with under `subject` (Confluent's
-    /// `POST /subjects/{subject}`), without registering it.
-    async fn lookup(&self, subject: &str, schema: &str) -> Result<u32, SchemaError> {
-        let url = format!(
-            "{}/subjects/{subject}",
-            self.inner.registry_url.trim_end_matches('/')
-        );
-        let failed = |message: String| SchemaError::Registry {
-            message,
-            retryable: true,
-        };
-        let resp = self
-            .inner
-            .http
-            .post(&url)
-            .header("Content-Type", "application/vnd.schemaregistry.v1+json")
-            .json(&serde_json::json!({ "schema": schema }))
-            .send()
-            .await
-            .map_err(|e| failed(format!("{url}: {e}")))?;
-        let status = resp.status();
-        let body: serde_json::Value = resp
-            .json()
-            .await
-            .map_err(|e| failed(format!("{url}: {e}")))?;
-        body.get("id")
-            .and_then(serde_json::Value::as_u64)
-            .and_then(|id| u32::try_from(id).ok())
-            .ok_or_else(|| failed(format!("looking up {subject} ({status}): {body}")))
     }
 
     /// Encodes a dead-letter envelope for `<source_topic>.dlq`.
@@ -309,6 +297,13 @@ impl Codec {
         apache_avro::from_value(&decoded.value)
             .map_err(|e| SchemaError::Decode(format!("dead letter: {e}")))
     }
+}
+
+/// The `id` of a registry response.
+fn schema_id(body: &serde_json::Value) -> Option<u32> {
+    body.get("id")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|id| u32::try_from(id).ok())
 }
 
 /// Schema id of a Confluent-framed message, or why it is not one.
