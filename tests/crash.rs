@@ -127,6 +127,22 @@ impl Outcome {
                 self.dlq.get(&topic.dlq()).copied().unwrap_or(0)
             );
         }
+        // What the router decided, so runs that differ can be told apart at a glance.
+        let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
+        for r in self.recs(Topic::Orders) {
+            if let AnyRecord::Order(o) = &r.record {
+                let key = match &o.reject_reason {
+                    Some(reason) => format!(
+                        "{:?} {}",
+                        o.status,
+                        reason.split(':').next().unwrap_or(reason)
+                    ),
+                    None => format!("{:?}", o.status),
+                };
+                *statuses.entry(key).or_default() += 1;
+            }
+        }
+        println!("   order events by status: {statuses:?}");
         for (account, book) in &self.books {
             println!(
                 "   account {account}: cash {}, total value {}, {} open positions",

@@ -392,38 +392,48 @@ impl RouterProcessor {
 
     fn on_market_data(&mut self, m: &MarketData) -> Result<Vec<AnyRecord>, RouterError> {
         m.validate()?;
-        // Keep the latest bar's close: the two input topics interleave arbitrarily. The
-        // latest bar itself, redelivered, is not news either.
+        self.apply_close(&m.symbol, m.event_time, m.close, true);
+        Ok(Vec::new())
+    }
+
+    /// A symbol's close at `at`, from its bar or from a signal made from that bar. Keeps the
+    /// latest close: the input topics interleave arbitrarily, and the latest close again is
+    /// not news either. A signal's reference price is its bar's close, so when signals run
+    /// ahead of market data (after a restart the backlogs of the two topics drain at their
+    /// own pace) the decision still sees the price of its own bar instead of an older one,
+    /// exactly as if the bar had arrived first, as it does in an undisturbed run. Only a
+    /// bar (`from_bar`) may correct the close of an instant the router already has.
+    fn apply_close(&mut self, symbol: &Symbol, at: DateTime<Utc>, close: Decimal, from_bar: bool) {
         let newer = self
             .marks
-            .get(&m.symbol)
-            .is_none_or(|(t, p)| *t < m.event_time || (*t == m.event_time && *p != m.close));
-        if newer {
-            let history = self.history.entry(m.symbol.clone()).or_default();
-            if history.len() >= MARK_HISTORY {
-                history.pop_front();
-            }
-            history.push_back((m.event_time, m.close));
-            self.as_of = Some(m.event_time);
-            self.roll_sessions(m.event_time);
-            self.marks.insert(m.symbol.clone(), (m.event_time, m.close));
-            let holders: Vec<AccountId> = self
-                .accounts
-                .iter()
-                .filter(|(_, a)| {
-                    a.book
-                        .positions
-                        .get(&m.symbol)
-                        .is_some_and(|p| !p.quantity.is_zero())
-                })
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in holders {
-                self.refresh_risk(&id);
-            }
-            self.as_of = None;
+            .get(symbol)
+            .is_none_or(|(t, p)| *t < at || (from_bar && *t == at && *p != close));
+        if !newer {
+            return;
         }
-        Ok(Vec::new())
+        let history = self.history.entry(symbol.clone()).or_default();
+        if history.len() >= MARK_HISTORY {
+            history.pop_front();
+        }
+        history.push_back((at, close));
+        self.as_of = Some(at);
+        self.roll_sessions(at);
+        self.marks.insert(symbol.clone(), (at, close));
+        let holders: Vec<AccountId> = self
+            .accounts
+            .iter()
+            .filter(|(_, a)| {
+                a.book
+                    .positions
+                    .get(symbol)
+                    .is_some_and(|p| !p.quantity.is_zero())
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in holders {
+            self.refresh_risk(&id);
+        }
+        self.as_of = None;
     }
 
     fn on_fill(&mut self, f: &Fill) -> Result<Vec<AnyRecord>, RouterError> {
@@ -588,6 +598,8 @@ impl RouterProcessor {
     }
 
     fn on_signal(&mut self, s: &TradingSignal) -> Result<Vec<AnyRecord>, RouterError> {
+        s.validate()?;
+        self.apply_close(&s.symbol, s.event_time, s.reference_price, false);
         self.as_of = Some(s.event_time);
         let out = self.on_signal_as_of(s);
         self.as_of = None;

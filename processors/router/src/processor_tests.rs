@@ -712,6 +712,47 @@ fn orders_per_second_window_uses_event_time() -> TestResult {
     Ok(())
 }
 
+/// Signals can run ahead of market data (after a restart each topic's backlog drains at its
+/// own pace). A signal carries its bar's close, so the decision is the one the router makes
+/// when the bar arrives first, as it does in an undisturbed run; the late bar changes nothing.
+#[test]
+fn a_signal_ahead_of_its_bar_is_decided_as_if_the_bar_came_first() -> TestResult {
+    let build = || router(limits(|l| l.price_band_pct = Some(dec!(10))));
+    let t1 = t0() + Duration::days(1);
+    let buy = || {
+        signal(
+            "s",
+            "AAPL",
+            SignalSide::Buy,
+            1.0,
+            dec!(150),
+            Some(dec!(140)),
+            None,
+            t1,
+        )
+    };
+    let mut bar_first = build()?;
+    run(&mut bar_first, bar("AAPL", t0(), dec!(100)))?;
+    run(&mut bar_first, bar("AAPL", t1, dec!(150)))?;
+    let expected = run(&mut bar_first, buy())?;
+    assert_eq!(
+        expected.first().map(|o| o.status),
+        Some(OrderStatus::Accepted)
+    );
+
+    let mut signal_first = build()?;
+    run(&mut signal_first, bar("AAPL", t0(), dec!(100)))?;
+    // Without the signal's own close the last known one (100) would put 150 outside the band.
+    assert_eq!(run(&mut signal_first, buy())?, expected);
+    assert!(run(&mut signal_first, bar("AAPL", t1, dec!(150)))?.is_empty());
+    assert_eq!(
+        signal_first.snapshot_bytes()?,
+        bar_first.snapshot_bytes()?,
+        "same state whichever came first"
+    );
+    Ok(())
+}
+
 #[test]
 fn price_band_against_last_close() -> TestResult {
     let mut r = router(limits(|l| l.price_band_pct = Some(dec!(10))))?;
@@ -1351,6 +1392,8 @@ proptest! {
                     let p = Decimal::from(price);
                     let dist = p * Decimal::from(stop_pct + 1) / dec!(100);
                     let (side, sl) = if buy { (SignalSide::Buy, p - dist) } else { (SignalSide::Sell, p + dist) };
+                    // A signal's reference price is its bar's close: the router marks with it.
+                    marks.insert(sym(SYMS[s]), p);
                     (signal(&format!("s{i}"), SYMS[s], side, conf, p, Some(sl), None, t), p)
                 }
                 Op::Mark { sym: s, price } => {
