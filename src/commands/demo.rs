@@ -430,7 +430,17 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         println!("  e.g. SELECT status, count(*) FROM orders GROUP BY status;");
         println!("       SELECT * FROM get_portfolio_stats('1999-01-01', '2019-01-01');");
-        println!("  (the REST API arrives with its issue)");
+        println!(
+            "  or through the REST API (it stopped with the demo): with the database served again,"
+        );
+        println!("    target/release/tradestream broker &   # manual orders need a broker");
+        println!(
+            "    DATABASE_URL='<database_url>' KAFKA_BROKERS=127.0.0.1:9092 TRADESTREAM_JWT_SECRET=<secret> target/release/tradestream api"
+        );
+        println!(
+            "    curl -H \"Authorization: Bearer $(TRADESTREAM_JWT_SECRET=<secret> target/release/tradestream token --scope admin)\" \\"
+        );
+        println!("         'http://127.0.0.1:8080/v1/portfolio?account=demo'   # docs at /docs");
     }
     stack.stop().await?;
     Ok(())
