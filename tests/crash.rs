@@ -699,12 +699,5 @@ async fn sigkilled_processors_lose_and_duplicate_nothing() -> Result<()> {
     let _ = registry_proc.terminate(Duration::from_secs(30)).await;
     registry_db.cleanup().await;
 
-    if !failures.is_empty() {
-        anyhow::bail!(
-            "{} failure(s):\n - {}",
-            failures.len(),
-            failures.join("\n - ")
-        );
-    }
-    Ok(())
+    common::fail_on(&failures)
 }

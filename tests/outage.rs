@@ -308,21 +308,7 @@ async fn producers_and_consumers_wait_out_a_broker_outage() -> Result<()> {
     let all = common::synthetic_bars(&["BKA", "BKB"], 2_000, 9)?;
     let ids: BTreeSet<String> = all.iter().map(|b| b.record_id.clone()).collect();
     let total = all.len();
-    let publisher = {
-        let (kafka, codec, metrics) = (kafka.clone(), codec.clone(), metrics.clone());
-        tokio::spawn(async move {
-            tradestream_ingest::publish(
-                &kafka,
-                &codec,
-                &metrics,
-                all.into_iter().map(Ok),
-                tradestream_ingest::Pace::RecordsPerSecond(800.0),
-                std::future::pending::<()>(),
-                |_| {},
-            )
-            .await
-        })
-    };
+    let publisher = common::spawn_publisher(&kafka, &codec, &metrics, all, 800.0);
     tokio::time::sleep(Duration::from_secs(2)).await;
     signal(broker, "USR1")?;
     let down_at = Instant::now();

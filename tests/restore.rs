@@ -146,21 +146,7 @@ async fn killed_and_restarted_with(
         expected_n.insert(format!("count:{}", b.record_id), *n);
     }
     let metrics = Metrics::new();
-    let publisher = {
-        let (kafka, codec, metrics) = (kafka.clone(), codec.clone(), metrics.clone());
-        tokio::spawn(async move {
-            tradestream_ingest::publish(
-                &kafka,
-                &codec,
-                &metrics,
-                all.into_iter().map(Ok),
-                tradestream_ingest::Pace::RecordsPerSecond(1_500.0),
-                std::future::pending::<()>(),
-                |_| {},
-            )
-            .await
-        })
-    };
+    let publisher = common::spawn_publisher(&kafka, &codec, &metrics, all, 1_500.0);
     let mut config = RunnerConfig::for_processor("count");
     config.group_id = format!("restore-{scope:?}-{guarantee:?}").to_lowercase();
     config.guarantee = guarantee;

@@ -324,12 +324,5 @@ async fn two_instances_per_stage_survive_losing_one() -> Result<()> {
     let _ = broker.proc.terminate(Duration::from_secs(30)).await;
     let _ = registry_proc.terminate(Duration::from_secs(30)).await;
     db.cleanup().await;
-    if !failures.is_empty() {
-        anyhow::bail!(
-            "{} failure(s):\n - {}",
-            failures.len(),
-            failures.join("\n - ")
-        );
-    }
-    Ok(())
+    common::fail_on(&failures)
 }

@@ -45,25 +45,9 @@ fn spawn_reading(mut cmd: Command, prefix: &str) -> Result<(Child, String)> {
         .stderr(Stdio::inherit())
         .spawn()?;
     let stdout = child.stdout.take().context("stdout")?;
-    let mut reader = BufReader::new(stdout);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            bail!("process exited before printing {prefix:?}");
-        }
-        if let Some(rest) = line.trim().strip_prefix(prefix) {
-            let rest = rest.trim().to_string();
-            // Keep draining stdout so the child never blocks on a full pipe.
-            std::thread::spawn(move || {
-                let mut sink = String::new();
-                while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-                    sink.clear();
-                }
-            });
-            return Ok((child, rest));
-        }
-    }
+    let rest = common::line_after(stdout, prefix)?
+        .with_context(|| format!("process exited before printing {prefix:?}"))?;
+    Ok((child, rest))
 }
 
 fn sigterm(child: &Child) -> Result<()> {

@@ -247,10 +247,13 @@ async fn features(stack: &Stack, args: &BenchArgs) -> anyhow::Result<serde_json:
     let mut tasks = tokio::task::JoinSet::new();
     spawn_stage(&mut tasks, &ctx, Stage::Features, stopped)?;
     let producer = stack.kafka.producer()?;
-    let m = metrics.clone();
     let window = args.window.max(1);
+    // Looked up once: the feeder asks before every record.
+    let read = metrics
+        .records_in
+        .with_label_values(&["features", Topic::MarketData.name()]);
     let feeding = feed(&producer, &items, None, move |fed| {
-        fed.saturating_sub(consumed(&m, "features", Topic::MarketData)) as f64 / window as f64
+        fed.saturating_sub(read.get()) as f64 / window as f64
     });
     let m = metrics.clone();
     let clock = async move {
@@ -290,33 +293,55 @@ fn produced_onto(metrics: &Metrics, topic: Topic) -> u64 {
         .sum()
 }
 
-/// How far the furthest-behind reader is, in windows: for each stage and topic it reads,
-/// records on the topic it has not consumed yet over the topic's allowance (`window`, or
-/// `window / partitions` for the account-keyed topics whose records share one partition).
-fn behind(metrics: &Metrics, fed: u64, window: u64, partitions: i32) -> f64 {
-    let mut worst: f64 = 0.0;
-    for (stage, topics) in READERS {
-        for topic in topics.iter().copied() {
-            let on_topic = if topic == Topic::MarketData {
-                fed
+/// How far the furthest-behind reader is, in windows, as a function of the records fed: for
+/// each stage and topic it reads, records on the topic it has not consumed yet over the
+/// topic's allowance (`window`, or `window / partitions` for the account-keyed topics whose
+/// records share one partition). The feeder asks before every record, so the counters are
+/// looked up once here rather than by label on every call.
+fn backlog_meter(metrics: &Metrics, window: u64, partitions: i32) -> impl Fn(u64) -> f64 + use<> {
+    let per_partition = window / u64::try_from(partitions.max(1)).unwrap_or(1);
+    let readers: Vec<_> = READERS
+        .iter()
+        .flat_map(|(stage, topics)| topics.iter().map(move |topic| (*stage, *topic)))
+        .map(|(stage, topic)| {
+            let consumed = metrics.records_in.with_label_values(&[stage, topic.name()]);
+            // Market data comes from the feeder itself; the rest from the stages.
+            let producers: Vec<_> = if topic == Topic::MarketData {
+                Vec::new()
             } else {
-                produced_onto(metrics, topic)
+                Stage::ALL
+                    .iter()
+                    .map(|s| {
+                        metrics
+                            .records_out
+                            .with_label_values(&[s.name(), topic.name()])
+                    })
+                    .collect()
             };
-            let backlog = on_topic.saturating_sub(consumed(metrics, stage, topic));
             let allowance = match topic.key_field() {
-                tradestream_schemas::KeyField::Account => {
-                    window / u64::try_from(partitions.max(1)).unwrap_or(1)
-                }
+                tradestream_schemas::KeyField::Account => per_partition,
                 _ => window,
             };
-            let windows = backlog as f64 / allowance.max(1) as f64;
+            (stage, topic, consumed, producers, allowance.max(1))
+        })
+        .collect();
+    move |fed| {
+        let mut worst: f64 = 0.0;
+        for (stage, topic, consumed, producers, allowance) in &readers {
+            let on_topic = if *topic == Topic::MarketData {
+                fed
+            } else {
+                producers.iter().map(|c| c.get()).sum()
+            };
+            let backlog = on_topic.saturating_sub(consumed.get());
+            let windows = backlog as f64 / *allowance as f64;
             if windows >= 1.0 {
                 tracing::debug!(stage, %topic, backlog, allowance, "reader a window behind");
             }
             worst = worst.max(windows);
         }
+        worst
     }
-    worst
 }
 
 /// Fails when Postgres holds fewer records of a topic than the topic received: the mock
@@ -409,11 +434,12 @@ async fn pipeline(stack: &Stack, args: &BenchArgs) -> anyhow::Result<serde_json:
     let metrics = Metrics::new();
     let (tasks, stop, progress) = start_all(stack, &metrics).await?;
     let producer = stack.kafka.producer()?;
-    let m = metrics.clone();
-    let (window, partitions) = (args.window, stack.kafka.config().partitions);
-    let feeding = feed(&producer, &items, None, move |fed| {
-        behind(&m, fed, window, partitions)
-    });
+    let feeding = feed(
+        &producer,
+        &items,
+        None,
+        backlog_meter(&metrics, args.window, stack.kafka.config().partitions),
+    );
     let m = metrics.clone();
     let clock = async move {
         let first = wait_until(Duration::from_secs(120), || {

@@ -136,24 +136,12 @@ impl Proc {
             child: Some(child),
             log,
         };
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if reader.read_line(&mut line)? == 0 {
+        match line_after(stdout, prefix)? {
+            Some(rest) => Ok((proc, rest)),
+            None => {
                 let tail = proc.log_tail(20);
                 proc.kill9()?;
                 bail!("{name} exited before printing {prefix:?}:\n{tail}");
-            }
-            if let Some(rest) = line.trim().strip_prefix(prefix) {
-                let rest = rest.trim().to_string();
-                std::thread::spawn(move || {
-                    let mut sink = String::new();
-                    while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-                        sink.clear();
-                    }
-                });
-                return Ok((proc, rest));
             }
         }
     }
@@ -737,6 +725,67 @@ pub fn synthetic_bars(
     })?;
     let now = Utc::now();
     Ok(std::iter::from_fn(|| feed.next_at(now)).collect())
+}
+
+/// The rest of the first line of `stdout` starting with `prefix`, or `None` when the process
+/// closed it first. The rest of `stdout` is drained on a thread, so the child never blocks on
+/// a full pipe.
+pub fn line_after(stdout: std::process::ChildStdout, prefix: &str) -> Result<Option<String>> {
+    let mut reader = BufReader::new(stdout);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        if let Some(rest) = line.trim().strip_prefix(prefix) {
+            let rest = rest.trim().to_string();
+            std::thread::spawn(move || {
+                let mut sink = String::new();
+                while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+                    sink.clear();
+                }
+            });
+            return Ok(Some(rest));
+        }
+    }
+}
+
+/// Publishes `bars` through ingest's publisher at `per_second` records/s on a task of its own.
+pub fn spawn_publisher(
+    kafka: &Kafka,
+    codec: &Codec,
+    metrics: &tradestream_kafka::Metrics,
+    bars: Vec<tradestream_schemas::MarketData>,
+    per_second: f64,
+) -> tokio::task::JoinHandle<
+    Result<tradestream_ingest::PublishStats, tradestream_ingest::IngestError>,
+> {
+    let (kafka, codec, metrics) = (kafka.clone(), codec.clone(), metrics.clone());
+    tokio::spawn(async move {
+        tradestream_ingest::publish(
+            &kafka,
+            &codec,
+            &metrics,
+            bars.into_iter().map(Ok),
+            tradestream_ingest::Pace::RecordsPerSecond(per_second),
+            std::future::pending::<()>(),
+            |_| {},
+        )
+        .await
+    })
+}
+
+/// Fails the test with every collected failure, one per line.
+pub fn fail_on(failures: &[String]) -> Result<()> {
+    if failures.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "{} failure(s):\n - {}",
+        failures.len(),
+        failures.join("\n - ")
+    )
 }
 
 /// A schema registry backed by `pool`, served in-process until the sender is fired or

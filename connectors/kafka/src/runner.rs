@@ -894,6 +894,7 @@ async fn process_batch<P: Processor, C: Cores<P> + Send>(
 
 /// A batch's outputs handed to the producer, and the tallies to record once they are
 /// acknowledged.
+#[derive(Default)]
 struct Produced {
     deliveries: Vec<(DeliveryFuture, Pending)>,
     in_counts: BTreeMap<Topic, u64>,
@@ -974,14 +975,7 @@ async fn produce_batch<P: Processor, C: Cores<P> + Send>(
         }
     }
     if !publish {
-        return Ok(Produced {
-            deliveries: Vec::new(),
-            in_counts: BTreeMap::new(),
-            out_counts: BTreeMap::new(),
-            rejections: BTreeMap::new(),
-            e2e: Vec::new(),
-            dead_lettered: 0,
-        });
+        return Ok(Produced::default());
     }
     for (info, msg) in &dead {
         let envelope = info.envelope(
