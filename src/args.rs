@@ -301,6 +301,9 @@ pub(crate) struct KafkaArgs {
     /// while it processes the next (0: wait for each batch).
     #[arg(long, env = "TRADESTREAM_MAX_IN_FLIGHT_BATCHES", default_value_t = 4)]
     pub(crate) max_in_flight_batches: usize,
+    /// How long a processor waits for more records after the first of a batch (ms).
+    #[arg(long, env = "TRADESTREAM_BATCH_LINGER_MS", default_value_t = 1)]
+    pub(crate) batch_linger_ms: u64,
     /// Extra librdkafka property key=value (repeatable; env: comma-separated).
     #[arg(
         long = "kafka-property",
@@ -342,6 +345,7 @@ impl KafkaArgs {
             snapshot_interval_ms: self.snapshot_interval_ms,
             snapshot_records: self.snapshot_records,
             max_in_flight_batches: self.max_in_flight_batches,
+            batch_linger_ms: self.batch_linger_ms,
             extra,
         };
         cfg.validate()

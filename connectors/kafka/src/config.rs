@@ -78,6 +78,10 @@ pub struct KafkaConfig {
     /// while it processes the next (0: wait for each batch before the next).
     #[serde(default = "default_max_in_flight_batches")]
     pub max_in_flight_batches: usize,
+    /// How long a processor waits for more records after the first of a batch (ms): what is
+    /// already fetched is taken at once, so this only adds latency when input trickles in.
+    #[serde(default = "default_batch_linger_ms")]
+    pub batch_linger_ms: u64,
     /// Extra librdkafka properties passed through verbatim (e.g. `compression.type=zstd`).
     #[serde(default)]
     pub extra: BTreeMap<String, String>,
@@ -98,6 +102,10 @@ fn default_snapshot_records() -> u64 {
 
 fn default_max_in_flight_batches() -> usize {
     4
+}
+
+fn default_batch_linger_ms() -> u64 {
+    1
 }
 
 fn default_linger_ms() -> u32 {
@@ -147,6 +155,7 @@ impl Default for KafkaConfig {
             snapshot_interval_ms: default_snapshot_interval_ms(),
             snapshot_records: default_snapshot_records(),
             max_in_flight_batches: default_max_in_flight_batches(),
+            batch_linger_ms: default_batch_linger_ms(),
             extra: BTreeMap::new(),
         }
     }
@@ -258,6 +267,12 @@ impl KafkaConfig {
                 self.max_in_flight_batches
             ));
         }
+        if self.batch_linger_ms > 1_000 {
+            problems.push(format!(
+                "TRADESTREAM_BATCH_LINGER_MS: {} must be <= 1000",
+                self.batch_linger_ms
+            ));
+        }
         if self.partitions < 1 {
             problems.push(format!(
                 "KAFKA_PARTITIONS: {} must be >= 1",
@@ -330,6 +345,7 @@ mod tests {
             security_protocol: "SASL_SSL".into(),
             partitions: 0,
             session_timeout_ms: 10,
+            batch_linger_ms: 5_000,
             ..KafkaConfig::default()
         };
         let problems = cfg.validate().expect_err("invalid");
@@ -339,6 +355,7 @@ mod tests {
             "KAFKA_SASL_MECHANISM",
             "KAFKA_PARTITIONS",
             "KAFKA_SESSION_TIMEOUT_MS",
+            "TRADESTREAM_BATCH_LINGER_MS",
         ] {
             assert!(joined.contains(setting), "{setting} missing from {joined}");
         }

@@ -40,6 +40,7 @@ use crate::topics::TopicSpec;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::future::try_join_all;
+use prometheus::IntGaugeVec;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
@@ -102,13 +103,13 @@ pub struct RunnerConfig {
 }
 
 impl RunnerConfig {
-    /// Defaults for `processor`: group `tradestream-<processor>`, batches of 1000, 5 ms linger,
+    /// Defaults for `processor`: group `tradestream-<processor>`, batches of 1000, 1 ms linger,
     /// snapshots every 50k records or 10 s.
     pub fn for_processor(processor: &str) -> Self {
         Self {
             group_id: format!("tradestream-{processor}"),
             max_batch: 1000,
-            linger: Duration::from_millis(5),
+            linger: Duration::from_millis(1),
             lag_interval: Duration::from_secs(5),
             snapshot_records: 50_000,
             snapshot_interval: Duration::from_secs(10),
@@ -126,6 +127,7 @@ impl RunnerConfig {
             guarantee: Guarantee::parse(&kafka.guarantee).unwrap_or_default(),
             transactional_id: kafka.transactional_id.clone(),
             max_in_flight: kafka.max_in_flight_batches,
+            linger: Duration::from_millis(kafka.batch_linger_ms),
             ..Self::for_processor(processor)
         }
     }
@@ -422,6 +424,7 @@ async fn run_loop<P: Processor + Clone + Sync>(
     tracing::info!(inputs = ?topics, stateful, scope = ?tasks.scope, "processor started");
     let mut stats = RunStats::default();
     let mut last_lag = Instant::now();
+    let mut lag_refresh: Option<tokio::task::JoinHandle<()>> = None;
     tokio::pin!(shutdown);
     let mut consume_failures = 0u32;
     let max_pending = if output.transactional() || (stateful && tasks.scope == TaskScope::Single) {
@@ -485,9 +488,17 @@ async fn run_loop<P: Processor + Clone + Sync>(
                 stats.add(done.await?);
             }
         }
-        if last_lag.elapsed() >= config.lag_interval {
+        // Watermark queries take a round trip per partition (tens to hundreds of ms in
+        // all): they run beside the loop, never in front of the next batch.
+        if last_lag.elapsed() >= config.lag_interval
+            && lag_refresh.as_ref().is_none_or(|t| t.is_finished())
+        {
             last_lag = Instant::now();
-            update_lag(consumer.clone(), name, metrics).await;
+            lag_refresh = Some(tokio::spawn(update_lag(
+                consumer.clone(),
+                name,
+                metrics.consumer_lag.clone(),
+            )));
         }
     }
     // The batch in hand was finished above; what is still being acknowledged is finished now.
@@ -495,6 +506,9 @@ async fn run_loop<P: Processor + Clone + Sync>(
         stats.add(done.await?);
     }
     drop(in_flight);
+    if let Some(t) = lag_refresh {
+        t.abort();
+    }
     // A final snapshot per task makes the next start cheap (nothing to replay).
     if tasks.stateful && !tasks.by_key.is_empty() {
         output.begin().await?;
@@ -1265,7 +1279,7 @@ async fn enqueue_to(
     }
 }
 
-async fn update_lag(consumer: Arc<StreamConsumer>, processor: &'static str, metrics: &Metrics) {
+async fn update_lag(consumer: Arc<StreamConsumer>, processor: &'static str, gauge: IntGaugeVec) {
     let lags = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
         let Ok(assignment) = consumer.assignment() else {
@@ -1293,8 +1307,7 @@ async fn update_lag(consumer: Arc<StreamConsumer>, processor: &'static str, metr
     .await
     .unwrap_or_default();
     for (topic, partition, lag) in lags {
-        metrics
-            .consumer_lag
+        gauge
             .with_label_values(&[processor, &topic, &partition.to_string()])
             .set(lag);
     }
