@@ -203,15 +203,6 @@ async fn sink_waits_out_a_postgres_outage() -> Result<()> {
     Ok(())
 }
 
-fn signal(child: &Child, name: &str) -> Result<()> {
-    let ok = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()?
-        .success();
-    anyhow::ensure!(ok, "kill -{name} failed");
-    Ok(())
-}
-
 /// Every features record's source bar id (with repeats), read from the beginning.
 async fn features_sources(kafka: &Kafka, codec: &Codec) -> Result<Vec<String>> {
     let reader: BaseConsumer = kafka.client_config().create()?;
@@ -310,7 +301,7 @@ async fn producers_and_consumers_wait_out_a_broker_outage() -> Result<()> {
     let total = all.len();
     let publisher = common::spawn_publisher(&kafka, &codec, &metrics, all, 800.0);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    signal(broker, "USR1")?;
+    common::signal(broker, "USR1")?;
     let down_at = Instant::now();
     println!("broker unreachable for {outage:?}");
     let probe = kafka.health(Duration::from_secs(2)).await;
@@ -327,7 +318,7 @@ async fn producers_and_consumers_wait_out_a_broker_outage() -> Result<()> {
         !publisher.is_finished(),
         "the publisher gave up during the outage"
     );
-    signal(broker, "USR2")?;
+    common::signal(broker, "USR2")?;
     let up_at = Instant::now();
 
     let stats = tokio::time::timeout(Duration::from_secs(180), publisher)
@@ -360,7 +351,7 @@ async fn producers_and_consumers_wait_out_a_broker_outage() -> Result<()> {
         distinct.len(),
         caught_up.as_secs_f64()
     );
-    signal(broker, "TERM")?;
+    common::signal(broker, "TERM")?;
     let status = broker.wait()?;
     assert!(status.success(), "broker exited with {status}");
     let _ = registry_stop.send(());

@@ -51,11 +51,7 @@ fn spawn_reading(mut cmd: Command, prefix: &str) -> Result<(Child, String)> {
 }
 
 fn sigterm(child: &Child) -> Result<()> {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()?;
-    anyhow::ensure!(status.success(), "kill -TERM failed");
-    Ok(())
+    common::signal(child, "TERM")
 }
 
 /// Waits for `child` to exit, at most `limit`.
@@ -164,6 +160,10 @@ async fn environment() -> Result<Env> {
 }
 
 fn run_features(env: &Env) -> Result<Child> {
+    run_features_with(env, GRACE_SECS, &[], Stdio::inherit())
+}
+
+fn run_features_with(env: &Env, grace_secs: u64, extra: &[&str], stderr: Stdio) -> Result<Child> {
     Ok(bin()
         .args([
             "run",
@@ -173,12 +173,13 @@ fn run_features(env: &Env) -> Result<Child> {
             "--kafka-session-timeout-ms",
             "3000",
             "--shutdown-grace-secs",
-            &GRACE_SECS.to_string(),
+            &grace_secs.to_string(),
         ])
         .args(["--kafka-brokers", &env.bootstrap])
         .args(["--schema-registry-url", &env.registry])
+        .args(extra)
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()?)
 }
 
@@ -302,6 +303,122 @@ async fn sigterm_commits_exactly_what_was_produced() -> Result<()> {
         "one features record per bar, none twice"
     );
     assert_eq!(distinct, at.keys().cloned().collect::<BTreeSet<_>>());
+
+    stop(env.broker.0.take().context("broker")?, "broker").await?;
+    let _ = env.registry_stop.send(());
+    env.db.cleanup().await;
+    Ok(())
+}
+
+/// Publishes `bars` and waits until features has turned all of them into outputs.
+async fn feed_and_wait(env: &Env, bars: &[tradestream_schemas::MarketData]) -> Result<()> {
+    let producer = env.kafka.producer()?;
+    for bar in bars {
+        let bytes = env.codec.encode(bar).await?;
+        let record = rdkafka::producer::FutureRecord::to(Topic::MarketData.name())
+            .key(bar.key())
+            .payload(bytes.as_slice());
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)?;
+    }
+    let wanted: BTreeSet<&str> = bars.iter().map(|b| b.record_id.as_str()).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = features_sources(env).await?;
+        if wanted.iter().all(|id| seen.iter().any(|s| s == id)) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("features did not process {} bars within 60 s", bars.len());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// When in-flight work cannot finish (here: the broker becomes unreachable before the final
+/// snapshot and commit), the process does not hang past its grace period: it exits 1 and
+/// says which setting bounded it. Nothing is lost by that: the restarted processor produces
+/// a features record for every bar, and repeated ones are byte-identical copies.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_past_the_grace_period_exits_1_naming_the_setting() -> Result<()> {
+    const SHORT_GRACE: u64 = 2;
+    let mut env = environment().await?;
+    let bars = common::synthetic_bars(&["GRA", "GRB", "GRC"], 200, 11)?;
+    let (first, second) = bars.split_at(300);
+    // Snapshots only at the start (and at the stop), so the second round is not covered by
+    // one however long the rounds take.
+    let mut features = run_features_with(
+        &env,
+        SHORT_GRACE,
+        &["--snapshot-interval-ms", "600000"],
+        Stdio::piped(),
+    )?;
+    let stderr = features.stderr.take().context("stderr")?;
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text);
+        text
+    });
+    // Two rounds, so its state has changed since its first snapshot: the stop has a final
+    // snapshot to write and offsets to commit, which need the broker.
+    feed_and_wait(&env, first).await?;
+    feed_and_wait(&env, second).await?;
+    let broker = env.broker.0.as_ref().context("broker")?;
+    common::signal(broker, "USR1")?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sigterm(&features)?;
+    let (status, took) = wait_exit(features, Duration::from_secs(SHORT_GRACE + 15)).await?;
+    let stderr = errors
+        .join()
+        .map_err(|_| anyhow::anyhow!("stderr reader"))?;
+    assert_eq!(status.code(), Some(1), "exit status; stderr:\n{stderr}");
+    assert!(
+        took >= Duration::from_secs(SHORT_GRACE),
+        "exited {took:?} after SIGTERM, before its {SHORT_GRACE} s grace period"
+    );
+    for needle in [
+        "TRADESTREAM_SHUTDOWN_GRACE_SECS",
+        "the grace period passed",
+        "still running",
+    ] {
+        assert!(
+            stderr.contains(needle),
+            "{needle:?} missing from:\n{stderr}"
+        );
+    }
+    println!(
+        "run features: exit 1 {:.2} s after SIGTERM with the broker unreachable (grace {SHORT_GRACE} s)",
+        took.as_secs_f64()
+    );
+
+    // The broker comes back; a restarted processor leaves every bar with its record.
+    let broker = env.broker.0.as_ref().context("broker")?;
+    common::signal(broker, "USR2")?;
+    let features = run_features(&env)?;
+    feed_and_wait(&env, &bars).await?;
+    stop(features, "run features (after the forced stop)").await?;
+    let mut by_source: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut copies = 0;
+    for (_, _, bytes) in read_all(&env.kafka, Topic::Features.name()).await? {
+        let f: tradestream_schemas::Features = env.codec.decode(&bytes).await?;
+        if let Some(seen) = by_source.insert(f.source_id.clone(), bytes.clone()) {
+            copies += 1;
+            assert_eq!(
+                seen, bytes,
+                "two different features records for {}",
+                f.source_id
+            );
+        }
+    }
+    let ids: BTreeSet<String> = bars.iter().map(|b| b.record_id.clone()).collect();
+    assert_eq!(by_source.keys().cloned().collect::<BTreeSet<_>>(), ids);
+    println!(
+        "after the restart: {} bars, {} features records, {copies} repeated copies",
+        ids.len(),
+        by_source.len()
+    );
 
     stop(env.broker.0.take().context("broker")?, "broker").await?;
     let _ = env.registry_stop.send(());

@@ -776,6 +776,16 @@ pub fn spawn_publisher(
     })
 }
 
+/// Sends signal `name` (`TERM`, `USR1`, ...) to `child`.
+pub fn signal(child: &std::process::Child, name: &str) -> Result<()> {
+    let ok = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()?
+        .success();
+    anyhow::ensure!(ok, "kill -{name} failed");
+    Ok(())
+}
+
 /// Fails the test with every collected failure, one per line.
 pub fn fail_on(failures: &[String]) -> Result<()> {
     if failures.is_empty() {
