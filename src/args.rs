@@ -161,6 +161,11 @@ pub(crate) struct IngestArgs {
     /// Fixed publishing rate in records per second (overrides --speedup).
     #[arg(long, env = "TRADESTREAM_INGEST_RATE")]
     pub(crate) rate: Option<f64>,
+    /// Publish every record of the source even when `market_data` already has it. By
+    /// default a restarted ingest skips what an earlier run of the same source published
+    /// (a second copy would carry a new ingest time under the same record id).
+    #[arg(long, env = "TRADESTREAM_INGEST_REPUBLISH")]
+    pub(crate) republish: bool,
     #[command(flatten)]
     pub(crate) kafka: KafkaArgs,
     #[command(flatten)]

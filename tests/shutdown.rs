@@ -508,6 +508,79 @@ async fn ingest_and_infrastructure_exit_zero_on_sigterm() -> Result<()> {
     Ok(())
 }
 
+/// Record ids of the `market_data` records of `symbols` (with repeats).
+async fn market_data_ids(env: &Env, symbols: &[&str]) -> Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for (_, _, bytes) in read_all(&env.kafka, Topic::MarketData.name()).await? {
+        let md: tradestream_schemas::MarketData = env.codec.decode(&bytes).await?;
+        if symbols.contains(&md.symbol.as_str()) {
+            ids.push(md.record_id);
+        }
+    }
+    Ok(ids)
+}
+
+/// `ingest` SIGKILLed half-way and started again with the same source publishes only what
+/// the topic does not have yet: every bar once, none twice (a second copy would carry a new
+/// ingest time under the same id).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_ingest_resumes_without_a_second_copy() -> Result<()> {
+    let mut env = environment().await?;
+    const SYMBOLS: [&str; 2] = ["IRA", "IRB"];
+    const BARS: usize = 3_000;
+    let ingest = |rate: Option<&str>| {
+        let mut cmd = bin();
+        cmd.args(["ingest", "synthetic", "--symbols", &SYMBOLS.join(",")])
+            .args(["--bars", &BARS.to_string(), "--seed", "3"])
+            .args(["--kafka-brokers", &env.bootstrap])
+            .args(["--schema-registry-url", &env.registry]);
+        if let Some(rate) = rate {
+            cmd.args(["--rate", rate]);
+        }
+        cmd
+    };
+    let mut first = ingest(Some("1500"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    first.kill()?;
+    first.wait()?;
+    let before = market_data_ids(&env, &SYMBOLS).await?;
+    let total = SYMBOLS.len() * BARS;
+    assert!(
+        !before.is_empty() && before.len() < total,
+        "killed mid-way: {} of {total} on the topic",
+        before.len()
+    );
+
+    let out = ingest(None).stderr(Stdio::inherit()).output()?;
+    assert!(
+        out.status.success(),
+        "second ingest exited with {}",
+        out.status
+    );
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        report.contains(&format!("resuming: {} records", before.len())),
+        "{report}"
+    );
+    let after = market_data_ids(&env, &SYMBOLS).await?;
+    let distinct: BTreeSet<&String> = after.iter().collect();
+    assert_eq!(after.len(), total, "records of the source on the topic");
+    assert_eq!(distinct.len(), total, "distinct ids");
+    println!(
+        "ingest killed after {} of {total} records; the restart published the other {} and skipped those",
+        before.len(),
+        total - before.len()
+    );
+
+    stop(env.broker.0.take().context("broker")?, "broker").await?;
+    let _ = env.registry_stop.send(());
+    env.db.cleanup().await;
+    Ok(())
+}
+
 /// Kills a child process left running when a test fails half-way.
 struct KillOnDrop(Option<Child>);
 

@@ -215,6 +215,24 @@ pub(crate) async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
             std::iter::from_fn(|| feed.next_at(now)).map(Ok).collect()
         }
     };
+    let items = if args.republish {
+        items
+    } else {
+        let symbols: std::collections::HashSet<String> = items
+            .iter()
+            .filter_map(|i| i.as_ref().ok().map(|md| md.symbol.to_string()))
+            .collect();
+        let published =
+            tradestream_ingest::AlreadyPublished::read(&kafka, &codec, &symbols).await?;
+        let (rest, skipped) = published.remaining(items);
+        if skipped > 0 {
+            println!(
+                "resuming: {skipped} records of this source are already on market_data or its \
+                 dead-letter topic and are skipped (--republish publishes them again)"
+            );
+        }
+        rest
+    };
     let pace = match (args.rate, args.speedup) {
         (Some(rate), _) => Pace::RecordsPerSecond(rate),
         (None, s) if s > 0.0 => Pace::Speedup(s),

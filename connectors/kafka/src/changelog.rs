@@ -410,6 +410,37 @@ pub async fn read_ranges(
         .collect())
 }
 
+/// Every record of every partition of `topic`, from its oldest kept record to its current
+/// end, partition by partition; nothing when the topic does not exist.
+pub async fn read_topic(kafka: &Kafka, topic: &str) -> Result<Vec<OwnedMessage>, KafkaError> {
+    let cc = kafka.client_config();
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let consumer = reader(cc)?;
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .map_err(|e| KafkaError::client(format!("reading {topic} metadata"), e))?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        let mut ranges = Vec::with_capacity(partitions.len());
+        for partition in partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(&topic, partition, Duration::from_secs(10))
+                .map_err(|e| KafkaError::client(format!("reading {topic} watermarks"), e))?;
+            if low < high {
+                ranges.push((topic.clone(), partition, low, high));
+            }
+        }
+        read_blocking(&consumer, ranges)
+    })
+    .await
+    .map_err(|e| KafkaError::Changelog(format!("reader task failed: {e}")))?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,5 +7,7 @@ pub mod publish;
 pub mod synthetic;
 
 pub use csv_replay::{CsvFormat, CsvReplay, RowError};
-pub use publish::{IngestError, Pace, PublishStats, SourceItem, merge_by_event_time, publish};
+pub use publish::{
+    AlreadyPublished, IngestError, Pace, PublishStats, SourceItem, merge_by_event_time, publish,
+};
 pub use synthetic::{SyntheticConfig, SyntheticConfigError, SyntheticFeed};

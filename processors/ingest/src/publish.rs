@@ -5,9 +5,12 @@
 use crate::csv_replay::RowError;
 use chrono::{DateTime, Utc};
 use futures_lite_free::collect_deliveries;
+use std::collections::HashSet;
 use std::future::Future;
 use std::time::{Duration, Instant};
+use tradestream_kafka::changelog::read_topic;
 use tradestream_kafka::dlq::DeadLetterInfo;
+use tradestream_kafka::rdkafka::Message;
 use tradestream_kafka::rdkafka::producer::DeliveryFuture;
 use tradestream_kafka::runner::enqueue;
 use tradestream_kafka::{Kafka, KafkaError, Metrics};
@@ -40,6 +43,82 @@ impl IngestError {
 
 /// One item from a source: a record, or a refusal to dead-letter.
 pub type SourceItem = Result<MarketData, RowError>;
+
+/// What a source already has on `market_data` and `market_data.dlq`, so that a restarted
+/// ingest publishes only the rest (see [`AlreadyPublished::remaining`]).
+///
+/// Why the topics and not a checkpoint of our own: a record carries its ingest time, so a
+/// second copy would be a *different* record under the same id. Whatever reached the broker
+/// before a crash is exactly what the topic holds, acknowledged or not, so reading the topic
+/// is the one checkpoint that cannot lag behind it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlreadyPublished {
+    ids: HashSet<String>,
+    /// Ingest refusals on the dead-letter topic: (line, raw row).
+    refusals: HashSet<(i64, Vec<u8>)>,
+}
+
+impl AlreadyPublished {
+    /// Reads both topics. Only records keyed by one of `symbols` are decoded (the key of a
+    /// market-data record is its symbol), so other sources' data costs little.
+    pub async fn read(
+        kafka: &Kafka,
+        codec: &Codec,
+        symbols: &HashSet<String>,
+    ) -> Result<Self, IngestError> {
+        let mut out = Self::default();
+        for msg in read_topic(kafka, Topic::MarketData.name()).await? {
+            let ours = msg
+                .key()
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .is_some_and(|k| symbols.contains(k));
+            if !ours {
+                continue;
+            }
+            // A record that does not decode is not one of ours to skip.
+            if let Ok(md) = codec
+                .decode::<MarketData>(msg.payload().unwrap_or_default())
+                .await
+            {
+                out.ids.insert(md.record_id);
+            }
+        }
+        for msg in read_topic(kafka, &Topic::MarketData.dlq()).await? {
+            if msg.key() != Some(INGEST_KEY.as_bytes()) {
+                continue;
+            }
+            if let Ok(dl) = codec
+                .decode_dead_letter(msg.payload().unwrap_or_default())
+                .await
+                && dl.processor == INGEST_KEY
+                && let Some(raw) = dl.payload
+            {
+                out.refusals.insert((dl.source_offset, raw));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The items of `items` not yet on the topics, in order, and how many were skipped.
+    pub fn remaining(&self, items: Vec<SourceItem>) -> (Vec<SourceItem>, u64) {
+        let before = items.len();
+        let rest: Vec<SourceItem> = items
+            .into_iter()
+            .filter(|item| match item {
+                Ok(md) => !self.ids.contains(&md.record_id),
+                Err(row) => !self.refusals.contains(&(
+                    i64::try_from(row.line).unwrap_or(-1),
+                    row.raw.clone().into_bytes(),
+                )),
+            })
+            .collect();
+        let skipped = (before - rest.len()) as u64;
+        (rest, skipped)
+    }
+}
+
+/// Key of the dead letters ingest publishes.
+const INGEST_KEY: &str = "ingest";
 
 /// How fast to publish.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -124,8 +203,9 @@ pub async fn publish(
                 };
                 let envelope = info.envelope(None, Some(row.raw.clone().into_bytes()), Utc::now());
                 let bytes = codec.encode_dead_letter(&envelope).await?;
-                pending
-                    .push(enqueue(&producer, &dlq, "ingest", &bytes, Some(info.headers())).await?);
+                pending.push(
+                    enqueue(&producer, &dlq, INGEST_KEY, &bytes, Some(info.headers())).await?,
+                );
                 tracing::warn!(line = row.line, reason = %row.reason, "market data refused");
                 stats.dead_lettered += 1;
             }
@@ -209,12 +289,50 @@ mod futures_lite_free {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_resumed_source_skips_exactly_what_the_topics_hold() {
+        let items = vec![
+            bar("AAA", 1),
+            Err(RowError {
+                line: 3,
+                reason: "high < low".into(),
+                raw: "x,y".into(),
+            }),
+            bar("AAA", 2),
+            bar("BBB", 1),
+            Err(RowError {
+                line: 9,
+                reason: "NaN".into(),
+                raw: "z".into(),
+            }),
+        ];
+        let id = |i: usize| match &items[i] {
+            Ok(md) => md.record_id.clone(),
+            Err(_) => unreachable!(),
+        };
+        let published = AlreadyPublished {
+            ids: [id(0), id(3)].into_iter().collect(),
+            // Same line, other row: another file's refusal, not this one.
+            refusals: [(3, b"x,y".to_vec()), (9, b"other".to_vec())]
+                .into_iter()
+                .collect(),
+        };
+        let (rest, skipped) = published.remaining(items.clone());
+        assert_eq!(skipped, 3);
+        assert_eq!(rest, vec![items[2].clone(), items[4].clone()]);
+        assert_eq!(
+            AlreadyPublished::default().remaining(items.clone()).0,
+            items
+        );
+    }
+
     fn bar(symbol: &str, day: u32) -> SourceItem {
         let mut md = tradestream_schemas::samples::market_data();
         md.symbol = tradestream_schemas::Symbol::new(symbol).unwrap_or_else(|_| unreachable!());
         md.event_time = chrono::TimeZone::with_ymd_and_hms(&Utc, 2020, 1, day, 0, 0, 0)
             .single()
             .unwrap_or_default();
+        md.record_id = format!("test:{symbol}:{day}");
         Ok(md)
     }
 
