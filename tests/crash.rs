@@ -1,7 +1,8 @@
 //! Crash harness (issue 4): the whole pipeline as separate OS processes — `tradestream broker`,
 //! one shared `tradestream registry`, `tradestream run features|scorer|router|exchange|sink`
 //! and `tradestream ingest` publishing a seed-fixed synthetic feed — SIGKILLed at random
-//! moments and restarted, then compared with clean runs over the same input.
+//! moments and restarted (ingest too, while it publishes: it resumes from what the topic
+//! holds), then compared with clean runs over the same input.
 //!
 //! The harness runs the clean pipeline twice first: the router and the exchange decide with
 //! whatever fills and order updates have arrived at that moment, so orders and fills are only
@@ -11,6 +12,7 @@
 //!  (b) on every topic no id carries two different records; every bar has exactly one
 //!      features record; every signal and anomaly comes from a features record; every order
 //!      traces to a signal (or its bracket parent), every fill to an order; every DLQ is empty;
+//!      `market_data` holds no record twice (a restarted ingest skips what it published);
 //!  (c) Postgres stores every record of every topic exactly once, and its positions, cash and
 //!      portfolio value equal an independent recomputation from the fills topic and last closes;
 //!  (d) positions, cash and portfolio value equal the clean run's — asserted when the two clean
@@ -30,13 +32,14 @@ mod common;
 
 use anyhow::{Context, Result};
 use common::{
-    Book, Broker, Proc, READERS, Rec, Rng, books, check_books, count, distinct, read_topic,
-    run_ingest, run_stage, short, start_broker, start_registry, wait_drained,
+    Book, Broker, Proc, Rec, Rng, books, check_books, count, distinct, read_topic, run_ingest,
+    run_stage, short, start_broker, start_registry, wait_drained,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tradestream_postgres::testing::TestDatabase;
+use tradestream_schemas::topics::STAGE_INPUTS;
 use tradestream_schemas::{AnyRecord, Codec, OriginKind, Topic};
 
 const STAGES: [&str; 5] = ["features", "scorer", "router", "exchange", "sink"];
@@ -248,6 +251,14 @@ fn lineage_problems(run: &Outcome) -> Vec<String> {
             }
             problems.push(p);
         }
+        // Only ingest writes market data, and a restarted ingest skips what is on the topic:
+        // a second copy would be a different record (its ingest time) under the same id.
+        if topic == Topic::MarketData && d.copies > 0 {
+            problems.push(format!(
+                "market_data: {} records published twice by ingest",
+                d.copies
+            ));
+        }
         let dead = run.dlq.get(&topic.dlq()).copied().unwrap_or(0);
         if dead > 0 {
             problems.push(format!("{}: {dead} records dead-lettered", topic.dlq()));
@@ -446,15 +457,18 @@ async fn run_once(
         .iter()
         .map(|stage| spawn_stage(stage, &broker, registry, &db, &dir))
         .collect::<Result<Vec<_>>>()?;
-    let mut ingest = run_ingest(
-        &broker,
-        registry,
-        &s.symbols,
-        s.bars_per_symbol(),
-        42,
-        s.rate,
-        &dir,
-    )?;
+    let start_ingest = |broker: &common::Broker| {
+        run_ingest(
+            broker,
+            registry,
+            &s.symbols,
+            s.bars_per_symbol(),
+            42,
+            s.rate,
+            &dir,
+        )
+    };
+    let mut ingest = start_ingest(&broker)?;
 
     // Kills spread over the publishing time (at least 1.5 s apart on average), at random
     // moments, of random processors, each restarted after a random pause.
@@ -481,7 +495,17 @@ async fn run_once(
         if ingest_secs.is_none() && ingest.exited()?.is_some() {
             ingest_secs = Some(started.elapsed().as_secs_f64());
         }
-        let i = rng.below(STAGES.len() as u64) as usize;
+        // ingest is a candidate while it still publishes: a restarted ingest resumes from
+        // what the topic holds.
+        let candidates = STAGES.len() + usize::from(ingest_secs.is_none());
+        let i = rng.below(candidates as u64) as usize;
+        if i == STAGES.len() {
+            ingest.kill9()?;
+            *kill_counts.entry("ingest").or_default() += 1;
+            tokio::time::sleep(rng.millis(0, 1_000)).await;
+            ingest = start_ingest(&broker)?;
+            continue;
+        }
         procs[i].kill9()?;
         *kill_counts.entry(STAGES[i]).or_default() += 1;
         tokio::time::sleep(rng.millis(0, 1_000)).await;
@@ -497,7 +521,7 @@ async fn run_once(
     wait_drained(
         &broker.kafka,
         GROUP_PREFIX,
-        &READERS,
+        &STAGE_INPUTS,
         s.partitions,
         &mut procs,
         Duration::from_secs(env_or("TRADESTREAM_CRASH_DRAIN_SECS", 300)),

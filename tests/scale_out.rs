@@ -20,12 +20,13 @@ mod common;
 
 use anyhow::{Context, Result};
 use common::{
-    READERS, Rec, distinct, lag, order_violations, read_topic, run_ingest, run_stage, short,
-    start_broker, start_registry, wait_drained,
+    Rec, distinct, lag, order_violations, read_topic, run_ingest, run_stage, short, start_broker,
+    start_registry, wait_drained,
 };
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tradestream_postgres::testing::TestDatabase;
+use tradestream_schemas::topics::STAGE_INPUTS;
 use tradestream_schemas::{AnyRecord, Codec, Processor, Topic};
 
 const PARTITIONS: i32 = 4;
@@ -110,7 +111,7 @@ async fn two_instances_per_stage_survive_losing_one() -> Result<()> {
     let db = TestDatabase::new().await?;
     let (mut registry_proc, registry) = start_registry(db.url(), dir)?;
     let mut broker = start_broker(PARTITIONS, GROUP_PREFIX, dir)?;
-    let readers = [READERS[0], READERS[1]];
+    let readers = [STAGE_INPUTS[0], STAGE_INPUTS[1]];
 
     let mut survivors = Vec::new();
     let mut doomed = Vec::new();

@@ -23,6 +23,42 @@ pub enum Topic {
     Controls,
 }
 
+/// The data topics each pipeline stage's consumer group (`<prefix>-<stage>`) reads, control
+/// topics aside: what the demo, the benchmarks and the tests watch to know the pipeline has
+/// drained. Each processor's tests check that its core's inputs match its entry.
+pub const STAGE_INPUTS: [(&str, &[Topic]); 5] = [
+    ("features", &[Topic::MarketData]),
+    ("scorer", &[Topic::Features]),
+    (
+        "router",
+        &[
+            Topic::TradingSignals,
+            Topic::Orders,
+            Topic::Fills,
+            Topic::MarketData,
+        ],
+    ),
+    ("exchange", &[Topic::Orders, Topic::MarketData]),
+    ("sink", &Topic::ALL),
+];
+
+/// The data topics (see [`STAGE_INPUTS`]) among `inputs`, in their order.
+pub fn data_inputs(inputs: &[Topic]) -> Vec<Topic> {
+    inputs
+        .iter()
+        .copied()
+        .filter(|t| Topic::ALL.contains(t))
+        .collect()
+}
+
+/// The [`STAGE_INPUTS`] entry of `stage`.
+pub fn stage_inputs(stage: &str) -> Option<&'static [Topic]> {
+    STAGE_INPUTS
+        .iter()
+        .find(|(s, _)| *s == stage)
+        .map(|(_, topics)| *topics)
+}
+
 /// Which record field is the Kafka message key (a plain UTF-8 string, not Avro).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyField {

@@ -16,7 +16,7 @@
 //! and the pipeline scenario fails if anything was lost anyway: Postgres must hold every
 //! record each topic received.
 
-use super::demo::{Progress, READERS};
+use super::demo::Progress;
 use super::pipeline::{
     PipelineConfig, Stack, Stage, StageContext, ensure_accounts, join_all, shutdown_channel,
     spawn_stage,
@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 use tradestream_ingest::{SyntheticConfig, SyntheticFeed};
 use tradestream_kafka::Metrics;
+use tradestream_schemas::topics::STAGE_INPUTS;
 use tradestream_schemas::{AnyRecord, Fill, Topic};
 
 /// One pre-encoded market-data record.
@@ -300,7 +301,7 @@ fn produced_onto(metrics: &Metrics, topic: Topic) -> u64 {
 /// looked up once here rather than by label on every call.
 fn backlog_meter(metrics: &Metrics, window: u64, partitions: i32) -> impl Fn(u64) -> f64 + use<> {
     let per_partition = window / u64::try_from(partitions.max(1)).unwrap_or(1);
-    let readers: Vec<_> = READERS
+    let readers: Vec<_> = STAGE_INPUTS
         .iter()
         .flat_map(|(stage, topics)| topics.iter().map(move |topic| (*stage, *topic)))
         .map(|(stage, topic)| {

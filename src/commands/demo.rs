@@ -25,24 +25,8 @@ use tradestream_ingest::{
 use tradestream_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use tradestream_kafka::rdkafka::{Offset, TopicPartitionList};
 use tradestream_kafka::{Kafka, Metrics};
+use tradestream_schemas::topics::STAGE_INPUTS;
 use tradestream_schemas::{Symbol, Topic};
-
-/// Which group reads which topics.
-pub(crate) const READERS: [(&str, &[Topic]); 5] = [
-    ("features", &[Topic::MarketData]),
-    ("scorer", &[Topic::Features]),
-    (
-        "router",
-        &[
-            Topic::TradingSignals,
-            Topic::Orders,
-            Topic::Fills,
-            Topic::MarketData,
-        ],
-    ),
-    ("exchange", &[Topic::Orders, Topic::MarketData]),
-    ("sink", &Topic::ALL),
-];
 
 /// Bars per symbol published before waiting for the stages to catch up: well inside the
 /// exchange's per-symbol bar buffer (default 256).
@@ -80,7 +64,7 @@ impl Progress {
     pub(crate) fn new(kafka: &Kafka, prefix: &str) -> anyhow::Result<Self> {
         let watermarks = kafka.base_consumer(&format!("{prefix}-progress"))?;
         let mut groups = Vec::new();
-        for (group, topics) in READERS {
+        for (group, topics) in STAGE_INPUTS {
             groups.push((
                 group,
                 topics,

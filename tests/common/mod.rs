@@ -22,29 +22,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use tradestream_kafka::{Kafka, KafkaConfig};
+use tradestream_schemas::topics::STAGE_INPUTS;
 use tradestream_schemas::{AnyRecord, Codec, Topic};
 
 /// Session timeout of every consumer: a SIGKILLed member's partitions move (and its restart
 /// rejoins) after this long.
 pub const SESSION_TIMEOUT_MS: u64 = 3_000;
-
-/// The processor stages and the topics each one consumes (its consumer group is
-/// `<prefix>-<stage>`).
-pub const READERS: [(&str, &[Topic]); 5] = [
-    ("features", &[Topic::MarketData]),
-    ("scorer", &[Topic::Features]),
-    (
-        "router",
-        &[
-            Topic::TradingSignals,
-            Topic::Orders,
-            Topic::Fills,
-            Topic::MarketData,
-        ],
-    ),
-    ("exchange", &[Topic::Orders, Topic::MarketData]),
-    ("sink", &Topic::ALL),
-];
 
 /// The binary under test; its processes log at `TRADESTREAM_TEST_LOG` (default `warn`) to
 /// their own files.
@@ -242,7 +225,7 @@ pub fn start_broker(partitions: i32, group_prefix: &str, dir: &Path) -> Result<B
     ]);
     // The stateful runner's changelog topics (`<group>.changelog`, one partition): the mock
     // broker has no CreateTopics API, so they are created with the broker.
-    for (stage, _) in READERS.iter().filter(|(s, _)| *s != "sink") {
+    for (stage, _) in STAGE_INPUTS.iter().filter(|(s, _)| *s != "sink") {
         cmd.args(["--topic", &format!("{group_prefix}-{stage}.changelog:1")]);
     }
     let (proc, bootstrap) = Proc::spawn_reading("broker", cmd, dir, "bootstrap:")?;

@@ -343,6 +343,15 @@ mod tests {
             + Duration::days(i)
     }
 
+    #[test]
+    fn reads_what_the_pipeline_watches_it_read() {
+        let p = FeaturesProcessor::new(FeaturesConfig::default()).expect("valid");
+        assert_eq!(
+            tradestream_schemas::topics::data_inputs(p.inputs()),
+            tradestream_schemas::topics::stage_inputs("features").expect("listed")
+        );
+    }
+
     fn dec(x: f64) -> Decimal {
         Decimal::from_str(&format!("{x:.4}")).expect("decimal")
     }

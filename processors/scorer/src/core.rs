@@ -193,6 +193,14 @@ mod tests {
         .expect("valid config")
     }
 
+    #[test]
+    fn reads_what_the_pipeline_watches_it_read() {
+        assert_eq!(
+            tradestream_schemas::topics::data_inputs(scorer(0.0).inputs()),
+            tradestream_schemas::topics::stage_inputs("scorer").expect("listed")
+        );
+    }
+
     fn zero_coefficients(intercept: f64) -> Models {
         let mut p = signal_params(intercept);
         p.coefficients = vec![0.0; p.coefficients.len()];
