@@ -34,7 +34,7 @@ pub struct Metrics {
     pub state_restores: IntCounterVec,
     /// `tradestream_state_replayed_records_total{processor}`: inputs re-applied on restore.
     pub state_replayed: IntCounterVec,
-    /// `tradestream_state_snapshot_bytes_total{processor}`: snapshot bytes written.
+    /// `tradestream_state_snapshot_bytes_total{processor}`: snapshot bytes written (compressed).
     pub snapshot_bytes: IntCounterVec,
 }
 
@@ -138,7 +138,7 @@ impl Metrics {
             snapshot_bytes: counter(
                 &registry,
                 "tradestream_state_snapshot_bytes_total",
-                "State snapshot bytes written to the changelog.",
+                "State snapshot bytes written to the changelog (compressed).",
                 &["processor"],
             ),
             processing_seconds,

@@ -302,10 +302,6 @@ impl<P: Processor> Task<P> {
             .snapshot()
             .map_err(|e| KafkaError::Changelog(format!("snapshot of {}: {e}", self.key)))?
             .unwrap_or_default();
-        metrics
-            .snapshot_bytes
-            .with_label_values(&[self.core.name()])
-            .inc_by(state.len() as u64);
         self.snapshots += 1;
         let id = format!(
             "{}-{}-{}",
@@ -315,7 +311,12 @@ impl<P: Processor> Task<P> {
         );
         self.since_snapshot = 0;
         self.last_snapshot = Some(Instant::now());
-        Ok(Entry::snapshot(&self.key, id, &state, self.positions()))
+        let entries = Entry::snapshot(&self.key, id, &state, self.positions());
+        metrics
+            .snapshot_bytes
+            .with_label_values(&[self.core.name()])
+            .inc_by(entries.iter().map(Entry::stored_bytes).sum::<usize>() as u64);
+        Ok(entries)
     }
 }
 
