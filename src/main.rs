@@ -7,6 +7,13 @@ mod logging;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's allocator: every record is decoded into, and encoded from,
+/// short-lived allocations on several threads, and glibc's free lists (`_int_free`,
+/// `unlink_chunk`, `malloc_consolidate`) took about a quarter of the features processor's
+/// CPU (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = args::Cli::parse();
     commands::config::remember_cli(&cli.command);
