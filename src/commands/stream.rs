@@ -218,12 +218,7 @@ pub(crate) async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let items = if args.republish {
         items
     } else {
-        let symbols: std::collections::HashSet<String> = items
-            .iter()
-            .filter_map(|i| i.as_ref().ok().map(|md| md.symbol.to_string()))
-            .collect();
-        let published =
-            tradestream_ingest::AlreadyPublished::read(&kafka, &codec, &symbols).await?;
+        let published = tradestream_ingest::AlreadyPublished::read(&kafka, &codec, &items).await?;
         let (rest, skipped) = published.remaining(items);
         if skipped > 0 {
             println!(

@@ -309,23 +309,7 @@ pub async fn read_all(
         if !topic_exists(&consumer, &topic, 0) {
             return Ok(Vec::new());
         }
-        let (low, high) = match consumer.fetch_watermarks(&topic, 0, Duration::from_secs(10)) {
-            Ok(w) => w,
-            Err(e)
-                if matches!(
-                    e.rdkafka_error_code(),
-                    Some(
-                        rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition
-                            | rdkafka::types::RDKafkaErrorCode::UnknownTopic
-                            | rdkafka::types::RDKafkaErrorCode::UnknownPartition
-                    )
-                ) =>
-            {
-                return Ok(Vec::new());
-            }
-            Err(e) => return Err(KafkaError::client(format!("reading {topic} watermarks"), e)),
-        };
-        read_blocking(&consumer, vec![(topic, 0, low, high)])
+        read_partitions(&consumer, &topic, [0])
     })
     .await
     .map_err(|e| KafkaError::Changelog(format!("reader task failed: {e}")))??;
@@ -337,6 +321,32 @@ pub async fn read_all(
         }
     }
     Ok(out)
+}
+
+/// Every record of `partitions` of `topic`, from the oldest kept to the current end; a
+/// partition the broker does not know (any more) reads as empty.
+fn read_partitions(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: impl IntoIterator<Item = i32>,
+) -> Result<Vec<OwnedMessage>, KafkaError> {
+    let mut ranges = Vec::new();
+    for partition in partitions {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+            Ok((low, high)) => ranges.push((topic.to_string(), partition, low, high)),
+            Err(e)
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition
+                            | rdkafka::types::RDKafkaErrorCode::UnknownTopic
+                            | rdkafka::types::RDKafkaErrorCode::UnknownPartition
+                    )
+                ) => {}
+            Err(e) => return Err(KafkaError::client(format!("reading {topic} watermarks"), e)),
+        }
+    }
+    read_blocking(consumer, ranges)
 }
 
 /// How long reading a range may wait for records it knows exist.
@@ -466,16 +476,7 @@ pub async fn read_topic(kafka: &Kafka, topic: &str) -> Result<Vec<OwnedMessage>,
             .filter(|t| t.name() == topic && t.error().is_none())
             .flat_map(|t| t.partitions().iter().map(|p| p.id()))
             .collect();
-        let mut ranges = Vec::with_capacity(partitions.len());
-        for partition in partitions {
-            let (low, high) = consumer
-                .fetch_watermarks(&topic, partition, Duration::from_secs(10))
-                .map_err(|e| KafkaError::client(format!("reading {topic} watermarks"), e))?;
-            if low < high {
-                ranges.push((topic.clone(), partition, low, high));
-            }
-        }
-        read_blocking(&consumer, ranges)
+        read_partitions(&consumer, &topic, partitions)
     })
     .await
     .map_err(|e| KafkaError::Changelog(format!("reader task failed: {e}")))?

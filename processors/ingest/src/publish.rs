@@ -59,13 +59,18 @@ pub struct AlreadyPublished {
 }
 
 impl AlreadyPublished {
-    /// Reads both topics. Only records keyed by one of `symbols` are decoded (the key of a
-    /// market-data record is its symbol), so other sources' data costs little.
+    /// Reads both topics for what `items` would publish. Only records keyed by one of their
+    /// symbols are decoded (the key of a market-data record is its symbol), so other
+    /// sources' data costs little.
     pub async fn read(
         kafka: &Kafka,
         codec: &Codec,
-        symbols: &HashSet<String>,
+        items: &[SourceItem],
     ) -> Result<Self, IngestError> {
+        let symbols: HashSet<&str> = items
+            .iter()
+            .filter_map(|i| i.as_ref().ok().map(|md| md.symbol.as_str()))
+            .collect();
         let mut out = Self::default();
         for msg in read_topic(kafka, Topic::MarketData.name()).await? {
             let ours = msg
