@@ -309,6 +309,10 @@ pub(crate) struct KafkaArgs {
     /// How long a processor waits for more records after the first of a batch (ms).
     #[arg(long, env = "TRADESTREAM_BATCH_LINGER_MS", default_value_t = 1)]
     pub(crate) batch_linger_ms: u64,
+    /// Consumer tasks per per-partition processor (features, scorer) in one process; the
+    /// router and the exchange always run one.
+    #[arg(long, env = "TRADESTREAM_STREAM_TASKS", default_value_t = 1)]
+    pub(crate) stream_tasks: usize,
     /// Extra librdkafka property key=value (repeatable; env: comma-separated).
     #[arg(
         long = "kafka-property",
@@ -351,6 +355,7 @@ impl KafkaArgs {
             snapshot_records: self.snapshot_records,
             max_in_flight_batches: self.max_in_flight_batches,
             batch_linger_ms: self.batch_linger_ms,
+            stream_tasks: self.stream_tasks,
             extra,
         };
         cfg.validate()

@@ -1,7 +1,10 @@
 //! Scale-out (issue 4): two `tradestream run features` and two `tradestream run scorer`
 //! processes share one consumer group each (same `--kafka-group-id`) on a 4-partition broker
 //! while `tradestream ingest` publishes a paced, seed-fixed feed; mid-run one instance of each
-//! is SIGKILLed and its partitions move to the survivor after the session timeout.
+//! is SIGKILLed and its partitions move to the survivor after the session timeout. Each
+//! survivor runs two consumer tasks in its one process (`--stream-tasks 2`), so the group has
+//! three members per stage until the kill and two after it: partitions move between
+//! processes and between the tasks of one process alike.
 //!
 //! Checked at the end:
 //! * nothing lost: every bar has a features record, and the committed offsets of both groups
@@ -20,8 +23,8 @@ mod common;
 
 use anyhow::{Context, Result};
 use common::{
-    Rec, distinct, lag, order_violations, read_topic, run_ingest, run_stage, short, start_broker,
-    start_registry, wait_drained,
+    Rec, distinct, lag, order_violations, read_topic, run_ingest, run_stage, run_stage_with, short,
+    start_broker, start_registry, wait_drained,
 };
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -116,7 +119,7 @@ async fn two_instances_per_stage_survive_losing_one() -> Result<()> {
     let mut survivors = Vec::new();
     let mut doomed = Vec::new();
     for stage in ["features", "scorer"] {
-        survivors.push(run_stage(
+        survivors.push(run_stage_with(
             stage,
             "-a",
             &broker,
@@ -124,6 +127,7 @@ async fn two_instances_per_stage_survive_losing_one() -> Result<()> {
             None,
             GROUP_PREFIX,
             dir,
+            &["--stream-tasks", "2"],
         )?);
         doomed.push(run_stage(
             stage,
@@ -217,7 +221,7 @@ async fn two_instances_per_stage_survive_losing_one() -> Result<()> {
     let want = expected(&codec, &topics[&Topic::MarketData]).await?;
     let mut failures = Vec::new();
     println!(
-        "{} bars over {PARTITIONS} partitions, 2 × features + 2 × scorer, drained {drained_secs:.1} s after start",
+        "{} bars over {PARTITIONS} partitions, 2 × features + 2 × scorer (survivors with 2 tasks each), drained {drained_secs:.1} s after start",
         distinct(&topics[&Topic::MarketData]).by_id.len()
     );
     for topic in [Topic::Features, Topic::TradingSignals, Topic::Anomalies] {

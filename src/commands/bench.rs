@@ -24,11 +24,14 @@ use super::pipeline::{
 use crate::args::{BenchArgs, BenchScenario};
 use anyhow::{Context, bail};
 use chrono::{DateTime, TimeZone, Utc};
+use rdkafka::ClientContext;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 use tradestream_ingest::{SyntheticConfig, SyntheticFeed};
@@ -144,19 +147,80 @@ fn produced(metrics: &Metrics, stage: &str, topic: Topic) -> u64 {
         .get()
 }
 
+/// The feeder's acknowledgements, counted by the producer's delivery callback.
+#[derive(Default)]
+struct Acks {
+    done: AtomicU64,
+    first_error: std::sync::Mutex<Option<String>>,
+}
+
+/// Delivery callback of the feeder: a count, not a future per record, because the feeder
+/// shares the cores with what it measures.
+struct FeedContext(Arc<Acks>);
+
+impl ClientContext for FeedContext {}
+
+impl ProducerContext for FeedContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result
+            && let Ok(mut first) = self.0.first_error.lock()
+        {
+            first.get_or_insert_with(|| e.to_string());
+        }
+        self.0.done.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// The bench's market-data producer (the connector's producer settings).
+struct Feeder {
+    producer: ThreadedProducer<FeedContext>,
+    acks: Arc<Acks>,
+}
+
+impl Feeder {
+    fn new(stack: &Stack) -> anyhow::Result<Self> {
+        let acks = Arc::new(Acks::default());
+        let producer = stack
+            .kafka
+            .producer_config()
+            .create_with_context(FeedContext(acks.clone()))
+            .context("creating the feeder's producer")?;
+        Ok(Self { producer, acks })
+    }
+
+    /// Waits until at most `outstanding` records await acknowledgement; fails on the first
+    /// delivery error.
+    async fn settle(&self, sent: u64, outstanding: u64) -> anyhow::Result<()> {
+        loop {
+            if let Ok(first) = self.acks.first_error.lock()
+                && let Some(e) = first.as_ref()
+            {
+                bail!("delivering market data: {e}");
+            }
+            if sent.saturating_sub(self.acks.done.load(Ordering::Acquire)) <= outstanding {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
 /// Produces `items` onto `market_data`, pausing while `behind(records fed)` is at least 1
-/// (some reader is a full window behind), optionally at a fixed rate. Returns when every record is acknowledged, with
-/// the instant each was handed to the producer.
+/// (some reader is a full window behind), optionally at a fixed rate. Returns when every
+/// record is acknowledged, with the instant each was handed to the producer.
 async fn feed(
-    producer: &FutureProducer,
+    feeder: &Feeder,
     items: &[Encoded],
     rate: Option<f64>,
     behind: impl Fn(u64) -> f64,
 ) -> anyhow::Result<Vec<Instant>> {
+    /// Records the feeder lets await acknowledgement.
+    const OUTSTANDING: u64 = 8192;
     let topic = Topic::MarketData.name();
     let started = Instant::now();
     let mut sent = Vec::with_capacity(items.len());
-    let mut pending = Vec::with_capacity(4096);
     for (i, item) in items.iter().enumerate() {
         if let Some(rate) = rate {
             let due = started + Duration::from_secs_f64(i as f64 / rate);
@@ -184,23 +248,23 @@ async fn feed(
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
-        let record = FutureRecord::to(topic).key(&item.key).payload(&item.value);
-        let delivery = producer
-            .send_result(record)
-            .map_err(|(e, _)| anyhow::anyhow!("producing market data: {e}"))?;
-        sent.push(Instant::now());
-        pending.push(delivery);
-        if pending.len() >= 4096 {
-            for d in pending.drain(..) {
-                d.await?
-                    .map_err(|(e, _)| anyhow::anyhow!("delivery: {e}"))?;
+        let mut record = BaseRecord::to(topic).key(&item.key).payload(&item.value);
+        loop {
+            match feeder.producer.send(record) {
+                Ok(()) => break,
+                Err((e, back)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err((e, _)) => bail!("producing market data: {e}"),
             }
         }
+        sent.push(Instant::now());
+        if i as u64 % 1024 == 1023 {
+            feeder.settle(i as u64 + 1, OUTSTANDING).await?;
+        }
     }
-    for d in pending {
-        d.await?
-            .map_err(|(e, _)| anyhow::anyhow!("delivery: {e}"))?;
-    }
+    feeder.settle(items.len() as u64, 0).await?;
     Ok(sent)
 }
 
@@ -247,13 +311,13 @@ async fn features(stack: &Stack, args: &BenchArgs) -> anyhow::Result<serde_json:
     let (stop, stopped) = shutdown_channel();
     let mut tasks = tokio::task::JoinSet::new();
     spawn_stage(&mut tasks, &ctx, Stage::Features, stopped)?;
-    let producer = stack.kafka.producer()?;
+    let feeder = Feeder::new(stack)?;
     let window = args.window.max(1);
     // Looked up once: the feeder asks before every record.
     let read = metrics
         .records_in
         .with_label_values(&["features", Topic::MarketData.name()]);
-    let feeding = feed(&producer, &items, None, move |fed| {
+    let feeding = feed(&feeder, &items, None, move |fed| {
         fed.saturating_sub(read.get()) as f64 / window as f64
     });
     let m = metrics.clone();
@@ -262,13 +326,15 @@ async fn features(stack: &Stack, args: &BenchArgs) -> anyhow::Result<serde_json:
             consumed(&m, "features", Topic::MarketData) > 0
         })
         .await?;
+        let cpu_first = process_cpu_seconds();
         let last = wait_until(Duration::from_secs(600), || {
             produced(&m, "features", Topic::Features) >= n
         })
         .await?;
-        anyhow::Ok(last - first)
+        let cpu = process_cpu_seconds().zip(cpu_first).map(|(b, a)| b - a);
+        anyhow::Ok((last - first, cpu))
     };
-    let (sent, elapsed) = tokio::try_join!(feeding, clock)?;
+    let (sent, (elapsed, cpu)) = tokio::try_join!(feeding, clock)?;
     let _ = stop.send(true);
     join_all(tasks, &stop).await?;
     let secs = elapsed.as_secs_f64();
@@ -283,7 +349,24 @@ async fn features(stack: &Stack, args: &BenchArgs) -> anyhow::Result<serde_json:
         "dead_lettered": dead_lettered(&metrics),
         "seconds": round(secs),
         "records_per_second": (n as f64 / secs).round(),
+        // CPU of the whole process (feeder, broker, processor) over the measured phase:
+        // steadier than the rate on a shared machine.
+        "cpu_seconds": cpu.map(round),
+        "cpu_microseconds_per_record": cpu.map(|c| round(c * 1e6 / n.max(1) as f64)),
     }))
+}
+
+/// User + system CPU seconds of this process so far (every thread), from `/proc/self/stat`;
+/// `None` where that is not available.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name: utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    // The kernel reports clock ticks; USER_HZ is 100 on every Linux platform we build for.
+    Some((utime + stime) / 100.0)
 }
 
 /// Records produced onto `topic` by this process (the feeder's market data excluded).
@@ -434,9 +517,9 @@ async fn pipeline(stack: &Stack, args: &BenchArgs) -> anyhow::Result<serde_json:
     let n = items.len() as u64;
     let metrics = Metrics::new();
     let (tasks, stop, progress) = start_all(stack, &metrics).await?;
-    let producer = stack.kafka.producer()?;
+    let feeder = Feeder::new(stack)?;
     let feeding = feed(
-        &producer,
+        &feeder,
         &items,
         None,
         backlog_meter(&metrics, args.window, stack.kafka.config().partitions),
@@ -503,8 +586,8 @@ async fn latency(stack: &Stack, args: &BenchArgs) -> anyhow::Result<serde_json::
     });
     // Let every consumer group join and get its partitions before the clock matters.
     tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
-    let producer = stack.kafka.producer()?;
-    let sent = feed(&producer, &items, Some(args.rate), |_| 0.0).await?;
+    let feeder = Feeder::new(stack)?;
+    let sent = feed(&feeder, &items, Some(args.rate), |_| 0.0).await?;
     drained(&progress, Duration::from_secs(300)).await?;
     // The fills of the last bars need the consumer to see them.
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -13,6 +13,7 @@ use tradestream_features::{FeaturesConfig, FeaturesProcessor};
 use tradestream_kafka::{Kafka, Metrics, RunnerConfig, run_processor};
 use tradestream_router::{RouterConfig, RouterProcessor};
 use tradestream_schemas::Codec;
+use tradestream_schemas::TaskScope;
 use tradestream_scorer::{ModelHandle, Scorer, ScorerConfig};
 use tradestream_sink::{SinkConfig, run_sink};
 
@@ -166,7 +167,7 @@ pub(crate) fn spawn_stage(
     match stage {
         Stage::Features => {
             let core = FeaturesProcessor::new(ctx.config.features.clone())?;
-            spawn_runner(tasks, ctx, core, runner, stage, shutdown);
+            spawn_runners(tasks, ctx, core, runner, stage, shutdown);
         }
         Stage::Scorer => {
             let cfg = ctx.config.scorer.clone();
@@ -193,15 +194,15 @@ pub(crate) fn spawn_stage(
                     }
                 });
             }
-            spawn_runner(tasks, ctx, core, runner, stage, shutdown);
+            spawn_runners(tasks, ctx, core, runner, stage, shutdown);
         }
         Stage::Router => {
             let core = RouterProcessor::new(ctx.config.router.clone())?;
-            spawn_runner(tasks, ctx, core, runner, stage, shutdown);
+            spawn_runners(tasks, ctx, core, runner, stage, shutdown);
         }
         Stage::Exchange => {
             let core = ExchangeProcessor::new(ctx.config.exchange.clone())?;
-            spawn_runner(tasks, ctx, core, runner, stage, shutdown);
+            spawn_runners(tasks, ctx, core, runner, stage, shutdown);
         }
         Stage::Sink => {
             let pool = ctx
@@ -227,27 +228,37 @@ pub(crate) fn spawn_stage(
     Ok(())
 }
 
-/// Runs a core under the generic Kafka runner as a task of `tasks`.
-fn spawn_runner<P: tradestream_schemas::Processor + Clone + Sync + 'static>(
+/// Spawns the stage's runners: `stream_tasks` members of its consumer group for a
+/// per-partition core (each restores and processes only the partitions it is assigned, so
+/// one process uses several cores), one for a core that keeps a single global state.
+fn spawn_runners<P: tradestream_schemas::Processor + Clone + Sync + 'static>(
     tasks: &mut JoinSet<anyhow::Result<(Stage, String)>>,
     ctx: StageContext,
-    mut core: P,
+    core: P,
     runner: RunnerConfig,
     stage: Stage,
     shutdown: watch::Receiver<bool>,
 ) {
-    tasks.spawn(async move {
-        let stats = run_processor(
-            &ctx.kafka,
-            &ctx.codec,
-            &mut core,
-            &runner,
-            &ctx.metrics,
-            wait(shutdown),
-        )
-        .await?;
-        Ok((stage, format!("{stats:?}")))
-    });
+    let count = match core.scope() {
+        TaskScope::PerPartition => ctx.kafka.config().stream_tasks.max(1),
+        TaskScope::Single => 1,
+    };
+    for index in 0..count {
+        let (ctx, mut core) = (ctx.clone(), core.clone());
+        let (runner, shutdown) = (runner.for_task(index, count), shutdown.clone());
+        tasks.spawn(async move {
+            let stats = run_processor(
+                &ctx.kafka,
+                &ctx.codec,
+                &mut core,
+                &runner,
+                &ctx.metrics,
+                wait(shutdown),
+            )
+            .await?;
+            Ok((stage, format!("{stats:?}")))
+        });
+    }
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` (see [`Stack::readiness`]) on `listen` until

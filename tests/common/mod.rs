@@ -267,6 +267,30 @@ pub fn run_stage(
     group_prefix: &str,
     dir: &Path,
 ) -> Result<Proc> {
+    run_stage_with(
+        stage,
+        instance,
+        broker,
+        registry,
+        database_url,
+        group_prefix,
+        dir,
+        &[],
+    )
+}
+
+/// [`run_stage`] with extra command-line arguments.
+#[allow(clippy::too_many_arguments)]
+pub fn run_stage_with(
+    stage: &str,
+    instance: &str,
+    broker: &Broker,
+    registry: &str,
+    database_url: Option<&str>,
+    group_prefix: &str,
+    dir: &Path,
+    extra: &[&str],
+) -> Result<Proc> {
     let mut cmd = bin();
     cmd.args(["run", stage, "--metrics-listen", "127.0.0.1:0"])
         .args([
@@ -281,6 +305,7 @@ pub fn run_stage(
     if let Some(url) = database_url {
         cmd.args(["--database-url", url]);
     }
+    cmd.args(extra);
     Proc::spawn(&format!("{stage}{instance}"), cmd, dir)
 }
 

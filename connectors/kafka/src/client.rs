@@ -104,6 +104,13 @@ impl Kafka {
     /// An idempotent producer: acks from all replicas, retries without reordering or
     /// duplicates, records batched briefly for throughput.
     pub fn producer(&self) -> Result<FutureProducer, KafkaError> {
+        self.producer_config()
+            .create()
+            .map_err(|e| KafkaError::client("creating producer", e))
+    }
+
+    /// The settings of [`Self::producer`], for a producer with a context of its own.
+    pub fn producer_config(&self) -> ClientConfig {
         let mut cc = self.client_config();
         cc.set("acks", "all")
             .set("enable.idempotence", "true")
@@ -113,8 +120,7 @@ impl Kafka {
         for (k, v) in &self.config.extra {
             cc.set(k, v);
         }
-        cc.create()
-            .map_err(|e| KafkaError::client("creating producer", e))
+        cc
     }
 
     /// A transactional producer with `transactional_id` (for `--guarantee exactly-once`):

@@ -82,6 +82,12 @@ pub struct KafkaConfig {
     /// already fetched is taken at once, so this only adds latency when input trickles in.
     #[serde(default = "default_batch_linger_ms")]
     pub batch_linger_ms: u64,
+    /// Consumer tasks per per-partition processor (features, scorer) in one process, each a
+    /// member of the processor's consumer group with its own share of the partitions, so one
+    /// process can use several cores. Processors that keep one global state (router,
+    /// exchange) always run one.
+    #[serde(default = "default_stream_tasks")]
+    pub stream_tasks: usize,
     /// Extra librdkafka properties passed through verbatim (e.g. `compression.type=zstd`).
     #[serde(default)]
     pub extra: BTreeMap<String, String>,
@@ -107,6 +113,13 @@ fn default_max_in_flight_batches() -> usize {
 fn default_batch_linger_ms() -> u64 {
     1
 }
+
+fn default_stream_tasks() -> usize {
+    1
+}
+
+/// Most [`KafkaConfig::stream_tasks`] accepted.
+pub const MAX_STREAM_TASKS: usize = 64;
 
 fn default_linger_ms() -> u32 {
     5
@@ -156,6 +169,7 @@ impl Default for KafkaConfig {
             snapshot_records: default_snapshot_records(),
             max_in_flight_batches: default_max_in_flight_batches(),
             batch_linger_ms: default_batch_linger_ms(),
+            stream_tasks: default_stream_tasks(),
             extra: BTreeMap::new(),
         }
     }
@@ -273,6 +287,12 @@ impl KafkaConfig {
                 self.batch_linger_ms
             ));
         }
+        if !(1..=MAX_STREAM_TASKS).contains(&self.stream_tasks) {
+            problems.push(format!(
+                "TRADESTREAM_STREAM_TASKS: {} must be between 1 and {MAX_STREAM_TASKS}",
+                self.stream_tasks
+            ));
+        }
         if self.partitions < 1 {
             problems.push(format!(
                 "KAFKA_PARTITIONS: {} must be >= 1",
@@ -346,6 +366,7 @@ mod tests {
             partitions: 0,
             session_timeout_ms: 10,
             batch_linger_ms: 5_000,
+            stream_tasks: 0,
             ..KafkaConfig::default()
         };
         let problems = cfg.validate().expect_err("invalid");
@@ -356,6 +377,7 @@ mod tests {
             "KAFKA_PARTITIONS",
             "KAFKA_SESSION_TIMEOUT_MS",
             "TRADESTREAM_BATCH_LINGER_MS",
+            "TRADESTREAM_STREAM_TASKS",
         ] {
             assert!(joined.contains(setting), "{setting} missing from {joined}");
         }

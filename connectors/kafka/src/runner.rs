@@ -46,6 +46,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
@@ -133,6 +134,28 @@ impl RunnerConfig {
     }
 }
 
+impl RunnerConfig {
+    /// The transactional id [`Guarantee::ExactlyOnce`] uses: the configured one, else
+    /// `<group>-<host>-<pid>`.
+    pub fn effective_transactional_id(&self) -> String {
+        self.transactional_id.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+            format!("{}-{host}-{}", self.group_id, std::process::id())
+        })
+    }
+
+    /// The config of task `index` of `count` in one process: with several, each gets its
+    /// own transactional id (`<id>-<index>`), or they would fence one another.
+    pub fn for_task(&self, index: usize, count: usize) -> Self {
+        let mut config = self.clone();
+        if count > 1 {
+            config.transactional_id =
+                Some(format!("{}-{index}", self.effective_transactional_id()));
+        }
+        config
+    }
+}
+
 /// What a run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunStats {
@@ -182,10 +205,7 @@ impl Output {
                 guarantee: Guarantee::EffectivelyOnce,
             }),
             Guarantee::ExactlyOnce => {
-                let id = config.transactional_id.clone().unwrap_or_else(|| {
-                    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
-                    format!("{}-{host}-{}", config.group_id, std::process::id())
-                });
+                let id = config.effective_transactional_id();
                 let producer = kafka.transactional_producer(&id)?;
                 let p = producer.clone();
                 blocking(move || p.init_transactions(Duration::from_secs(30)), "init").await?;
@@ -327,17 +347,28 @@ struct Tasks<P> {
     stateful: bool,
     changelog: String,
     by_key: HashMap<String, Task<P>>,
+    /// The last input partition routed and its task key: consecutive records mostly come
+    /// from one partition, so the key is not formatted again for each.
+    route: Option<(TopicPartition, String)>,
 }
 
 /// What a task key is for a single copy.
 const ALL: &str = "all";
 
 impl<P: Processor + Clone + Sync> Tasks<P> {
-    fn key_for(&self, msg: &OwnedMessage) -> String {
-        if self.stateful && self.scope == TaskScope::PerPartition {
-            format!("{}/{}", msg.topic(), msg.partition())
-        } else {
-            ALL.to_string()
+    /// Points [`Self::route`] at `msg`'s input partition and the key of its task.
+    fn route(&mut self, msg: &OwnedMessage) {
+        let same = self
+            .route
+            .as_ref()
+            .is_some_and(|((t, p), _)| *p == msg.partition() && t == msg.topic());
+        if !same {
+            let key = if self.stateful && self.scope == TaskScope::PerPartition {
+                format!("{}/{}", msg.topic(), msg.partition())
+            } else {
+                ALL.to_string()
+            };
+            self.route = Some(((msg.topic().to_string(), msg.partition()), key));
         }
     }
 
@@ -361,9 +392,12 @@ trait Cores<P> {
 
 impl<P: Processor + Clone + Sync> Cores<P> for Tasks<P> {
     fn core_for(&mut self, msg: &OwnedMessage) -> Result<&mut P, KafkaError> {
-        let key = self.key_for(msg);
+        self.route(msg);
+        let Some((_, key)) = &self.route else {
+            return Err(KafkaError::Changelog("no route for a record".into()));
+        };
         self.by_key
-            .get_mut(&key)
+            .get_mut(key)
             .map(|t| &mut t.core)
             .ok_or_else(|| KafkaError::Changelog(format!("no task {key} for a routed record")))
     }
@@ -404,6 +438,7 @@ async fn run_loop<P: Processor + Clone + Sync>(
         stateful,
         changelog: changelog::changelog_topic(&config.group_id),
         by_key: HashMap::new(),
+        route: None,
     };
     if stateful {
         provision_changelog(kafka, &tasks.changelog).await;
@@ -464,7 +499,8 @@ async fn run_loop<P: Processor + Clone + Sync>(
                 }
             }
         };
-        let mut batch = vec![first];
+        let mut batch = Vec::with_capacity(config.max_batch);
+        batch.push(first);
         let deadline = tokio::time::Instant::now() + config.linger;
         while batch.len() < config.max_batch {
             match tokio::time::timeout_at(deadline, consumer.recv()).await {
@@ -555,7 +591,7 @@ async fn write_changelog(
     let mut deliveries = Vec::with_capacity(entries.len());
     for entry in entries {
         let pending = Pending {
-            topic: topic.to_string(),
+            topic: Cow::Owned(topic.to_string()),
             key: entry.task.clone(),
             payload: entry.encode()?,
             headers: None,
@@ -639,10 +675,14 @@ async fn run_batch<P: Processor + Clone + Sync>(
     stats: &mut RunStats,
 ) -> Result<InFlight, KafkaError> {
     let records_in = batch.len() as u64;
-    let mut commit: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+    let mut next_offsets: BTreeMap<(&str, i32), i64> = BTreeMap::new();
     for msg in &batch {
-        commit.insert((msg.topic().to_string(), msg.partition()), msg.offset() + 1);
+        next_offsets.insert((msg.topic(), msg.partition()), msg.offset() + 1);
     }
+    let commit: Vec<(String, i32, i64)> = next_offsets
+        .into_iter()
+        .map(|((t, p), o)| (t.to_string(), p, o))
+        .collect();
     ctx.output.begin().await?;
     // Single tasks log the state before the batch when a snapshot is due.
     let mut log_entries: Vec<Entry> = Vec::new();
@@ -660,41 +700,48 @@ async fn run_batch<P: Processor + Clone + Sync>(
     }
     let mut kept: Vec<OwnedMessage> = Vec::with_capacity(batch.len());
     for msg in batch {
-        let key = tasks.key_for(&msg);
-        let tp = (msg.topic().to_string(), msg.partition());
+        tasks.route(&msg);
+        let Some((tp, key)) = &tasks.route else {
+            continue;
+        };
         let offset = msg.offset();
         // A per-partition copy whose partition someone else processed meanwhile is stale.
         let stale = tasks.stateful
             && tasks.scope == TaskScope::PerPartition
             && tasks
                 .by_key
-                .get(&key)
-                .and_then(|t| t.next.get(&tp))
+                .get(key)
+                .and_then(|t| t.next.get(tp))
                 .is_some_and(|n| offset > *n);
         if stale {
             tracing::info!(task = %key, got = offset, "partition moved on elsewhere; restoring its state");
         }
-        if stale || !tasks.by_key.contains_key(&key) {
+        if stale || !tasks.by_key.contains_key(key) {
             // Only per-partition tasks (or stateless cores) get here.
             let task = if tasks.stateful {
                 stats.restores += 1;
-                recover_partition(ctx, tasks, &key, &tp, offset).await?
+                recover_partition(ctx, tasks, key, tp, offset).await?
             } else {
-                tasks.fresh(&key)
+                tasks.fresh(key)
             };
             tasks.by_key.insert(key.clone(), task);
         }
-        let Some(task) = tasks.by_key.get_mut(&key) else {
+        let Some(task) = tasks.by_key.get_mut(key) else {
             continue;
         };
-        match task.next.get(&tp).copied() {
+        match task.next.get(tp).copied() {
             Some(n) if offset < n => continue, // applied already (restored or replayed)
             Some(n) if offset > n && tasks.stateful => {
                 tracing::warn!(task = %key, topic = %tp.0, partition = tp.1, expected = n, got = offset, "input skipped ahead of the changelog (records expired?)");
             }
             _ => {}
         }
-        task.next.insert(tp, msg.offset() + 1);
+        match task.next.get_mut(tp) {
+            Some(next) => *next = offset + 1,
+            None => {
+                task.next.insert(tp.clone(), offset + 1);
+            }
+        }
         task.since_snapshot += 1;
         kept.push(msg);
     }
@@ -719,7 +766,7 @@ async fn run_batch<P: Processor + Clone + Sync>(
         produced,
         snapshots,
         changelog: tasks.changelog.clone(),
-        commit: commit.into_iter().map(|((t, p), o)| (t, p, o)).collect(),
+        commit,
     })
 }
 
@@ -980,7 +1027,7 @@ async fn produce_batch<P: Processor, C: Cores<P> + Send>(
             *out_counts.entry(topic).or_default() += 1;
             e2e.push((topic, lag));
             let pending = Pending {
-                topic: topic.name().to_string(),
+                topic: Cow::Borrowed(topic.name()),
                 key: out.key().to_string(),
                 payload: bytes,
                 headers: None,
@@ -1002,7 +1049,7 @@ async fn produce_batch<P: Processor, C: Cores<P> + Send>(
         let key = String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned();
         let dlq = tradestream_schemas::topics::dlq_topic(&info.topic);
         let pending = Pending {
-            topic: dlq,
+            topic: Cow::Owned(dlq),
             key,
             payload: bytes,
             headers: Some(info.headers()),
@@ -1060,11 +1107,16 @@ impl Produced {
                 .with_label_values(&[&category])
                 .inc_by(n);
         }
-        for (topic, lag) in self.e2e {
-            metrics
+        // One label lookup per topic, not per record.
+        let mut e2e = self.e2e;
+        e2e.sort_unstable_by_key(|(topic, _)| *topic);
+        for run in e2e.chunk_by(|a, b| a.0 == b.0) {
+            let histogram = metrics
                 .end_to_end_seconds
-                .with_label_values(&[name, topic.name()])
-                .observe(lag.max(0.0));
+                .with_label_values(&[name, run[0].0.name()]);
+            for (_, lag) in run {
+                histogram.observe(lag.max(0.0));
+            }
         }
         Ok(Processed {
             produced,
@@ -1157,7 +1209,7 @@ async fn commit_with_retry(
 
 /// An output kept until the broker acknowledges it, so a failed delivery can be sent again.
 struct Pending {
-    topic: String,
+    topic: Cow<'static, str>,
     key: String,
     payload: Vec<u8>,
     headers: Option<rdkafka::message::OwnedHeaders>,
