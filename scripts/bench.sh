@@ -2,8 +2,9 @@
 # `make bench`: the figures of docs/benchmarks.md. Builds the release binary, runs the three
 # `tradestream bench` scenarios (mock broker, Avro through the schema registry, private
 # Postgres) and then the core micro-benchmarks (`cargo bench`).
-# BENCH_RECORDS / BENCH_SYMBOLS scale the throughput scenarios; BENCH_LATENCY_RECORDS the
-# latency one (fed at 1k records/s).
+# BENCH_RECORDS / BENCH_SYMBOLS scale the pipeline scenario, BENCH_FEATURES_RECORDS the
+# features one (two consumer tasks, one per core: BENCH_STREAM_TASKS), BENCH_LATENCY_RECORDS
+# the latency one (fed at 1k records/s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -11,8 +12,10 @@ cargo build --release --locked --bin tradestream
 bin=target/release/tradestream
 records="${BENCH_RECORDS:-300000}"
 symbols="${BENCH_SYMBOLS:-60}"
-echo "== features processor: $records records through the mock broker, Avro in and out"
-"$bin" bench features --records "$records" --symbols "$symbols" --log-level warn
+features_records="${BENCH_FEATURES_RECORDS:-1000000}"
+tasks="${BENCH_STREAM_TASKS:-2}"
+echo "== features processor: $features_records records through the mock broker, Avro in and out, $tasks tasks"
+"$bin" bench features --records "$features_records" --symbols "$symbols" --stream-tasks "$tasks" --log-level warn
 echo "== whole pipeline: $records market-data records, every stage and the sink"
 "$bin" bench pipeline --records "$records" --symbols "$symbols" --log-level warn
 echo "== latency at 1k records/s: bar produced -> its fill received"

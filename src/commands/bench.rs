@@ -3,8 +3,10 @@
 //! sink into Postgres) rather than on the cores alone (`cargo bench` covers those).
 //!
 //! Three scenarios:
-//! - `features`: the features processor alone; market data is pre-encoded and fed while the
-//!   runner consumes; throughput = records / (last output acknowledged − first input read).
+//! - `features`: the features processor alone (`--stream-tasks` consumer tasks); market data
+//!   is pre-encoded and fed while the runner consumes; throughput = records / (last output
+//!   acknowledged − first input read), plus the process's CPU per record over that span (the
+//!   steadier figure on a shared machine).
 //! - `pipeline`: every stage (features, scorer, router, exchange, sink) in this process; the
 //!   clock stops when every stage has consumed everything its inputs received.
 //! - `latency`: every stage at a fixed rate (1k records/s by default); for each fill, the time
