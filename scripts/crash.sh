@@ -8,7 +8,7 @@
 #   TRADESTREAM_CRASH_KILLS       SIGKILLs in the crash run (default 24)
 #   TRADESTREAM_CRASH_SYMBOLS     synthetic symbols (default 8)
 #   TRADESTREAM_CRASH_PARTITIONS  partitions per topic (default 6: the mock broker keeps only
-#                                 ~5 MB per partition, and the harness reads every topic whole)
+#                                 64 MiB per partition, and the harness reads every topic whole)
 #   TRADESTREAM_CRASH_RATE        records/s published, 0 = as fast as possible (default 1000)
 #   TRADESTREAM_CRASH_SEED        seed of the kill schedule (default 1)
 #   TRADESTREAM_CRASH_CLEAN_RUNS  1 or 2 clean runs to compare with (default 2)

@@ -313,6 +313,10 @@ pub(crate) struct KafkaArgs {
     /// router and the exchange always run one.
     #[arg(long, env = "TRADESTREAM_STREAM_TASKS", default_value_t = 1)]
     pub(crate) stream_tasks: usize,
+    /// MiB of each partition's log the embedded mock broker keeps (without KAFKA_BROKERS);
+    /// a reader further behind loses records. Kept in memory.
+    #[arg(long, env = "TRADESTREAM_MOCK_PARTITION_MAX_MB", default_value_t = 64)]
+    pub(crate) mock_partition_max_mb: u64,
     /// Extra librdkafka property key=value (repeatable; env: comma-separated).
     #[arg(
         long = "kafka-property",
@@ -356,6 +360,7 @@ impl KafkaArgs {
             max_in_flight_batches: self.max_in_flight_batches,
             batch_linger_ms: self.batch_linger_ms,
             stream_tasks: self.stream_tasks,
+            mock_partition_max_mb: self.mock_partition_max_mb,
             extra,
         };
         cfg.validate()
@@ -485,7 +490,7 @@ pub(crate) struct BenchArgs {
     pub(crate) seed: u64,
     /// Most records any reader may have left to read on a topic before the feeder pauses
     /// (a `window / partitions` share on the account-keyed `orders` and `fills`): the mock
-    /// broker keeps only a few MB per partition.
+    /// broker keeps only `--mock-partition-max-mb` per partition.
     #[arg(long, env = "TRADESTREAM_BENCH_WINDOW", default_value_t = 10_000)]
     pub(crate) window: u64,
     /// Records per second of the latency scenario.
@@ -516,6 +521,10 @@ pub(crate) struct BrokerArgs {
     /// Number of mock brokers.
     #[arg(long, env = "TRADESTREAM_BROKER_COUNT", default_value_t = 1)]
     pub(crate) brokers: i32,
+    /// MiB of each partition's log the broker keeps; a reader further behind loses records.
+    /// Kept in memory.
+    #[arg(long, env = "TRADESTREAM_MOCK_PARTITION_MAX_MB", default_value_t = 64)]
+    pub(crate) mock_partition_max_mb: u64,
     /// Partitions of the pipeline topics created at start.
     #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 6)]
     pub(crate) partitions: i32,

@@ -200,8 +200,8 @@ async fn sigterm_commits_exactly_what_was_produced() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     // A steady feed (~1,000 bars/s) that runs until told to stop, so the processor is
     // mid-stream when it gets SIGTERM however slow the machine is. It is capped so the
-    // topics stay well inside the mock broker's ~5 MB per partition (features records are
-    // ~700 bytes): beyond that the broker drops the oldest records.
+    // topics stay well inside the mock broker's per-partition retention (features records
+    // are ~700 bytes): beyond it the broker drops the oldest records.
     const MAX_BARS: usize = 12_000;
     let producer = env.kafka.producer()?;
     let codec = env.codec.clone();

@@ -12,7 +12,8 @@
 //! - `latency`: every stage at a fixed rate (1k records/s by default); for each fill, the time
 //!   from producing the bar it traded on to receiving the fill from Kafka.
 //!
-//! The mock broker keeps only the last few MB per partition, so the feeder never lets any
+//! The mock broker keeps only the newest `--mock-partition-max-mb` of each partition, so the
+//! feeder never lets any
 //! stage fall more than `--window` records behind on any topic it reads (a `window / partitions`
 //! share on `orders` and `fills`, which are keyed by account and so sit on one partition),
 //! and the pipeline scenario fails if anything was lost anyway: Postgres must hold every

@@ -14,7 +14,16 @@ use tradestream_schemas::registry::{RegistryState, serve};
 use tradestream_schemas::{Codec, Topic};
 
 pub(crate) async fn broker(args: BrokerArgs) -> anyhow::Result<()> {
-    let mock = Arc::new(MockKafka::start(args.brokers)?);
+    anyhow::ensure!(
+        (1..=tradestream_kafka::MAX_MOCK_PARTITION_MB).contains(&args.mock_partition_max_mb),
+        "TRADESTREAM_MOCK_PARTITION_MAX_MB / --mock-partition-max-mb: {} must be between 1 and {}",
+        args.mock_partition_max_mb,
+        tradestream_kafka::MAX_MOCK_PARTITION_MB
+    );
+    let mock = Arc::new(MockKafka::start_keeping(
+        args.brokers,
+        args.mock_partition_max_mb,
+    )?);
     let kafka = Kafka::with_mock(
         tradestream_kafka::KafkaConfig {
             partitions: args.partitions,

@@ -5,8 +5,8 @@
 //!
 //! - **snapshots** of its state together with the input positions they correspond to,
 //!   LZ4-compressed (state is mostly ids, times and prices that repeat their prefixes; the
-//!   router's shrinks about fivefold, which keeps it inside the embedded mock's ~5 MB per
-//!   partition and cuts the time a batch waits for it) and split into parts small enough for
+//!   router's shrinks about fivefold, which keeps it well inside the embedded mock's
+//!   per-partition retention and cuts the time a batch waits for it) and split into parts small enough for
 //!   any broker's message size limit;
 //! - for [`TaskScope::Single`] tasks, a **write-ahead entry per batch** naming the input
 //!   records of the batch in the order they were processed and the processing time. It is

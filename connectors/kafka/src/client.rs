@@ -42,7 +42,7 @@ impl Kafka {
                 mock: None,
             }),
             None => {
-                let mock = Arc::new(MockKafka::start(1)?);
+                let mock = Arc::new(MockKafka::start_keeping(1, config.mock_partition_max_mb)?);
                 Ok(Self::with_mock(config, mock))
             }
         }

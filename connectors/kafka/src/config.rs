@@ -88,6 +88,11 @@ pub struct KafkaConfig {
     /// exchange) always run one.
     #[serde(default = "default_stream_tasks")]
     pub stream_tasks: usize,
+    /// MiB of each partition's log the embedded mock broker keeps (no `brokers`): a reader
+    /// further behind than that loses records, so this bounds how far a slow consumer may
+    /// lag. The mock keeps it all in memory.
+    #[serde(default = "default_mock_partition_max_mb")]
+    pub mock_partition_max_mb: u64,
     /// Extra librdkafka properties passed through verbatim (e.g. `compression.type=zstd`).
     #[serde(default)]
     pub extra: BTreeMap<String, String>,
@@ -117,6 +122,13 @@ fn default_batch_linger_ms() -> u64 {
 fn default_stream_tasks() -> usize {
     1
 }
+
+fn default_mock_partition_max_mb() -> u64 {
+    crate::mock::DEFAULT_PARTITION_MAX_MB
+}
+
+/// Most [`KafkaConfig::mock_partition_max_mb`] accepted.
+pub const MAX_MOCK_PARTITION_MB: u64 = 64 * 1024;
 
 /// Most [`KafkaConfig::stream_tasks`] accepted.
 pub const MAX_STREAM_TASKS: usize = 64;
@@ -170,6 +182,7 @@ impl Default for KafkaConfig {
             max_in_flight_batches: default_max_in_flight_batches(),
             batch_linger_ms: default_batch_linger_ms(),
             stream_tasks: default_stream_tasks(),
+            mock_partition_max_mb: default_mock_partition_max_mb(),
             extra: BTreeMap::new(),
         }
     }
@@ -293,6 +306,12 @@ impl KafkaConfig {
                 self.stream_tasks
             ));
         }
+        if !(1..=MAX_MOCK_PARTITION_MB).contains(&self.mock_partition_max_mb) {
+            problems.push(format!(
+                "TRADESTREAM_MOCK_PARTITION_MAX_MB: {} must be between 1 and {MAX_MOCK_PARTITION_MB}",
+                self.mock_partition_max_mb
+            ));
+        }
         if self.partitions < 1 {
             problems.push(format!(
                 "KAFKA_PARTITIONS: {} must be >= 1",
@@ -367,6 +386,7 @@ mod tests {
             session_timeout_ms: 10,
             batch_linger_ms: 5_000,
             stream_tasks: 0,
+            mock_partition_max_mb: 0,
             ..KafkaConfig::default()
         };
         let problems = cfg.validate().expect_err("invalid");
@@ -378,6 +398,7 @@ mod tests {
             "KAFKA_SESSION_TIMEOUT_MS",
             "TRADESTREAM_BATCH_LINGER_MS",
             "TRADESTREAM_STREAM_TASKS",
+            "TRADESTREAM_MOCK_PARTITION_MAX_MB",
         ] {
             assert!(joined.contains(setting), "{setting} missing from {joined}");
         }

@@ -51,9 +51,25 @@ impl std::fmt::Debug for Command {
     }
 }
 
+/// Default of [`crate::KafkaConfig::mock_partition_max_mb`].
+pub const DEFAULT_PARTITION_MAX_MB: u64 = 64;
+
 impl MockKafka {
-    /// Starts a mock cluster with `brokers` brokers.
+    /// Starts a mock cluster with `brokers` brokers, keeping the default
+    /// [`DEFAULT_PARTITION_MAX_MB`] of each partition's log.
     pub fn start(brokers: i32) -> Result<Self, KafkaError> {
+        Self::start_keeping(brokers, DEFAULT_PARTITION_MAX_MB)
+    }
+
+    /// Starts a mock cluster with `brokers` brokers that keeps the newest `partition_max_mb`
+    /// MiB of each partition's log (upstream librdkafka keeps 5 MiB, and a consumer that
+    /// falls further behind loses records; see vendor/README.md). The setting is
+    /// process-wide: it applies to the partitions of every mock created afterwards.
+    pub fn start_keeping(brokers: i32, partition_max_mb: u64) -> Result<Self, KafkaError> {
+        let max_bytes =
+            usize::try_from(partition_max_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+        // The byte limit is the one that matters; the count only bounds per-set overhead.
+        rdkafka_sys::mock_set_partition_retention(max_bytes, 10_000_000);
         let (tx, rx) = mpsc::channel::<Command>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<String, String>>();
         let thread = std::thread::Builder::new()

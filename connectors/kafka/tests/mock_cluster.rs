@@ -118,6 +118,48 @@ async fn consumer_resumes_from_committed_offsets() -> Result<()> {
     Ok(())
 }
 
+/// The embedded mock keeps `mock_partition_max_mb` (64 MiB by default) of each partition's
+/// log, where upstream librdkafka keeps 5 MiB (vendor/README.md): the first of 12 MiB of
+/// records is still there to read.
+#[tokio::test]
+async fn the_embedded_broker_keeps_more_than_five_mib_of_a_partition() -> Result<()> {
+    let kafka = Kafka::connect(config())?;
+    assert_eq!(kafka.config().mock_partition_max_mb, 64);
+    kafka
+        .provision(&[TopicSpec {
+            name: "big".into(),
+            partitions: 1,
+            retention_ms: -1,
+        }])
+        .await?;
+    let producer = kafka.producer()?;
+    let payload = vec![b'x'; 120 * 1024];
+    for i in 0..100_u32 {
+        let mut value = i.to_be_bytes().to_vec();
+        value.extend_from_slice(&payload);
+        producer
+            .send(
+                FutureRecord::to("big").key("k").payload(&value),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)?;
+    }
+    let consumer = kafka.consumer("big-reader")?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("big", 0, rdkafka::Offset::Beginning)?;
+    consumer.assign(&tpl)?;
+    let msg = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+        .await
+        .context("nothing read from the beginning")??;
+    assert_eq!(msg.offset(), 0, "the oldest records were dropped");
+    assert_eq!(
+        msg.payload().map(|p| &p[..4]),
+        Some(&0_u32.to_be_bytes()[..])
+    );
+    Ok(())
+}
+
 /// The embedded mock carries a patch (vendor/README.md): it looks a fetch offset up from
 /// whichever end of the partition's log is nearer. Every offset of a log of single-record
 /// batches, read from either half and at both ends, must still give exactly that record.

@@ -126,3 +126,16 @@ pub mod types;
 pub use bindings::*;
 pub use helpers::*;
 pub use types::*;
+
+// tradestream patch (see vendor/README.md): the mock cluster's per-partition retention.
+unsafe extern "C" {
+    fn rd_kafka_mock_set_partition_retention(max_bytes: usize, max_cnt: std::os::raw::c_int);
+}
+
+/// tradestream patch: how much of each partition's log librdkafka's mock clusters keep (the
+/// oldest message sets are dropped past `max_bytes` or `max_sets`). Applies to partitions
+/// created afterwards; upstream fixes 5 MiB and 100,000 sets.
+pub fn mock_set_partition_retention(max_bytes: usize, max_sets: i32) {
+    // SAFETY: sets two plain values read when a mock partition is created.
+    unsafe { rd_kafka_mock_set_partition_retention(max_bytes, max_sets) }
+}

@@ -623,6 +623,17 @@ static void rd_kafka_mock_partition_destroy(rd_kafka_mock_partition_t *mpart) {
 }
 
 
+/* tradestream patch: the per-partition retention, settable (see
+ * rd_kafka_mock_set_partition_retention(), called before a cluster is
+ * created); upstream hard-codes these. */
+static size_t rd_kafka_mock_partition_max_size = 1024 * 1024 * 5;
+static int rd_kafka_mock_partition_max_cnt     = 100000;
+
+void rd_kafka_mock_set_partition_retention(size_t max_bytes, int max_cnt) {
+        rd_kafka_mock_partition_max_size = max_bytes;
+        rd_kafka_mock_partition_max_cnt  = max_cnt;
+}
+
 static void rd_kafka_mock_partition_init(rd_kafka_mock_topic_t *mtopic,
                                          rd_kafka_mock_partition_t *mpart,
                                          int id,
@@ -636,8 +647,8 @@ static void rd_kafka_mock_partition_init(rd_kafka_mock_topic_t *mtopic,
 
         TAILQ_INIT(&mpart->msgsets);
 
-        mpart->max_size = 1024 * 1024 * 5;
-        mpart->max_cnt  = 100000;
+        mpart->max_size = rd_kafka_mock_partition_max_size;
+        mpart->max_cnt  = (size_t)rd_kafka_mock_partition_max_cnt;
 
         mpart->update_follower_start_offset = rd_true;
         mpart->update_follower_end_offset   = rd_true;

@@ -94,6 +94,15 @@ RD_EXPORT
 rd_kafka_mock_cluster_t *rd_kafka_mock_cluster_new(rd_kafka_t *rk,
                                                    int broker_cnt);
 
+/**
+ * @brief tradestream patch: how much of each partition's log mock clusters
+ *        keep (the oldest message sets are dropped past either limit).
+ *        Applies to partitions created after the call; upstream fixes
+ *        5 MiB and 100000 message sets.
+ */
+RD_EXPORT
+void rd_kafka_mock_set_partition_retention(size_t max_bytes, int max_cnt);
+
 
 /**
  * @brief Destroy mock cluster.
