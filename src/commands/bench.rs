@@ -13,11 +13,10 @@
 //!   from producing the bar it traded on to receiving the fill from Kafka.
 //!
 //! The mock broker keeps only the newest `--mock-partition-max-mb` of each partition, so the
-//! feeder never lets any
-//! stage fall more than `--window` records behind on any topic it reads (a `window / partitions`
-//! share on `orders` and `fills`, which are keyed by account and so sit on one partition),
-//! and the pipeline scenario fails if anything was lost anyway: Postgres must hold every
-//! record each topic received.
+//! feeder never lets any stage fall more than `--window` records behind on any topic it reads
+//! (a `window / partitions` share on `orders` and `fills`, which are keyed by account and so
+//! sit on one partition), and the pipeline scenario fails if anything was lost anyway:
+//! Postgres must hold every record each topic received.
 
 use super::demo::Progress;
 use super::pipeline::{

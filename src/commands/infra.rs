@@ -14,23 +14,19 @@ use tradestream_schemas::registry::{RegistryState, serve};
 use tradestream_schemas::{Codec, Topic};
 
 pub(crate) async fn broker(args: BrokerArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        (1..=tradestream_kafka::MAX_MOCK_PARTITION_MB).contains(&args.mock_partition_max_mb),
-        "TRADESTREAM_MOCK_PARTITION_MAX_MB / --mock-partition-max-mb: {} must be between 1 and {}",
-        args.mock_partition_max_mb,
-        tradestream_kafka::MAX_MOCK_PARTITION_MB
-    );
+    let config = tradestream_kafka::KafkaConfig {
+        partitions: args.partitions,
+        mock_partition_max_mb: args.mock_partition_max_mb,
+        ..Default::default()
+    };
+    config
+        .validate()
+        .map_err(|p| anyhow::anyhow!("invalid Kafka settings:\n  {}", p.join("\n  ")))?;
     let mock = Arc::new(MockKafka::start_keeping(
         args.brokers,
-        args.mock_partition_max_mb,
+        config.mock_partition_max_mb,
     )?);
-    let kafka = Kafka::with_mock(
-        tradestream_kafka::KafkaConfig {
-            partitions: args.partitions,
-            ..Default::default()
-        },
-        mock.clone(),
-    );
+    let kafka = Kafka::with_mock(config, mock.clone());
     let mut specs = standard_topics(kafka.config());
     // The mock has no CreateTopics: the stateful processors' changelogs for the default
     // groups are created here (others with --topic NAME.changelog:1).

@@ -13,7 +13,7 @@ pub mod runner;
 pub mod topics;
 
 pub use client::{ClusterHealth, Kafka, commit_offsets, committed_offsets};
-pub use config::{KafkaConfig, MAX_MOCK_PARTITION_MB};
+pub use config::KafkaConfig;
 pub use error::KafkaError;
 pub use metrics::{Metrics, ReadinessCheck};
 pub use mock::MockKafka;

@@ -132,9 +132,7 @@ impl RunnerConfig {
             ..Self::for_processor(processor)
         }
     }
-}
 
-impl RunnerConfig {
     /// The transactional id [`Guarantee::ExactlyOnce`] uses: the configured one, else
     /// `<group>-<host>-<pid>`.
     pub fn effective_transactional_id(&self) -> String {
