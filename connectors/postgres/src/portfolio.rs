@@ -396,6 +396,34 @@ pub async fn mark_to_market<'e, E: PgExecutor<'e>>(
     Ok(n.unsigned_abs())
 }
 
+/// One mark of [`mark_to_market_batch`]: a symbol's price at an event time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Mark<'a> {
+    /// The symbol marked.
+    pub symbol: &'a Symbol,
+    /// Its price (a close).
+    pub price: Decimal,
+    /// Event time of the price.
+    pub at: DateTime<Utc>,
+}
+
+/// Marks positions at each of `marks` in order, with exactly the effect of one
+/// [`mark_to_market`] per mark (the same snapshots; each position and account left at its
+/// last mark) in a few set-based statements instead of one update of the same rows per mark.
+/// Returns the number of position marks.
+pub async fn mark_to_market_batch<'e, E: PgExecutor<'e>>(
+    executor: E,
+    marks: &[Mark<'_>],
+) -> Result<u64> {
+    let n: i64 = sqlx::query_scalar("SELECT mark_to_market_batch($1, $2, $3)")
+        .bind(marks.iter().map(|m| m.symbol.as_str()).collect::<Vec<_>>())
+        .bind(marks.iter().map(|m| m.price).collect::<Vec<_>>())
+        .bind(marks.iter().map(|m| m.at).collect::<Vec<_>>())
+        .fetch_one(executor)
+        .await?;
+    Ok(n.unsigned_abs())
+}
+
 /// Unrealized P&L of every position in `symbol` at its current mark, by account.
 pub async fn calculate_position_pnl<'e, E: PgExecutor<'e>>(
     executor: E,

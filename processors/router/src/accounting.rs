@@ -219,22 +219,23 @@ impl Book {
         Ok(())
     }
 
-    /// Cash plus every position at its mark (its average price if never marked), as
-    /// `update_portfolio_value` values it.
-    pub fn equity(&self, marks: &BTreeMap<Symbol, Decimal>) -> Decimal {
+    /// Cash plus every position at its mark (`mark(symbol)`, its average price if never
+    /// marked), as `update_portfolio_value` values it. Marks are looked up per position held,
+    /// so a decision never builds a map of every symbol's price.
+    pub fn equity(&self, mark: impl Fn(&Symbol) -> Option<Decimal>) -> Decimal {
         self.positions.iter().fold(self.cash, |acc, (symbol, p)| {
-            let mark = marks.get(symbol).copied().unwrap_or(p.avg_price);
+            let mark = mark(symbol).unwrap_or(p.avg_price);
             acc.checked_add(p.quantity.checked_mul(mark).unwrap_or(Decimal::MAX))
                 .unwrap_or(Decimal::MAX)
         })
     }
 
-    /// Σ |quantity × mark| over positions.
-    pub fn gross_exposure(&self, marks: &BTreeMap<Symbol, Decimal>) -> Decimal {
+    /// Σ |quantity × mark| over positions (marks as in [`Self::equity`]).
+    pub fn gross_exposure(&self, mark: impl Fn(&Symbol) -> Option<Decimal>) -> Decimal {
         self.positions
             .iter()
             .fold(Decimal::ZERO, |acc, (symbol, p)| {
-                let mark = marks.get(symbol).copied().unwrap_or(p.avg_price);
+                let mark = mark(symbol).unwrap_or(p.avg_price);
                 acc.checked_add(p.quantity.checked_mul(mark).unwrap_or(Decimal::MAX).abs())
                     .unwrap_or(Decimal::MAX)
             })
@@ -440,8 +441,15 @@ mod tests {
         b.apply_fill(&s, Side::Buy, dec!(10), dec!(105), dec!(0))?;
         assert_eq!(b.positions[&s].quantity, dec!(0));
         assert_eq!(b.positions[&s].avg_price, dec!(0));
-        let marks = BTreeMap::new();
-        assert_eq!(b.equity(&marks), b.cash);
+        assert_eq!(b.equity(|_| None), b.cash);
+        b.apply_fill(&s, Side::Buy, dec!(2), dec!(100), dec!(0))?;
+        assert_eq!(b.equity(|_| Some(dec!(110))), b.cash + dec!(220));
+        assert_eq!(
+            b.equity(|_| None),
+            b.cash + dec!(200),
+            "unmarked: at the average price"
+        );
+        assert_eq!(b.gross_exposure(|_| Some(dec!(110))), dec!(220));
         Ok(())
     }
 }

@@ -121,6 +121,42 @@ pub struct RouterProcessor {
     kill_switch: Option<String>,
 }
 
+/// Closes as of a decision time, borrowed from the router's fields (not through `&self`, so
+/// an account can be borrowed mutably beside it). Looked up per position held: building a map
+/// of every symbol's close for each decision was the router's hottest path.
+#[derive(Clone, Copy)]
+struct MarkView<'a> {
+    latest: &'a BTreeMap<Symbol, (DateTime<Utc>, Decimal)>,
+    history: &'a BTreeMap<Symbol, VecDeque<(DateTime<Utc>, Decimal)>>,
+    as_of: Option<DateTime<Utc>>,
+}
+
+impl<'a> MarkView<'a> {
+    fn of(
+        latest: &'a BTreeMap<Symbol, (DateTime<Utc>, Decimal)>,
+        history: &'a BTreeMap<Symbol, VecDeque<(DateTime<Utc>, Decimal)>>,
+        as_of: Option<DateTime<Utc>>,
+    ) -> Self {
+        Self {
+            latest,
+            history,
+            as_of,
+        }
+    }
+
+    /// The latest close, or during a decision the last one at or before its event time.
+    fn get(&self, symbol: &Symbol) -> Option<Decimal> {
+        let Some(at) = self.as_of else {
+            return self.latest.get(symbol).map(|(_, p)| *p);
+        };
+        let history = self.history.get(symbol)?;
+        match history.partition_point(|(t, _)| *t <= at) {
+            0 => None,
+            n => history.get(n - 1).map(|(_, p)| *p),
+        }
+    }
+}
+
 /// The snapshotted state, borrowed for writing (every map is ordered: equal states give
 /// equal bytes).
 #[derive(Serialize)]
@@ -297,19 +333,19 @@ impl RouterProcessor {
     /// Clears a tripped drawdown kill switch; the equity peak restarts at current equity.
     /// Returns false for an unknown account.
     pub fn reset_drawdown(&mut self, account: &AccountId) -> bool {
-        let marks = self.mark_prices();
+        let marks = MarkView::of(&self.marks, &self.history, self.as_of);
         let Some(a) = self.accounts.get_mut(account) else {
             return false;
         };
         a.drawdown_halt = None;
-        a.peak = a.book.equity(&marks);
+        a.peak = a.book.equity(|s| marks.get(s));
         true
     }
 
     /// A snapshot of one account.
     pub fn account(&self, account: &AccountId) -> Option<AccountView> {
         let a = self.accounts.get(account)?;
-        let equity = a.book.equity(&self.mark_prices());
+        let equity = a.book.equity(|s| self.mark(s));
         Some(AccountView {
             book: a.book.clone(),
             equity,
@@ -338,15 +374,7 @@ impl RouterProcessor {
 
     /// One symbol's close as of the decision time (see [`Self::mark_prices`]).
     fn mark(&self, symbol: &Symbol) -> Option<Decimal> {
-        let Some(at) = self.as_of else {
-            return self.marks.get(symbol).map(|(_, p)| *p);
-        };
-        let history = self.history.get(symbol)?;
-        let known = history.partition_point(|(t, _)| *t <= at);
-        match known {
-            0 => None,
-            n => history.get(n - 1).map(|(_, p)| *p),
-        }
+        MarkView::of(&self.marks, &self.history, self.as_of).get(symbol)
     }
 
     fn known(&self, order_id: &str) -> bool {
@@ -357,11 +385,11 @@ impl RouterProcessor {
     /// day's P&L is measured from the equity at that moment.
     fn roll_sessions(&mut self, t: DateTime<Utc>) {
         let day = t.date_naive();
-        let marks = self.mark_prices();
+        let marks = MarkView::of(&self.marks, &self.history, self.as_of);
         for a in self.accounts.values_mut() {
             if a.session_day.is_none_or(|d| d < day) {
                 a.session_day = Some(day);
-                a.day_start_equity = a.book.equity(&marks);
+                a.day_start_equity = a.book.equity(|s| marks.get(s));
                 a.daily_halt = None;
             }
         }
@@ -369,11 +397,11 @@ impl RouterProcessor {
 
     /// Updates the equity peak and trips the drawdown and daily-loss switches.
     fn refresh_risk(&mut self, account: &AccountId) {
-        let marks = self.mark_prices();
+        let marks = MarkView::of(&self.marks, &self.history, self.as_of);
         let Some(a) = self.accounts.get_mut(account) else {
             return;
         };
-        let equity = a.book.equity(&marks);
+        let equity = a.book.equity(|s| marks.get(s));
         a.peak = a.peak.max(equity);
         if let Some(dd) = a.cfg.limits.max_drawdown_pct
             && a.drawdown_halt.is_none()
@@ -617,7 +645,6 @@ impl RouterProcessor {
         }
         self.roll_sessions(s.event_time);
         let account = self.config.default_account.clone();
-        let marks = self.mark_prices();
         let Some(a) = self.accounts.get(&account) else {
             return Err(RouterError::UnknownAccount {
                 account: account.to_string(),
@@ -647,7 +674,7 @@ impl RouterProcessor {
         });
         let opening = if wants_open {
             size(&SizingInput {
-                equity: a.book.equity(&marks),
+                equity: a.book.equity(|s| self.mark(s)),
                 risk_per_trade_pct: self.config.risk_per_trade_pct,
                 confidence: s.confidence,
                 min_confidence: self.config.min_confidence,
@@ -941,7 +968,7 @@ impl RouterProcessor {
         if let Some(limit) = limits.daily_loss_limit
             && !reducing
         {
-            let pnl = a.book.equity(&self.mark_prices()) - a.day_start_equity;
+            let pnl = a.book.equity(|s| self.mark(s)) - a.day_start_equity;
             if let Some(halted) = a.daily_halt {
                 return Ok(Err(RejectReason::DailyLoss { pnl: halted, limit }));
             }

@@ -1,18 +1,21 @@
-//! The sink's Kafka runner: one consumer owning every partition of the six topics, batches
-//! written by [`SinkWriter`], dead letters to `<topic>.dlq`.
+//! The sink's Kafka runner: the six topics written by [`SinkWriter`] in four lanes (see
+//! [`LANES`]) that run side by side, dead letters to `<topic>.dlq`.
 //!
-//! Delivery: the database is the source of truth for progress. At start the consumer is
-//! `assign`ed every partition of the six topics (partition counts from the cluster metadata)
-//! at the `consumed_offsets.next_offset` stored for the group, or at the beginning of a
-//! partition never stored. No group rebalancing is involved, so **one sink instance owns all
+//! Delivery: the database is the source of truth for progress. At start each lane's consumer
+//! is `assign`ed every partition of its topics (partition counts from the cluster metadata) at
+//! the `consumed_offsets.next_offset` stored for the group, or at the beginning of a partition
+//! never stored. No group rebalancing is involved, so **one sink instance owns all
 //! partitions**; run a single replica (a second one would only write duplicates the ids and
-//! row locks make harmless). Per batch:
+//! row locks make harmless). Per batch of a lane:
 //! 1. decode every message; undecodable or invalid ones go to `<topic>.dlq` (Avro envelope
 //!    plus the `tradestream.dlq.*` headers) and are acknowledged by the broker first;
 //! 2. write the batch (rows + offsets) in one transaction, but before committing it produce
 //!    the records the database refused to their `.dlq` and wait for the acks;
 //! 3. commit the transaction, then the Kafka offsets (informational for lag tools; a failure
 //!    there is only logged, since a restart resumes from the database).
+//!
+//! A topic belongs to exactly one lane, so its rows and its stored offsets always commit
+//! together, whatever the other lanes have committed when a crash comes.
 //!
 //! Retryable failures (database or broker unreachable, serialization conflicts, registry
 //! down) roll the attempt back and retry it with exponential backoff; nothing is lost, and a
@@ -79,6 +82,18 @@ impl SinkStats {
         self.dead_letters += (outcome.dead_letters.len() + decode_dead) as u64;
         self.marks += outcome.marks;
     }
+
+    fn merge(&mut self, lane: SinkStats) {
+        self.batches += lane.batches;
+        self.records += lane.records;
+        for (topic, n) in lane.written {
+            *self.written.entry(topic).or_insert(0) += n;
+        }
+        self.duplicates += lane.duplicates;
+        self.dead_letters += lane.dead_letters;
+        self.marks += lane.marks;
+        self.retries += lane.retries;
+    }
 }
 
 /// Consumes the six topics into Postgres until `shutdown` completes (the batch in hand is
@@ -96,19 +111,55 @@ pub async fn run_sink(
     shutdown: impl Future,
 ) -> Result<SinkStats, SinkError> {
     config.validate().map_err(SinkError::Config)?;
-    let span = tracing::info_span!("sink", group = %config.group_id);
-    Sink {
-        kafka,
-        codec,
-        pool: pool.clone(),
-        writer: SinkWriter::new(pool),
-        config,
-        metrics,
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let lanes = LANES.iter().map(|topics| {
+        let mut stopped = stopped.clone();
+        let span = tracing::info_span!("sink", group = %config.group_id, lane = topics[0].name());
+        Sink {
+            kafka,
+            codec,
+            pool: pool.clone(),
+            writer: SinkWriter::new(pool.clone()),
+            config: config.clone(),
+            metrics,
+            topics,
+        }
+        .run(async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        })
+        .instrument(span)
+    });
+    let all = futures::future::try_join_all(lanes);
+    tokio::pin!(all);
+    let shutdown = shutdown.fuse();
+    tokio::pin!(shutdown);
+    let per_lane = loop {
+        tokio::select! {
+            result = &mut all => break result?,
+            _ = &mut shutdown, if !shutdown.is_terminated() => {
+                let _ = stop.send(true);
+            }
+        }
+    };
+    let mut stats = SinkStats::default();
+    for lane in per_lane {
+        stats.merge(lane);
     }
-    .run(shutdown)
-    .instrument(span)
-    .await
+    Ok(stats)
 }
+
+/// The topics each lane writes: one consumer, one connection and one transaction per batch
+/// each, running side by side so the database works on several batches at once. Fills and
+/// market data share a lane because both move the books (fills through their trigger, bars
+/// through marks), and their order decides the portfolio snapshots; the other tables are
+/// independent of one another. A topic's stored offsets are written only by its own lane, so
+/// each lane's transaction still holds its rows and their offsets together.
+const LANES: [&[Topic]; 4] = [
+    &[Topic::MarketData, Topic::Fills],
+    &[Topic::Features],
+    &[Topic::TradingSignals, Topic::Anomalies],
+    &[Topic::Orders],
+];
 
 struct Sink<'a> {
     kafka: &'a Kafka,
@@ -117,6 +168,8 @@ struct Sink<'a> {
     writer: SinkWriter,
     config: SinkConfig,
     metrics: &'a Metrics,
+    /// The topics of this lane (see [`LANES`]).
+    topics: &'static [Topic],
 }
 
 /// A message that will not be written, and why.
@@ -160,7 +213,7 @@ impl Sink<'_> {
         Ok(stats)
     }
 
-    /// Assigns every partition of the six topics at the offsets stored in the database.
+    /// Assigns every partition of the lane's topics at the offsets stored in the database.
     async fn assign(&self, consumer: &Arc<StreamConsumer>) -> Result<(), SinkError> {
         let c = consumer.clone();
         let metadata =
@@ -171,7 +224,7 @@ impl Sink<'_> {
         let stored = self.writer.stored_offsets(&self.config.group_id).await?;
         let mut tpl = TopicPartitionList::new();
         let mut missing = Vec::new();
-        for topic in Topic::ALL {
+        for &topic in self.topics {
             let partitions = metadata
                 .topics()
                 .iter()
@@ -205,7 +258,7 @@ impl Sink<'_> {
         tracing::info!(
             partitions = tpl.count(),
             stored = stored.len(),
-            "sink assigned all partitions at the stored offsets"
+            "sink lane assigned its partitions at the stored offsets"
         );
         Ok(())
     }

@@ -30,7 +30,8 @@ use sqlx::{PgConnection, Postgres, Transaction};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use tradestream_postgres::PostgresError;
 use tradestream_postgres::portfolio::{
-    liquidity_str, order_status_str, order_type_str, origin_str, time_in_force_str,
+    Mark, liquidity_str, mark_to_market_batch, order_status_str, order_type_str, origin_str,
+    time_in_force_str,
 };
 use tradestream_schemas::{
     AnyRecord, BarClass, ErrorClass, MarketDataKind, Order, OrderStatus, Severity, SignalSide,
@@ -954,32 +955,24 @@ async fn insert_fills(tx: &mut PgConnection, run: &[&AnyRecord]) -> Result<u64, 
     Ok(done.rows_affected())
 }
 
-/// Marks positions at each market-data record of a run, in order (only symbols with
-/// positions are visited); returns the number of positions marked.
+/// Marks positions at each market-data record of a run, in order, with one
+/// `mark_to_market_batch` (the effect of one `mark_to_market` per bar, without updating the same
+/// rows once per bar); returns the number of positions marked.
 async fn mark_positions(tx: &mut PgConnection, run: &[&AnyRecord]) -> Result<u64, ApplyError> {
-    let bars: Vec<&tradestream_schemas::MarketData> = run
+    let marks: Vec<Mark<'_>> = run
         .iter()
         .filter_map(|r| match r {
-            AnyRecord::MarketData(md) => Some(md),
+            AnyRecord::MarketData(md) => Some(Mark {
+                symbol: &md.symbol,
+                price: md.close,
+                at: md.event_time,
+            }),
             _ => None,
         })
         .collect();
-    // The output list is evaluated after the sort (PostgreSQL ≥ 9.6 postpones volatile
-    // output expressions past ORDER BY), so marks run in stream order.
-    let marked: Option<i64> = sqlx::query_scalar(
-        "SELECT sum(m.n)::int8 FROM (
-             SELECT mark_to_market(u.symbol, u.price, u.at) AS n
-               FROM unnest($1::text[], $2::numeric[], $3::timestamptz[]) WITH ORDINALITY
-                    AS u(symbol, price, at, ord)
-              WHERE EXISTS (SELECT 1 FROM positions p WHERE p.symbol = u.symbol)
-              ORDER BY u.ord) m",
-    )
-    .bind(bars.iter().map(|b| b.symbol.as_str()).collect::<Vec<_>>())
-    .bind(bars.iter().map(|b| b.close).collect::<Vec<_>>())
-    .bind(bars.iter().map(|b| b.event_time).collect::<Vec<_>>())
-    .fetch_one(&mut *tx)
-    .await?;
-    Ok(marked.unwrap_or(0).unsigned_abs())
+    mark_to_market_batch(&mut *tx, &marks)
+        .await
+        .map_err(ApplyError::Database)
 }
 
 #[cfg(test)]
