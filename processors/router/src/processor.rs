@@ -150,6 +150,12 @@ impl<'a> MarkView<'a> {
             return self.latest.get(symbol).map(|(_, p)| *p);
         };
         let history = self.history.get(symbol)?;
+        // Live, the decision is usually about the newest bar: no search needed.
+        if let Some((t, p)) = history.back()
+            && *t <= at
+        {
+            return Some(*p);
+        }
         match history.partition_point(|(t, _)| *t <= at) {
             0 => None,
             n => history.get(n - 1).map(|(_, p)| *p),
