@@ -34,9 +34,64 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(commands::run(cli.command)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "tradestream failed");
-            eprintln!("error: {e:#}");
+            let message = chain(&e);
+            tracing::error!(error = %message, "tradestream failed");
+            eprintln!("error: {message}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes, `: `-separated like `{:#}`, except a cause whose text the
+/// message before it already ends with: the crates' errors name their source in their own
+/// text (`reading model file …: No such file or directory`), and printing it again says
+/// nothing new.
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chain;
+
+    /// Like the crates' errors: names its source in its own text and returns it as source.
+    #[derive(Debug)]
+    struct Reading {
+        source: std::io::Error,
+    }
+
+    impl std::fmt::Display for Reading {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "reading model file m.json: {}", self.source)
+        }
+    }
+
+    impl std::error::Error for Reading {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.source)
+        }
+    }
+
+    #[test]
+    fn a_cause_already_in_its_parents_text_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(Reading { source: io }).context("loading models from models");
+        assert_eq!(
+            chain(&e),
+            "loading models from models: reading model file m.json: no such file"
+        );
+        let plain = anyhow::anyhow!("disk full").context("writing the report");
+        assert_eq!(chain(&plain), "writing the report: disk full");
     }
 }
