@@ -8,51 +8,17 @@
 -- same per-bar portfolio snapshots (the series get_portfolio_stats needs) computed from running
 -- sums, then updates each marked position and account once.
 --
--- update_portfolio_value() learns to stand aside while the batch updates positions (the
+-- The update_portfolio_value trigger stands aside while the batch updates positions (the
 -- transaction-local setting tradestream.marking_batch = 'on'): the batch has already written
 -- the snapshots those updates would write.
 
-CREATE OR REPLACE FUNCTION update_portfolio_value() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    acct_id   TEXT;
-    at        TIMESTAMPTZ;
-    pos_value NUMERIC;
-    acct      accounts%ROWTYPE;
-    pnl       NUMERIC;
-BEGIN
-    IF current_setting('tradestream.marking_batch', true) = 'on' THEN
-        RETURN NULL;  -- mark_to_market_batch writes the snapshots and account values itself
-    END IF;
-
-    IF TG_OP = 'DELETE' THEN
-        acct_id := OLD.account_id;
-        at := now();
-    ELSE
-        acct_id := NEW.account_id;
-        at := NEW.updated_at;
-    END IF;
-
-    -- A position never marked is worth what it cost.
-    SELECT COALESCE(sum(quantity * COALESCE(current_price, avg_price)), 0)
-      INTO pos_value
-      FROM positions WHERE account_id = acct_id;
-
-    UPDATE accounts SET total_value = cash + pos_value, updated_at = now()
-     WHERE account_id = acct_id
-    RETURNING * INTO acct;
-    IF NOT FOUND THEN
-        RETURN NULL;  -- the account itself is being deleted
-    END IF;
-
-    pnl := acct.total_value - acct.initial_capital;
-    INSERT INTO portfolio_snapshots (account_id, snapshot_time, total_value, cash,
-                                     positions_value, total_pnl, total_return)
-    VALUES (acct_id, at, acct.total_value, acct.cash, pos_value, pnl,
-            ts_div_round(pnl, acct.initial_capital, 8));
-    RETURN NULL;
-END;
-$$;
+-- The trigger's condition is evaluated as each row changes, so the batch's position updates
+-- queue no trigger event at all.
+DROP TRIGGER update_portfolio_value ON positions;
+CREATE TRIGGER update_portfolio_value AFTER INSERT OR UPDATE OR DELETE ON positions
+    FOR EACH ROW
+    WHEN (current_setting('tradestream.marking_batch', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION update_portfolio_value();
 
 CREATE FUNCTION mark_to_market_batch(p_symbols TEXT[], p_prices NUMERIC[], p_times TIMESTAMPTZ[])
 RETURNS BIGINT
