@@ -315,7 +315,11 @@ pub(crate) struct KafkaArgs {
     pub(crate) stream_tasks: usize,
     /// MiB of each partition's log the embedded mock broker keeps (without KAFKA_BROKERS);
     /// a reader further behind loses records. Kept in memory.
-    #[arg(long, env = "TRADESTREAM_MOCK_PARTITION_MAX_MB", default_value_t = 64)]
+    #[arg(
+        long,
+        env = "TRADESTREAM_MOCK_PARTITION_MAX_MB",
+        default_value_t = tradestream_kafka::mock::DEFAULT_PARTITION_MAX_MB
+    )]
     pub(crate) mock_partition_max_mb: u64,
     /// Extra librdkafka property key=value (repeatable; env: comma-separated).
     #[arg(
@@ -523,7 +527,11 @@ pub(crate) struct BrokerArgs {
     pub(crate) brokers: i32,
     /// MiB of each partition's log the broker keeps; a reader further behind loses records.
     /// Kept in memory.
-    #[arg(long, env = "TRADESTREAM_MOCK_PARTITION_MAX_MB", default_value_t = 64)]
+    #[arg(
+        long,
+        env = "TRADESTREAM_MOCK_PARTITION_MAX_MB",
+        default_value_t = tradestream_kafka::mock::DEFAULT_PARTITION_MAX_MB
+    )]
     pub(crate) mock_partition_max_mb: u64,
     /// Partitions of the pipeline topics created at start.
     #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 6)]

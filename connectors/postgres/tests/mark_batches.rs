@@ -10,11 +10,11 @@ use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
 use common::*;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use sqlx::PgPool;
-use tradestream_postgres::portfolio::{self, Mark, NewAccount};
+use tradestream_postgres::portfolio::{self, Mark};
 use tradestream_postgres::testing::TestDatabase;
 use tradestream_schemas::{Side, Symbol};
 
@@ -53,20 +53,6 @@ fn step() -> impl Strategy<Value = Step> {
         3 => proptest::collection::vec((0..SYMBOLS.len(), amount(1000, 10), -2i64..=3), 1..=12)
             .prop_map(Step::Marks),
     ]
-}
-
-async fn reset(pool: &PgPool) -> Result<()> {
-    sqlx::query(
-        "TRUNCATE fills, positions, portfolio_snapshots, orders, accounts RESTART IDENTITY CASCADE",
-    )
-    .execute(pool)
-    .await?;
-    for id in ACCOUNTS {
-        let mut account = NewAccount::new(acct(id), id, dec!(1000000));
-        account.allow_short = true;
-        portfolio::create_account(pool, &account).await?;
-    }
-    Ok(())
 }
 
 type PositionRow = (
@@ -121,8 +107,8 @@ async fn state(
 }
 
 async fn run_case(one_by_one: &PgPool, batched: &PgPool, steps: &[Step]) -> Result<()> {
-    reset(one_by_one).await?;
-    reset(batched).await?;
+    reset_books(one_by_one, &ACCOUNTS, dec!(1000000)).await?;
+    reset_books(batched, &ACCOUNTS, dec!(1000000)).await?;
     let symbols: Vec<Symbol> = SYMBOLS.iter().map(|s| sym(s)).collect();
     for (i, step) in steps.iter().enumerate() {
         let time = at(1, 0) + chrono::Duration::hours(10 * i as i64);
@@ -199,15 +185,7 @@ fn a_batch_of_marks_equals_its_marks_one_by_one() -> Result<()> {
         .build()?;
     let (a, b) =
         rt.block_on(async { tokio::try_join!(TestDatabase::new(), TestDatabase::new()) })?;
-    let mut runner = TestRunner::new(Config {
-        // PROPTEST_CASES=1000 for a deeper run.
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(48),
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let mut runner = database_property_runner(48);
     let result = runner.run(&proptest::collection::vec(step(), 1..=24), |steps| {
         rt.block_on(run_case(a.pool(), b.pool(), &steps))
             .map_err(|e| TestCaseError::fail(format!("{e:#}")))
@@ -227,7 +205,7 @@ fn a_batch_refuses_a_non_positive_price_of_a_held_symbol_and_changes_nothing() -
     rt.block_on(async {
         let db = TestDatabase::new().await?;
         let pool = db.pool();
-        reset(pool).await?;
+        reset_books(pool, &ACCOUNTS, dec!(1000000)).await?;
         let f = fill(
             "f",
             "alpha",

@@ -7,11 +7,11 @@ mod common;
 use anyhow::{Context as _, Result};
 use common::*;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use rust_decimal::{Decimal, RoundingStrategy};
 use rust_decimal_macros::dec;
 use std::collections::BTreeMap;
-use tradestream_postgres::portfolio::{self, NewAccount};
+use tradestream_postgres::portfolio;
 use tradestream_postgres::testing::TestDatabase;
 use tradestream_schemas::Side;
 
@@ -242,18 +242,6 @@ impl Model {
     }
 }
 
-async fn reset(pool: &sqlx::PgPool) -> Result<()> {
-    sqlx::query(
-        "TRUNCATE fills, positions, portfolio_snapshots, orders, accounts RESTART IDENTITY CASCADE",
-    )
-    .execute(pool)
-    .await?;
-    let mut account = NewAccount::new(acct(ACCOUNT), "model", INITIAL_CAPITAL);
-    account.allow_short = true;
-    portfolio::create_account(pool, &account).await?;
-    Ok(())
-}
-
 async fn compare(pool: &sqlx::PgPool, model: &Model, step: usize) -> Result<()> {
     let account = portfolio::account(pool, &acct(ACCOUNT))
         .await?
@@ -324,7 +312,7 @@ async fn compare(pool: &sqlx::PgPool, model: &Model, step: usize) -> Result<()> 
 }
 
 async fn run_case(pool: &sqlx::PgPool, steps: &[Step]) -> Result<()> {
-    reset(pool).await?;
+    reset_books(pool, &[ACCOUNT], INITIAL_CAPITAL).await?;
     let mut model = Model::new();
     compare(pool, &model, 0).await?;
     for (i, step) in steps.iter().enumerate() {
@@ -378,15 +366,7 @@ fn database_accounting_matches_the_model() -> Result<()> {
         .enable_all()
         .build()?;
     let db = rt.block_on(TestDatabase::new())?;
-    let mut runner = TestRunner::new(Config {
-        // PROPTEST_CASES=1000 for a deeper run.
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(64),
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let mut runner = database_property_runner(64);
     let result = runner.run(&proptest::collection::vec(step(), 1..=40), |steps| {
         rt.block_on(run_case(db.pool(), &steps))
             .map_err(|e| TestCaseError::fail(format!("{e:#}")))

@@ -85,3 +85,32 @@ pub fn order(order_id: &str, account: &str, order_type: OrderType, quantity: Dec
         updated_time: at(2, 0),
     }
 }
+
+/// A proptest runner for database property tests: `default_cases` cases unless
+/// `PROPTEST_CASES` says otherwise (e.g. 1000 for a deeper run); no failure files.
+pub fn database_property_runner(default_cases: u32) -> proptest::test_runner::TestRunner {
+    proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default_cases),
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    })
+}
+
+/// Empties the books (fills, positions, snapshots, orders, accounts; ids restart) and opens
+/// `accounts` again, each with `capital` and allowed to short.
+pub async fn reset_books(pool: &PgPool, accounts: &[&str], capital: Decimal) -> anyhow::Result<()> {
+    sqlx::query(
+        "TRUNCATE fills, positions, portfolio_snapshots, orders, accounts RESTART IDENTITY CASCADE",
+    )
+    .execute(pool)
+    .await?;
+    for id in accounts {
+        let mut account = NewAccount::new(acct(id), *id, capital);
+        account.allow_short = true;
+        portfolio::create_account(pool, &account).await?;
+    }
+    Ok(())
+}
