@@ -123,13 +123,10 @@ impl Kafka {
         cc
     }
 
-    /// A transactional producer with `transactional_id` (for `--guarantee exactly-once`):
-    /// idempotent, and fenced by the broker if another instance takes over the id. Call
-    /// `init_transactions` (blocking) before use.
-    pub fn transactional_producer(
-        &self,
-        transactional_id: &str,
-    ) -> Result<FutureProducer, KafkaError> {
+    /// The settings of a transactional producer with `transactional_id` (for `--guarantee
+    /// exactly-once`): idempotent, and fenced by the broker if another instance takes over
+    /// the id. Call `init_transactions` (blocking) before use.
+    pub fn transactional_config(&self, transactional_id: &str) -> ClientConfig {
         let mut cc = self.client_config();
         cc.set("acks", "all")
             .set("enable.idempotence", "true")
@@ -141,8 +138,7 @@ impl Kafka {
         for (k, v) in &self.config.extra {
             cc.set(k, v);
         }
-        cc.create()
-            .map_err(|e| KafkaError::client("creating transactional producer", e))
+        cc
     }
 
     fn consumer_config(&self, group_id: &str) -> ClientConfig {

@@ -2,6 +2,7 @@
 //! librdkafka mock cluster (in-process or as a shared `tradestream broker`), topic
 //! provisioning, manual offset management, dead-letter headers and a health check.
 
+pub mod acked;
 pub mod changelog;
 pub mod client;
 pub mod config;

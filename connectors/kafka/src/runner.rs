@@ -31,6 +31,7 @@
 //! the input offsets) is one Kafka transaction instead; librdkafka's transaction calls block,
 //! so they run on the blocking pool.
 
+use crate::acked::{AckBatch, AckedProducer, acked_producer};
 use crate::changelog::{self, Entry, TopicPartition, runs_of};
 use crate::client::{Kafka, commit_offsets};
 use crate::dlq::DeadLetterInfo;
@@ -39,14 +40,12 @@ use crate::metrics::Metrics;
 use crate::topics::TopicSpec;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use futures::future::try_join_all;
 use prometheus::IntGaugeVec;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
@@ -191,7 +190,7 @@ pub async fn run_processor<P: Processor + Clone + Sync>(
 
 /// Where a batch's outputs go: plain acknowledged produces, or one transaction per batch.
 struct Output {
-    producer: FutureProducer,
+    producer: AckedProducer,
     guarantee: Guarantee,
 }
 
@@ -199,12 +198,13 @@ impl Output {
     async fn new(kafka: &Kafka, config: &RunnerConfig) -> Result<Self, KafkaError> {
         match config.guarantee {
             Guarantee::EffectivelyOnce => Ok(Self {
-                producer: kafka.producer()?,
+                producer: acked_producer(&kafka.producer_config(), "producer")?,
                 guarantee: Guarantee::EffectivelyOnce,
             }),
             Guarantee::ExactlyOnce => {
                 let id = config.effective_transactional_id();
-                let producer = kafka.transactional_producer(&id)?;
+                let producer =
+                    acked_producer(&kafka.transactional_config(&id), "transactional producer")?;
                 let p = producer.clone();
                 blocking(move || p.init_transactions(Duration::from_secs(30)), "init").await?;
                 tracing::info!(transactional_id = %id, "exactly-once: transactions initialised");
@@ -582,28 +582,28 @@ async fn provision_changelog(kafka: &Kafka, topic: &str) {
 
 /// Produces changelog entries and waits for their acknowledgement.
 async fn write_changelog(
-    producer: &FutureProducer,
+    producer: &AckedProducer,
     topic: &str,
     entries: Vec<Entry>,
 ) -> Result<(), KafkaError> {
-    let mut deliveries = Vec::with_capacity(entries.len());
-    for entry in entries {
-        let pending = Pending {
-            topic: Cow::Owned(topic.to_string()),
-            key: entry.task.clone(),
-            payload: entry.encode()?,
-            headers: None,
-            partition: Some(0),
-        };
-        deliveries.push((pending.enqueue(producer).await?, pending));
+    if entries.is_empty() {
+        return Ok(());
     }
-    try_join_all(
-        deliveries
-            .into_iter()
-            .map(|(d, p)| deliver_with_retry(producer, d, p)),
-    )
-    .await?;
-    Ok(())
+    let mut batch = AckBatch::new();
+    for entry in entries {
+        let payload = entry.encode()?;
+        batch
+            .send(
+                producer,
+                topic,
+                Some(0),
+                entry.task.as_bytes(),
+                &payload,
+                None,
+            )
+            .await?;
+    }
+    batch.settle(producer).await
 }
 
 struct BatchOutcome {
@@ -956,7 +956,7 @@ async fn process_batch<P: Processor, C: Cores<P> + Send>(
 /// acknowledged.
 #[derive(Default)]
 struct Produced {
-    deliveries: Vec<(DeliveryFuture, Pending)>,
+    batch: AckBatch,
     in_counts: BTreeMap<Topic, u64>,
     out_counts: BTreeMap<Topic, u64>,
     rejections: BTreeMap<String, u64>,
@@ -974,7 +974,7 @@ async fn produce_batch<P: Processor, C: Cores<P> + Send>(
     publish: bool,
 ) -> Result<Produced, KafkaError> {
     let (codec, producer, metrics, name) = (ctx.codec, &ctx.output.producer, ctx.metrics, ctx.name);
-    let mut deliveries: Vec<(DeliveryFuture, Pending)> = Vec::with_capacity(batch.len());
+    let mut acks = AckBatch::new();
     let mut in_counts: BTreeMap<Topic, u64> = BTreeMap::new();
     let mut out_counts: BTreeMap<Topic, u64> = BTreeMap::new();
     let mut dead: Vec<(DeadLetterInfo, &OwnedMessage)> = Vec::new();
@@ -1024,14 +1024,15 @@ async fn produce_batch<P: Processor, C: Cores<P> + Send>(
             let topic = out.topic();
             *out_counts.entry(topic).or_default() += 1;
             e2e.push((topic, lag));
-            let pending = Pending {
-                topic: Cow::Borrowed(topic.name()),
-                key: out.key().to_string(),
-                payload: bytes,
-                headers: None,
-                partition: None,
-            };
-            deliveries.push((pending.enqueue(producer).await?, pending));
+            acks.send(
+                producer,
+                topic.name(),
+                None,
+                out.key().as_bytes(),
+                &bytes,
+                None,
+            )
+            .await?;
         }
     }
     if !publish {
@@ -1044,16 +1045,10 @@ async fn produce_batch<P: Processor, C: Cores<P> + Send>(
             now,
         );
         let bytes = codec.encode_dead_letter(&envelope).await?;
-        let key = String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned();
         let dlq = tradestream_schemas::topics::dlq_topic(&info.topic);
-        let pending = Pending {
-            topic: Cow::Owned(dlq),
-            key,
-            payload: bytes,
-            headers: Some(info.headers()),
-            partition: None,
-        };
-        deliveries.push((pending.enqueue(producer).await?, pending));
+        let key = msg.key().unwrap_or_default();
+        acks.send(producer, &dlq, None, key, &bytes, Some(info.headers()))
+            .await?;
         tracing::warn!(topic = %info.topic, partition = info.partition, offset = info.offset, reason = %info.message, "record dead-lettered");
         metrics
             .dead_lettered
@@ -1061,7 +1056,7 @@ async fn produce_batch<P: Processor, C: Cores<P> + Send>(
             .inc();
     }
     Ok(Produced {
-        deliveries,
+        batch: acks,
         in_counts,
         out_counts,
         rejections,
@@ -1074,17 +1069,12 @@ impl Produced {
     /// Waits until every output is acknowledged (outputs must be durable before the inputs'
     /// offsets move), then records the batch's metrics.
     async fn settle(
-        self,
-        producer: &FutureProducer,
+        mut self,
+        producer: &AckedProducer,
         metrics: &Metrics,
         name: &str,
     ) -> Result<Processed, KafkaError> {
-        try_join_all(
-            self.deliveries
-                .into_iter()
-                .map(|(d, pending)| deliver_with_retry(producer, d, pending)),
-        )
-        .await?;
+        self.batch.settle(producer).await?;
         for (topic, n) in self.in_counts {
             metrics
                 .records_in
@@ -1143,7 +1133,7 @@ fn dead_letter_info(
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Capped exponential backoff: 100 ms, 200 ms, ... up to [`MAX_BACKOFF`].
-fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     let factor = 1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX);
     Duration::from_millis(100)
         .saturating_mul(factor)
@@ -1202,61 +1192,6 @@ async fn commit_with_retry(
             }
             Err(e) => return Err(e),
         }
-    }
-}
-
-/// An output kept until the broker acknowledges it, so a failed delivery can be sent again.
-struct Pending {
-    topic: Cow<'static, str>,
-    key: String,
-    payload: Vec<u8>,
-    headers: Option<rdkafka::message::OwnedHeaders>,
-    /// A fixed partition (the changelog), or the key's.
-    partition: Option<i32>,
-}
-
-impl Pending {
-    async fn enqueue(&self, producer: &FutureProducer) -> Result<DeliveryFuture, KafkaError> {
-        enqueue_to(
-            producer,
-            &self.topic,
-            self.partition,
-            &self.key,
-            &self.payload,
-            self.headers.clone(),
-        )
-        .await
-    }
-}
-
-/// Waits for an acknowledgement; a retryable failure (the producer gave up after
-/// `message.timeout.ms` of outage) sends the same bytes again with capped backoff. Ids are
-/// derived from the cause, so a copy the broker did keep is dropped downstream.
-async fn deliver_with_retry(
-    producer: &FutureProducer,
-    mut delivery: DeliveryFuture,
-    pending: Pending,
-) -> Result<(), KafkaError> {
-    let mut attempt = 0u32;
-    loop {
-        let err = match delivery.await {
-            Ok(Ok(_)) => return Ok(()),
-            Ok(Err((e, _))) => {
-                KafkaError::client(format!("delivering output to {}", pending.topic), e)
-            }
-            Err(_) => KafkaError::client(
-                format!("delivering output to {}", pending.topic),
-                rdkafka::error::KafkaError::Canceled,
-            ),
-        };
-        if err.class() != ErrorClass::Retryable {
-            return Err(err);
-        }
-        let pause = backoff(attempt);
-        attempt = attempt.saturating_add(1);
-        tracing::warn!(error = %err, attempt, ?pause, "output not acknowledged; sending it again");
-        tokio::time::sleep(pause).await;
-        delivery = pending.enqueue(producer).await?;
     }
 }
 
