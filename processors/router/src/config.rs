@@ -59,6 +59,12 @@ fn default_max_orders_per_second() -> Option<u32> {
 fn default_price_band_pct() -> Option<Decimal> {
     Some(Decimal::TEN)
 }
+fn default_dedup_orders() -> u32 {
+    50_000
+}
+fn default_dedup_horizon_hours() -> u32 {
+    24 * 7
+}
 
 /// Order type of signal orders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +119,16 @@ pub struct RouterConfig {
     /// Start with the kill switch on (reason `config`); the API can switch it off.
     #[serde(default)]
     pub kill_switch: bool,
+    /// Finished orders the router always remembers (the newest ones), to recognise inputs
+    /// about them that arrive again (an upstream processor republishing after a crash). An
+    /// older finished order is forgotten once it is also `dedup_horizon_hours` older than
+    /// the newest; an input about an unknown order from before the forgotten ones is then
+    /// dropped as a redelivery. Bounds the router's memory and snapshot.
+    #[serde(default = "default_dedup_orders")]
+    pub dedup_orders: u32,
+    /// Event-time hours a finished order is remembered at least (see `dedup_orders`).
+    #[serde(default = "default_dedup_horizon_hours")]
+    pub dedup_horizon_hours: u32,
 }
 
 impl Default for RouterConfig {
@@ -129,6 +145,8 @@ impl Default for RouterConfig {
             brackets: true,
             bracket_time_in_force: default_bracket_tif(),
             kill_switch: false,
+            dedup_orders: default_dedup_orders(),
+            dedup_horizon_hours: default_dedup_horizon_hours(),
         }
     }
 }
@@ -302,6 +320,9 @@ impl RouterConfig {
                 "lot_size: must be > 0 with at most 8 decimals, got {}",
                 self.lot_size
             ));
+        }
+        if self.dedup_orders == 0 {
+            p.push("dedup_orders: must be > 0".to_string());
         }
         for (id, a) in &self.accounts {
             let k = |field: &str| format!("accounts.{id}.{field}");

@@ -18,6 +18,13 @@
 //! restarted router continues exactly. Every input is idempotent: a signal, manual request,
 //! order event, fill, bar or control the router has already applied is recognised (by order
 //! id, sequence, fill id, bar time and close, control id) and changes nothing.
+//!
+//! Memory stays bounded: a finished order (and the ids of its fills) is forgotten once it is
+//! neither among the newest `dedup_orders` finished orders nor within `dedup_horizon_hours`
+//! of event time of the newest, and only once all its fills arrived. An input about an
+//! order the router does not know, dated at or before the last order it forgot, is a
+//! redelivery from before that horizon and is dropped: every order is created here, so an
+//! unknown one can only be one it forgot.
 
 use crate::accounting::{Book, Commission, check_available_funds, mul, required_cash};
 use crate::config::{AccountConfig, RouterConfig, SignalOrderType};
@@ -35,7 +42,7 @@ use tradestream_schemas::{
 
 /// Version of the snapshot layout, the first byte of every snapshot; bump it whenever a
 /// serialized state type changes shape, so an old snapshot is refused instead of misread.
-pub const SNAPSHOT_FORMAT: u8 = 1;
+pub const SNAPSHOT_FORMAT: u8 = 2;
 
 /// Per-account state. The configuration parts are not snapshotted: a restore takes them
 /// from the configuration of the core it restores into.
@@ -78,6 +85,34 @@ impl Tracked {
     }
 }
 
+/// How an order ended, kept while its inputs may still arrive again.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Finished {
+    status: OrderStatus,
+    sequence: i32,
+    /// Event time it ended at.
+    at: DateTime<Utc>,
+    /// Its final filled quantity: once its applied fills add up to it, any further fill of
+    /// it is a copy.
+    filled: Decimal,
+}
+
+/// The fills applied to one order.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct AppliedFills {
+    quantity: Decimal,
+    ids: BTreeSet<String>,
+}
+
+/// Which finished orders to forget, oldest first, and how far forgetting has gone.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Forgetting {
+    queue: VecDeque<(DateTime<Utc>, String)>,
+    newest: Option<DateTime<Utc>>,
+    /// Latest end time of a forgotten order.
+    through: Option<DateTime<Utc>>,
+}
+
 /// Read-only view of one account, for the REST API and tests.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AccountView {
@@ -114,8 +149,10 @@ pub struct RouterProcessor {
     /// Event time of the decision being made; marks are read as of it.
     as_of: Option<DateTime<Utc>>,
     live: BTreeMap<String, Tracked>,
-    finished: BTreeMap<String, (OrderStatus, i32)>,
-    applied_fills: BTreeSet<String>,
+    finished: BTreeMap<String, Finished>,
+    /// Per order id.
+    applied_fills: BTreeMap<String, AppliedFills>,
+    forgetting: Forgetting,
     /// Ids of the controls applied, so a redelivered command cannot undo a later one.
     applied_controls: BTreeSet<String>,
     kill_switch: Option<String>,
@@ -171,8 +208,9 @@ struct SnapshotRef<'a> {
     marks: &'a BTreeMap<Symbol, (DateTime<Utc>, Decimal)>,
     history: &'a BTreeMap<Symbol, VecDeque<(DateTime<Utc>, Decimal)>>,
     live: &'a BTreeMap<String, Tracked>,
-    finished: &'a BTreeMap<String, (OrderStatus, i32)>,
-    applied_fills: &'a BTreeSet<String>,
+    finished: &'a BTreeMap<String, Finished>,
+    applied_fills: &'a BTreeMap<String, AppliedFills>,
+    forgetting: &'a Forgetting,
     applied_controls: &'a BTreeSet<String>,
     kill_switch: &'a Option<String>,
 }
@@ -184,8 +222,9 @@ struct SnapshotOwned {
     marks: BTreeMap<Symbol, (DateTime<Utc>, Decimal)>,
     history: BTreeMap<Symbol, VecDeque<(DateTime<Utc>, Decimal)>>,
     live: BTreeMap<String, Tracked>,
-    finished: BTreeMap<String, (OrderStatus, i32)>,
-    applied_fills: BTreeSet<String>,
+    finished: BTreeMap<String, Finished>,
+    applied_fills: BTreeMap<String, AppliedFills>,
+    forgetting: Forgetting,
     applied_controls: BTreeSet<String>,
     kill_switch: Option<String>,
 }
@@ -241,7 +280,8 @@ impl RouterProcessor {
             as_of: None,
             live: BTreeMap::new(),
             finished: BTreeMap::new(),
-            applied_fills: BTreeSet::new(),
+            applied_fills: BTreeMap::new(),
+            forgetting: Forgetting::default(),
             applied_controls: BTreeSet::new(),
             kill_switch,
         })
@@ -256,6 +296,7 @@ impl RouterProcessor {
             live: &self.live,
             finished: &self.finished,
             applied_fills: &self.applied_fills,
+            forgetting: &self.forgetting,
             applied_controls: &self.applied_controls,
             kill_switch: &self.kill_switch,
         };
@@ -300,6 +341,7 @@ impl RouterProcessor {
         self.live = state.live;
         self.finished = state.finished;
         self.applied_fills = state.applied_fills;
+        self.forgetting = state.forgetting;
         self.applied_controls = state.applied_controls;
         self.kill_switch = state.kill_switch;
         Ok(())
@@ -385,6 +427,73 @@ impl RouterProcessor {
 
     fn known(&self, order_id: &str) -> bool {
         self.live.contains_key(order_id) || self.finished.contains_key(order_id)
+    }
+
+    /// Whether an input about `order_id` dated `at` is about an order this router forgot
+    /// (see the module documentation): a copy to drop.
+    fn forgotten(&self, order_id: &str, at: DateTime<Utc>) -> bool {
+        self.forgetting.through.is_some_and(|t| at <= t)
+            && !self.known(order_id)
+            && !self.applied_fills.contains_key(order_id)
+    }
+
+    /// Remembers how an order ended, then forgets the finished orders past both horizons.
+    fn finish(
+        &mut self,
+        order_id: String,
+        status: OrderStatus,
+        sequence: i32,
+        at: DateTime<Utc>,
+        filled: Decimal,
+    ) {
+        let f = &mut self.forgetting;
+        f.newest = Some(f.newest.map_or(at, |n| n.max(at)));
+        f.queue.push_back((at, order_id.clone()));
+        self.finished.insert(
+            order_id,
+            Finished {
+                status,
+                sequence,
+                at,
+                filled,
+            },
+        );
+        self.forget_old();
+    }
+
+    fn forget_old(&mut self) {
+        let keep = usize::try_from(self.config.dedup_orders).unwrap_or(usize::MAX);
+        let horizon = Duration::hours(i64::from(self.config.dedup_horizon_hours));
+        // A horizon reaching past chrono's range forgets nothing.
+        let Some(cutoff) = self
+            .forgetting
+            .newest
+            .and_then(|n| n.checked_sub_signed(horizon))
+        else {
+            return;
+        };
+        while self.forgetting.queue.len() > keep {
+            let Some((at, id)) = self.forgetting.queue.front() else {
+                break;
+            };
+            if *at >= cutoff {
+                break;
+            }
+            let applied = self
+                .applied_fills
+                .get(id)
+                .map_or(Decimal::ZERO, |a| a.quantity);
+            // Still waiting for fills (they travel apart from the order events): keep it.
+            if self.finished.get(id).is_some_and(|f| applied < f.filled) {
+                break;
+            }
+            let at = *at;
+            if let Some((_, id)) = self.forgetting.queue.pop_front() {
+                self.finished.remove(&id);
+                self.applied_fills.remove(&id);
+            }
+            self.forgetting.through = Some(self.forgetting.through.map_or(at, |t| t.max(at)));
+        }
     }
 
     /// Starts a new session day for every account whose day is before `t`'s UTC date: the
@@ -478,7 +587,12 @@ impl RouterProcessor {
                 record: format!("fill {}", f.fill_id),
             });
         }
-        if self.applied_fills.contains(&f.fill_id) {
+        if self
+            .applied_fills
+            .get(&f.order_id)
+            .is_some_and(|a| a.ids.contains(&f.fill_id))
+            || self.forgotten(&f.order_id, f.fill_time)
+        {
             return Ok(Vec::new());
         }
         self.roll_sessions(f.fill_time);
@@ -486,7 +600,9 @@ impl RouterProcessor {
             a.book
                 .apply_fill(&f.symbol, f.side, f.quantity, f.price, f.commission)?;
         }
-        self.applied_fills.insert(f.fill_id.clone());
+        let applied = self.applied_fills.entry(f.order_id.clone()).or_default();
+        applied.quantity += f.quantity;
+        applied.ids.insert(f.fill_id.clone());
         if let Some(t) = self.live.get_mut(&f.order_id) {
             t.fills_qty += f.quantity;
             t.filled = t.filled.max(t.fills_qty);
@@ -513,13 +629,22 @@ impl RouterProcessor {
             t.filled = t.filled.max(o.filled_quantity);
             t.last = o.clone();
             if o.status.is_terminal() {
+                let filled = t.filled;
                 self.live.remove(&o.order_id);
-                self.finished
-                    .insert(o.order_id.clone(), (o.status, o.sequence));
+                self.finish(
+                    o.order_id.clone(),
+                    o.status,
+                    o.sequence,
+                    o.updated_time,
+                    filled,
+                );
             }
             return Ok(Vec::new());
         }
-        if let Some((status, sequence)) = self.finished.get(&o.order_id).copied() {
+        if let Some(Finished {
+            status, sequence, ..
+        }) = self.finished.get(&o.order_id).copied()
+        {
             // A cancel request for a finished order is a no-op, as at the venue.
             if o.sequence <= sequence || o.status == OrderStatus::Canceled {
                 return Ok(Vec::new());
@@ -530,10 +655,18 @@ impl RouterProcessor {
                 to: status_name(o.status),
             });
         }
+        if self.forgotten(&o.order_id, o.updated_time) {
+            return Ok(Vec::new());
+        }
         // An order from before this router's state began (e.g. a restart): learn it.
         if o.status.is_terminal() {
-            self.finished
-                .insert(o.order_id.clone(), (o.status, o.sequence));
+            self.finish(
+                o.order_id.clone(),
+                o.status,
+                o.sequence,
+                o.updated_time,
+                o.filled_quantity,
+            );
         } else if o.status != OrderStatus::Rejected {
             let price = o
                 .limit_price
@@ -567,7 +700,7 @@ impl RouterProcessor {
                 order_id: o.order_id.clone(),
             });
         }
-        if self.known(&o.order_id) {
+        if self.known(&o.order_id) || self.forgotten(&o.order_id, o.created_time) {
             return Ok(Vec::new());
         }
         let at = o.created_time;
@@ -645,6 +778,7 @@ impl RouterProcessor {
         let order_id = format!("order:{}", s.signal_id);
         if s.side == SignalSide::Hold
             || self.known(&order_id)
+            || self.forgotten(&order_id, s.event_time)
             || s.confidence < self.config.min_confidence
         {
             return Ok(Vec::new());
@@ -777,8 +911,13 @@ impl RouterProcessor {
     ) -> Vec<AnyRecord> {
         let mut o = event(order, sequence, OrderStatus::Rejected, at);
         o.reject_reason = Some(reason.to_string());
-        self.finished
-            .insert(o.order_id.clone(), (OrderStatus::Rejected, sequence));
+        self.finish(
+            o.order_id.clone(),
+            OrderStatus::Rejected,
+            sequence,
+            at,
+            Decimal::ZERO,
+        );
         vec![AnyRecord::Order(o)]
     }
 

@@ -1853,3 +1853,206 @@ fn snapshot_size_with_sixty_symbols() -> TestResult {
     assert!(bytes.len() < 60 * 1000 * 64, "{}", bytes.len());
     Ok(())
 }
+
+// ---- forgetting finished orders ----
+
+/// Forgets aggressively: at most `keep` finished orders older than the newest one.
+fn forgetful(keep: u32) -> impl Fn(&mut RouterConfig) {
+    move |c: &mut RouterConfig| {
+        scenario_config(c);
+        c.dedup_orders = keep;
+        c.dedup_horizon_hours = 0;
+    }
+}
+
+#[test]
+fn forgetting_changes_no_decision_and_copies_of_forgotten_orders_are_dropped() -> TestResult {
+    let (inputs, whole) = scenario()?;
+    let mut r = router(forgetful(1))?;
+    let mut out = Vec::new();
+    for (i, input) in inputs.iter().enumerate() {
+        out.push(r.process(input, t0())?);
+        let before = snapshot_of(&r)?;
+        // Every earlier input again, forgotten or not: nothing new, nothing changed.
+        for old in &inputs[..=i] {
+            let again = r.process(old, t0())?;
+            assert!(
+                again.is_empty(),
+                "redelivered {} after {i}: {again:?}",
+                old.id()
+            );
+            assert_eq!(
+                snapshot_of(&r)?,
+                before,
+                "redelivered {} after {i}",
+                old.id()
+            );
+        }
+    }
+    assert_eq!(
+        out, whole,
+        "the same decisions as a router that forgets nothing"
+    );
+    assert!(
+        r.finished.len() <= 3,
+        "still remembers {:?}",
+        r.finished.keys().collect::<Vec<_>>()
+    );
+    assert!(r.forgetting.through.is_some(), "nothing was forgotten");
+    let full = {
+        let mut full = router(scenario_config)?;
+        for input in &inputs {
+            full.process(input, t0())?;
+        }
+        full
+    };
+    assert_eq!(r.account(&demo()), full.account(&demo()));
+    assert!(full.finished.len() > r.finished.len() + 5);
+    Ok(())
+}
+
+#[test]
+fn an_order_is_remembered_until_its_fills_arrive() -> TestResult {
+    let mut d = Driver {
+        router: router(forgetful(1))?,
+        inputs: Vec::new(),
+        outputs: Vec::new(),
+    };
+    d.push(bar("MSFT", at(4, 14, 0, 0), dec!(50)))?;
+    let first = d.push(limit(
+        "a",
+        "MSFT",
+        Side::Buy,
+        dec!(10),
+        dec!(50),
+        at(4, 14, 0, 1),
+    ))?;
+    let mut a = find(&first, "order:manual:demo:a")?;
+    // The venue's FILLED event overtakes the fill (two topics).
+    a.filled_quantity = dec!(10);
+    d.venue_update(&mut a, OrderStatus::Filled, at(4, 14, 1, 0))?;
+    // Later orders finish; `a` is past both horizons but still owed a fill.
+    for (i, minute) in [(1, 2), (2, 3), (3, 4)] {
+        let out = d.push(limit(
+            &format!("b{i}"),
+            "MSFT",
+            Side::Buy,
+            dec!(1),
+            dec!(49),
+            at(4, 14, minute, 0),
+        ))?;
+        let mut b = find(&out, &format!("order:manual:demo:b{i}"))?;
+        assert_eq!(b.status, OrderStatus::Accepted, "{b:?}");
+        d.venue_update(&mut b, OrderStatus::Canceled, at(4, 14, minute, 30))?;
+    }
+    assert!(d.router.finished.contains_key("order:manual:demo:a"));
+    let cash_before = d.router.account(&demo()).map(|v| v.book.cash);
+    d.push(fill(
+        "order:manual:demo:a",
+        0,
+        "MSFT",
+        Side::Buy,
+        dec!(10),
+        dec!(50),
+        at(4, 14, 1, 0),
+    ))?;
+    let view = d.router.account(&demo()).ok_or("no account")?;
+    assert_eq!(
+        Some(view.book.cash + dec!(500)),
+        cash_before,
+        "the fill was applied"
+    );
+    assert_eq!(view.book.quantity(&sym("MSFT")), dec!(10));
+    // The next finish forgets it; a copy of its fill is then dropped, not applied twice.
+    let out = d.push(limit(
+        "c",
+        "MSFT",
+        Side::Buy,
+        dec!(1),
+        dec!(49),
+        at(4, 14, 6, 0),
+    ))?;
+    let mut c = find(&out, "order:manual:demo:c")?;
+    assert_eq!(c.status, OrderStatus::Accepted, "{c:?}");
+    d.venue_update(&mut c, OrderStatus::Canceled, at(4, 14, 6, 30))?;
+    assert!(!d.router.finished.contains_key("order:manual:demo:a"));
+    let before = snapshot_of(&d.router)?;
+    run(
+        &mut d.router,
+        fill(
+            "order:manual:demo:a",
+            0,
+            "MSFT",
+            Side::Buy,
+            dec!(10),
+            dec!(50),
+            at(4, 14, 1, 0),
+        ),
+    )?;
+    assert_eq!(snapshot_of(&d.router)?, before);
+    Ok(())
+}
+
+#[test]
+fn orders_within_the_horizon_are_all_remembered() -> TestResult {
+    let mut r = router(|c| {
+        c.dedup_orders = 1;
+        c.dedup_horizon_hours = 1;
+    })?;
+    r.process(&bar("MSFT", at(4, 14, 0, 0), dec!(50)), t0())?;
+    // Rejected at once (no such account): each finishes where it is decided.
+    let mut bad = manual_order(
+        "x0",
+        "MSFT",
+        Side::Buy,
+        OrderType::Limit,
+        dec!(1),
+        Some(dec!(50)),
+        at(4, 14, 0, 0),
+    );
+    bad.account = AccountId::new("nobody")?;
+    for minute in 0..50 {
+        let mut o = bad.clone();
+        o.order_id = format!("order:manual:nobody:x{minute}");
+        o.created_time = at(4, 14, minute, 0);
+        o.updated_time = o.created_time;
+        r.process(&AnyRecord::Order(o), t0())?;
+    }
+    assert_eq!(r.finished.len(), 50, "all within an hour of the newest");
+    let mut o = bad.clone();
+    o.order_id = "order:manual:nobody:late".into();
+    o.created_time = at(4, 16, 0, 0);
+    o.updated_time = o.created_time;
+    r.process(&AnyRecord::Order(o), t0())?;
+    assert_eq!(
+        r.finished.len(),
+        1,
+        "{:?}",
+        r.finished.keys().collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+#[test]
+fn a_horizon_past_the_calendar_forgets_nothing() -> TestResult {
+    let mut r = router(|c| {
+        c.dedup_orders = 1;
+        c.dedup_horizon_hours = u32::MAX;
+    })?;
+    r.process(&bar("MSFT", at(4, 14, 0, 0), dec!(50)), t0())?;
+    for i in 0..3 {
+        rejected(
+            &mut r,
+            limit(
+                &format!("z{i}"),
+                "MSFT",
+                Side::Buy,
+                dec!(0.5),
+                dec!(50),
+                at(4, 14, i, 0),
+            ),
+        )?;
+    }
+    assert_eq!(r.finished.len(), 3);
+    Ok(())
+}
