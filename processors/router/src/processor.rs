@@ -104,11 +104,12 @@ struct AppliedFills {
     ids: BTreeSet<String>,
 }
 
-/// Which finished orders to forget, oldest first, and how far forgetting has gone.
+/// The finished orders by end time, oldest first (an index of `finished`, rebuilt on
+/// restore rather than stored twice), and how far forgetting has gone.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Forgetting {
-    queue: VecDeque<(DateTime<Utc>, String)>,
-    newest: Option<DateTime<Utc>>,
+    #[serde(skip)]
+    by_time: BTreeSet<(DateTime<Utc>, String)>,
     /// Latest end time of a forgotten order.
     through: Option<DateTime<Utc>>,
 }
@@ -342,6 +343,11 @@ impl RouterProcessor {
         self.finished = state.finished;
         self.applied_fills = state.applied_fills;
         self.forgetting = state.forgetting;
+        self.forgetting.by_time = self
+            .finished
+            .iter()
+            .map(|(id, f)| (f.at, id.clone()))
+            .collect();
         self.applied_controls = state.applied_controls;
         self.kill_switch = state.kill_switch;
         Ok(())
@@ -446,9 +452,12 @@ impl RouterProcessor {
         at: DateTime<Utc>,
         filled: Decimal,
     ) {
-        let f = &mut self.forgetting;
-        f.newest = Some(f.newest.map_or(at, |n| n.max(at)));
-        f.queue.push_back((at, order_id.clone()));
+        if let Some(before) = self.finished.get(&order_id) {
+            self.forgetting
+                .by_time
+                .remove(&(before.at, order_id.clone()));
+        }
+        self.forgetting.by_time.insert((at, order_id.clone()));
         self.finished.insert(
             order_id,
             Finished {
@@ -467,13 +476,14 @@ impl RouterProcessor {
         // A horizon reaching past chrono's range forgets nothing.
         let Some(cutoff) = self
             .forgetting
-            .newest
-            .and_then(|n| n.checked_sub_signed(horizon))
+            .by_time
+            .last()
+            .and_then(|(n, _)| n.checked_sub_signed(horizon))
         else {
             return;
         };
-        while self.forgetting.queue.len() > keep {
-            let Some((at, id)) = self.forgetting.queue.front() else {
+        while self.forgetting.by_time.len() > keep {
+            let Some((at, id)) = self.forgetting.by_time.first() else {
                 break;
             };
             if *at >= cutoff {
@@ -488,7 +498,7 @@ impl RouterProcessor {
                 break;
             }
             let at = *at;
-            if let Some((_, id)) = self.forgetting.queue.pop_front() {
+            if let Some((_, id)) = self.forgetting.by_time.pop_first() {
                 self.finished.remove(&id);
                 self.applied_fills.remove(&id);
             }

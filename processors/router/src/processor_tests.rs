@@ -1700,19 +1700,27 @@ fn snapshot_of(r: &RouterProcessor) -> Result<Vec<u8>, Box<dyn std::error::Error
     r.snapshot()?.ok_or_else(|| "the router is stateful".into())
 }
 
-#[test]
-fn snapshot_restore_continues_exactly() -> TestResult {
+/// Snapshots a router configured by `config` after every prefix of the scenario, restores
+/// it into a fresh one and checks that the rest of the run is unchanged.
+fn resumes_exactly_everywhere(config: &dyn Fn(&mut RouterConfig)) -> TestResult {
     let (inputs, whole) = scenario()?;
     assert!(inputs.len() > 40, "{}", inputs.len());
     let whole: Vec<AnyRecord> = whole.into_iter().flatten().collect();
+    let end = {
+        let mut r = router(config)?;
+        for i in &inputs {
+            r.process(i, t0())?;
+        }
+        snapshot_of(&r)?
+    };
     for k in 0..=inputs.len() {
-        let mut first = router(scenario_config)?;
+        let mut first = router(config)?;
         let mut out = Vec::new();
         for i in &inputs[..k] {
             out.extend(first.process(i, t0())?);
         }
         let bytes = snapshot_of(&first)?;
-        let mut second = router(scenario_config)?;
+        let mut second = router(config)?;
         second.restore(&bytes)?;
         assert_eq!(
             snapshot_of(&second)?,
@@ -1723,7 +1731,19 @@ fn snapshot_restore_continues_exactly() -> TestResult {
             out.extend(second.process(i, t0())?);
         }
         assert_eq!(out, whole, "resumed after {k} inputs");
+        assert_eq!(
+            snapshot_of(&second)?,
+            end,
+            "state at the end, resumed after {k}"
+        );
     }
+    Ok(())
+}
+
+#[test]
+fn snapshot_restore_continues_exactly() -> TestResult {
+    resumes_exactly_everywhere(&scenario_config)?;
+    let (inputs, _) = scenario()?;
     let mut r = router(scenario_config)?;
     for i in &inputs {
         r.process(i, t0())?;
@@ -1909,6 +1929,11 @@ fn forgetting_changes_no_decision_and_copies_of_forgotten_orders_are_dropped() -
     assert_eq!(r.account(&demo()), full.account(&demo()));
     assert!(full.finished.len() > r.finished.len() + 5);
     Ok(())
+}
+
+#[test]
+fn a_forgetting_router_resumes_exactly_from_any_snapshot() -> TestResult {
+    resumes_exactly_everywhere(&forgetful(1))
 }
 
 #[test]
