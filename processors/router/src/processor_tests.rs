@@ -1965,7 +1965,7 @@ fn an_order_is_remembered_until_its_fills_arrive() -> TestResult {
     }
     assert!(d.router.finished.contains_key("order:manual:demo:a"));
     let cash_before = d.router.account(&demo()).map(|v| v.book.cash);
-    d.push(fill(
+    let a_fill = fill(
         "order:manual:demo:a",
         0,
         "MSFT",
@@ -1973,7 +1973,8 @@ fn an_order_is_remembered_until_its_fills_arrive() -> TestResult {
         dec!(10),
         dec!(50),
         at(4, 14, 1, 0),
-    ))?;
+    );
+    d.push(a_fill.clone())?;
     let view = d.router.account(&demo()).ok_or("no account")?;
     assert_eq!(
         Some(view.book.cash + dec!(500)),
@@ -1995,18 +1996,7 @@ fn an_order_is_remembered_until_its_fills_arrive() -> TestResult {
     d.venue_update(&mut c, OrderStatus::Canceled, at(4, 14, 6, 30))?;
     assert!(!d.router.finished.contains_key("order:manual:demo:a"));
     let before = snapshot_of(&d.router)?;
-    run(
-        &mut d.router,
-        fill(
-            "order:manual:demo:a",
-            0,
-            "MSFT",
-            Side::Buy,
-            dec!(10),
-            dec!(50),
-            at(4, 14, 1, 0),
-        ),
-    )?;
+    run(&mut d.router, a_fill)?;
     assert_eq!(snapshot_of(&d.router)?, before);
     Ok(())
 }
