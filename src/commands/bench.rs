@@ -568,7 +568,7 @@ async fn latency(stack: &Stack, args: &BenchArgs) -> anyhow::Result<serde_json::
         .kafka
         .consumer(&format!("bench-latency-{}", std::process::id()))?;
     fills.subscribe(&[Topic::Fills.name()])?;
-    let arrivals: Arc<Mutex<Vec<(Fill, Instant)>>> = Arc::default();
+    let arrivals: Arc<Mutex<Vec<(Fill, Instant, i64)>>> = Arc::default();
     let sink = arrivals.clone();
     let codec = stack.codec.clone();
     let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
@@ -579,10 +579,11 @@ async fn latency(stack: &Stack, args: &BenchArgs) -> anyhow::Result<serde_json::
                 msg = fills.recv() => msg?,
             };
             let at = Instant::now();
+            let wall = Utc::now().timestamp_millis();
             if let Some(bytes) = msg.payload()
                 && let Ok(AnyRecord::Fill(f)) = codec.decode_any(Topic::Fills, bytes).await
             {
-                sink.lock().await.push((f, at));
+                sink.lock().await.push((f, at, wall));
             }
         }
     });
@@ -612,8 +613,9 @@ async fn latency(stack: &Stack, args: &BenchArgs) -> anyhow::Result<serde_json::
         .collect();
     let arrivals = arrivals.lock().await;
     let mut chain: Vec<u128> = Vec::new();
+    let mut slowest: Vec<(u128, &str, &Fill, i64)> = Vec::new();
     let mut venue: Vec<u128> = Vec::new();
-    for (f, at) in arrivals.iter() {
+    for (f, at, wall) in arrivals.iter() {
         if let Some(bar) = by_bar.get(&(f.symbol.as_str(), f.fill_time)) {
             venue.push(at.saturating_duration_since(*bar).as_micros());
         }
@@ -622,13 +624,18 @@ async fn latency(stack: &Stack, args: &BenchArgs) -> anyhow::Result<serde_json::
             .order_id
             .strip_prefix("order:signal:features:")
             .map(|r| r.trim_end_matches(":sl").trim_end_matches(":tp"));
-        if let Some(bar) = cause.and_then(|r| by_id.get(r))
+        if let Some((cause, bar)) = cause.and_then(|r| Some((r, by_id.get(r)?)))
             && !f.order_id.ends_with(":sl")
             && !f.order_id.ends_with(":tp")
         {
-            chain.push(at.saturating_duration_since(*bar).as_micros());
+            let micros = at.saturating_duration_since(*bar).as_micros();
+            chain.push(micros);
+            slowest.push((micros, cause, f, *wall));
         }
     }
+    slowest.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
+    slowest.truncate(SLOWEST);
+    let hops = hop_breakdown(stack, &slowest).await?;
     chain.sort_unstable();
     venue.sort_unstable();
     let pct = |v: &[u128], p: f64| -> serde_json::Value {
@@ -652,7 +659,81 @@ async fn latency(stack: &Stack, args: &BenchArgs) -> anyhow::Result<serde_json::
         "fills_timed": venue.len(),
         "traded_bar_to_fill_p50_ms": pct(&venue, 0.50),
         "traded_bar_to_fill_p99_ms": pct(&venue, 0.99),
+        "slowest_fills_by_hop_ms": hops,
     }))
+}
+
+/// Slowest entry fills whose hops the latency scenario breaks down.
+const SLOWEST: usize = 5;
+
+/// Where the slowest fills spent their time, hop by hop, from the Kafka timestamps (the
+/// producer's clock, in milliseconds) of the records on their way: the bar, its `features`
+/// record, the signal, the order's acceptance, the fill, and the fill's arrival here. The
+/// order → fill hop includes the wait for the symbol's next bar, which the fill trades on.
+async fn hop_breakdown(
+    stack: &Stack,
+    slowest: &[(u128, &str, &Fill, i64)],
+) -> anyhow::Result<serde_json::Value> {
+    if slowest.is_empty() {
+        return Ok(serde_json::Value::Array(Vec::new()));
+    }
+    let kafka = &stack.kafka;
+    let mut at: HashMap<String, i64> = HashMap::new();
+    for topic in [
+        Topic::MarketData,
+        Topic::Features,
+        Topic::TradingSignals,
+        Topic::Orders,
+        Topic::Fills,
+    ] {
+        for msg in tradestream_kafka::changelog::read_topic(kafka, topic.name()).await? {
+            let (Some(bytes), Some(ms)) = (msg.payload(), msg.timestamp().to_millis()) else {
+                continue;
+            };
+            // Keyed by what the next hop names as its cause.
+            let key = match stack.codec.decode_any(topic, bytes).await {
+                Ok(AnyRecord::MarketData(m)) => format!("bar {}", m.record_id),
+                Ok(AnyRecord::Features(f)) => format!("features {}", f.source_id),
+                Ok(AnyRecord::Signal(s)) => format!("signal {}", s.source_id),
+                Ok(AnyRecord::Order(o))
+                    if o.status == tradestream_schemas::OrderStatus::Accepted =>
+                {
+                    format!("order {}", o.order_id)
+                }
+                Ok(AnyRecord::Fill(f)) => format!("fill {}", f.fill_id),
+                _ => continue,
+            };
+            at.entry(key).or_insert(ms);
+        }
+    }
+    let mut out = Vec::new();
+    for (micros, cause, fill, arrived) in slowest {
+        let features_id = format!("features:{cause}");
+        let stamps = [
+            at.get(&format!("bar {cause}")),
+            at.get(&format!("features {cause}")),
+            at.get(&format!("signal {features_id}")),
+            at.get(&format!("order {}", fill.order_id)),
+            at.get(&format!("fill {}", fill.fill_id)),
+            Some(arrived),
+        ];
+        let hop = |i: usize| -> serde_json::Value {
+            match (stamps[i], stamps[i + 1]) {
+                (Some(a), Some(b)) => (b - a).into(),
+                _ => serde_json::Value::Null,
+            }
+        };
+        out.push(serde_json::json!({
+            "fill": fill.fill_id,
+            "total_ms": round(*micros as f64 / 1000.0),
+            "bar_to_features": hop(0),
+            "features_to_signal": hop(1),
+            "signal_to_order": hop(2),
+            "order_to_fill": hop(3),
+            "fill_to_read": hop(4),
+        }));
+    }
+    Ok(serde_json::Value::Array(out))
 }
 
 fn round(x: f64) -> f64 {

@@ -696,6 +696,7 @@ async fn run_batch<P: Processor + Clone + Sync>(
             log_entries.extend(task.snapshot_entries(ctx.metrics)?);
         }
     }
+    recover_missing(ctx, tasks, &batch, stats).await?;
     let mut kept: Vec<OwnedMessage> = Vec::with_capacity(batch.len());
     for msg in batch {
         tasks.route(&msg);
@@ -819,6 +820,58 @@ async fn recover_partition<P: Processor + Clone + Sync>(
     first: i64,
 ) -> Result<Task<P>, KafkaError> {
     let log = changelog::read_task(ctx.kafka, &tasks.changelog, key, true).await?;
+    recover_partition_from(ctx, tasks, key, tp, first, log).await
+}
+
+/// Restores, with one read of the changelog, every per-partition task `batch` needs that
+/// this member does not have yet. Restoring each on its first record read the whole
+/// changelog once per partition, one after the other, so the first records after an
+/// assignment waited up to a second (the latency scenario's slowest fills, traced hop by
+/// hop, all waited there).
+async fn recover_missing<P: Processor + Clone + Sync>(
+    ctx: &Ctx<'_>,
+    tasks: &mut Tasks<P>,
+    batch: &[OwnedMessage],
+    stats: &mut RunStats,
+) -> Result<(), KafkaError> {
+    if !tasks.stateful || tasks.scope != TaskScope::PerPartition {
+        return Ok(());
+    }
+    let mut missing: Vec<(String, TopicPartition, i64)> = Vec::new();
+    for msg in batch {
+        tasks.route(msg);
+        let Some((tp, key)) = &tasks.route else {
+            continue;
+        };
+        if !tasks.by_key.contains_key(key) && !missing.iter().any(|(k, _, _)| k == key) {
+            missing.push((key.clone(), tp.clone(), msg.offset()));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut by_task: HashMap<String, Vec<changelog::Entry>> = HashMap::new();
+    for entry in changelog::read_all(ctx.kafka, &tasks.changelog, None).await? {
+        by_task.entry(entry.task.clone()).or_default().push(entry);
+    }
+    for (key, tp, first) in missing {
+        let log = changelog::assemble(by_task.remove(&key).unwrap_or_default(), true)?;
+        let task = recover_partition_from(ctx, tasks, &key, &tp, first, log).await?;
+        stats.restores += 1;
+        tasks.by_key.insert(key, task);
+    }
+    Ok(())
+}
+
+/// [`recover_partition`] from a log already read.
+async fn recover_partition_from<P: Processor + Clone + Sync>(
+    ctx: &Ctx<'_>,
+    tasks: &Tasks<P>,
+    key: &str,
+    tp: &TopicPartition,
+    first: i64,
+    log: changelog::TaskLog,
+) -> Result<Task<P>, KafkaError> {
     let mut task = tasks.fresh(key);
     let Some((state, positions)) = log.snapshot else {
         if first > 0 {
