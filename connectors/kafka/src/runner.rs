@@ -838,7 +838,15 @@ async fn recover_missing<P: Processor + Clone + Sync>(
         return Ok(());
     }
     let mut missing: Vec<(String, TopicPartition, i64)> = Vec::new();
+    // Only the first record of each run of one partition can name a new task: the rest of
+    // the run skips the task lookup (a string hash per record on the hot path).
+    let mut last: Option<(&str, i32)> = None;
     for msg in batch {
+        let here = (msg.topic(), msg.partition());
+        if last == Some(here) {
+            continue;
+        }
+        last = Some(here);
         tasks.route(msg);
         let Some((tp, key)) = &tasks.route else {
             continue;
