@@ -37,6 +37,12 @@ pub enum DaySession {
 fn default_day_session() -> DaySession {
     DaySession::FirstBar
 }
+fn default_dedup_orders() -> u32 {
+    50_000
+}
+fn default_dedup_horizon_hours() -> u32 {
+    24 * 7
+}
 
 /// Paper-venue settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,6 +86,17 @@ pub struct ExchangeConfig {
     /// `tradestream up`/`demo` add the router's `allow_short` accounts.
     #[serde(default)]
     pub short_accounts: BTreeSet<AccountId>,
+    /// Finished orders the venue always remembers (the newest ones), to recognise an
+    /// accepted order that arrives again (the router republishing after a crash) instead of
+    /// filling it twice. An older finished order is forgotten once it also ended
+    /// `dedup_horizon_hours` of event time before the newest; an accepted order the venue
+    /// does not know, created at or before the last one it forgot, is then dropped as a
+    /// redelivery. Bounds the venue's memory and snapshot.
+    #[serde(default = "default_dedup_orders")]
+    pub dedup_orders: u32,
+    /// Event-time hours a finished order is remembered at least (see `dedup_orders`).
+    #[serde(default = "default_dedup_horizon_hours")]
+    pub dedup_horizon_hours: u32,
 }
 
 impl Default for ExchangeConfig {
@@ -93,6 +110,8 @@ impl Default for ExchangeConfig {
             bar_buffer: default_bar_buffer(),
             day_session: default_day_session(),
             short_accounts: BTreeSet::new(),
+            dedup_orders: default_dedup_orders(),
+            dedup_horizon_hours: default_dedup_horizon_hours(),
         }
     }
 }
@@ -136,6 +155,9 @@ impl ExchangeConfig {
         if self.bar_buffer == 0 {
             p.push("bar_buffer: must be > 0".to_string());
         }
+        if self.dedup_orders == 0 {
+            p.push("dedup_orders: must be > 0".to_string());
+        }
         if p.is_empty() {
             Ok(())
         } else {
@@ -154,12 +176,13 @@ mod tests {
         assert_eq!(c, ExchangeConfig::default());
         c.validate()?;
         let bad: ExchangeConfig = serde_json::from_str(
-            r#"{"slippage_bps": "-1", "commission_min": "-2", "bar_buffer": 0}"#,
+            r#"{"slippage_bps": "-1", "commission_min": "-2", "bar_buffer": 0, "dedup_orders": 0}"#,
         )?;
         let Err(ExchangeError::Config { problems }) = bad.validate() else {
             return Err("expected errors".into());
         };
-        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems.iter().any(|p| p.starts_with("dedup_orders")));
         assert!(serde_json::from_str::<ExchangeConfig>(r#"{"typo": 1}"#).is_err());
         Ok(())
     }

@@ -15,7 +15,11 @@
 //! winners, ledgers) round-trips through [`Processor::snapshot`] (a format-version byte, then
 //! MessagePack), so a restarted venue continues exactly. Redelivered inputs change nothing:
 //! an ACCEPTED order the venue holds or has finished, a cancel for an order it no longer
-//! holds, an echoed update and a bar at an instant it already has are all no-ops.
+//! holds, an echoed update and a bar at an instant it already has are all no-ops. Finished
+//! orders are forgotten past `dedup_orders` newer ones and `dedup_horizon_hours` of creation
+//! time (see [`ExchangeConfig::dedup_orders`]), so the state stays bounded on a long run; an
+//! ACCEPTED order it does not know, created at or before the last one forgotten, is then
+//! taken for a copy and dropped.
 
 use crate::config::{DaySession, ExchangeConfig};
 use crate::error::ExchangeError;
@@ -24,7 +28,7 @@ use crate::matching::{OrderPrices, Prices, evaluate, slip};
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use tradestream_router::Commission;
 use tradestream_router::error::status_name;
 use tradestream_schemas::{
@@ -63,6 +67,10 @@ struct Held {
 struct Finished {
     status: OrderStatus,
     at: DateTime<Utc>,
+    /// The order's creation time (absent from snapshots of builds before forgetting, which
+    /// then use `at`).
+    #[serde(default)]
+    created: Option<DateTime<Utc>>,
 }
 
 /// The paper venue: see the module documentation.
@@ -79,6 +87,20 @@ pub struct ExchangeProcessor {
     /// What each account holds per symbol, from the venue's own fills (by symbol first: a
     /// bar compacts only its own symbol's ledgers).
     ledgers: BTreeMap<Symbol, BTreeMap<AccountId, Ledger>>,
+    /// Held orders per symbol in (created_time, id) order: the orders a bar may fill, found
+    /// without scanning every held order (two scans per record made the venue the slowest
+    /// core of the pipeline). Derived from `held`, so not snapshotted.
+    by_symbol: BTreeMap<Symbol, BTreeSet<(DateTime<Utc>, String)>>,
+    /// Ids of held orders marked `deferred` (derived; may still name orders since ended).
+    deferred: BTreeSet<String>,
+    /// Finished orders by (creation time, id), oldest first: the order they are forgotten
+    /// in (derived from `finished`, so not snapshotted). By creation, not by end: the
+    /// router creates orders in about event-time order, while a resting order can end on
+    /// any later bar, so ends say little about which orders may still arrive again.
+    by_created: BTreeSet<(DateTime<Utc>, String)>,
+    /// Creation time of the newest finished order forgotten so far (see
+    /// [`ExchangeConfig::dedup_orders`]).
+    forgotten_through: Option<DateTime<Utc>>,
 }
 
 /// The snapshotted state, borrowed for writing (ordered maps: equal states, equal bytes).
@@ -89,6 +111,7 @@ struct SnapshotRef<'a> {
     finished: &'a BTreeMap<String, Finished>,
     oco_done: &'a BTreeMap<String, String>,
     ledgers: &'a BTreeMap<Symbol, BTreeMap<AccountId, Ledger>>,
+    forgotten_through: Option<DateTime<Utc>>,
 }
 
 /// The snapshotted state, owned for reading.
@@ -99,6 +122,9 @@ struct SnapshotOwned {
     finished: BTreeMap<String, Finished>,
     oco_done: BTreeMap<String, String>,
     ledgers: BTreeMap<Symbol, BTreeMap<AccountId, Ledger>>,
+    /// Absent from snapshots of builds that forgot nothing.
+    #[serde(default)]
+    forgotten_through: Option<DateTime<Utc>>,
 }
 
 fn next_event(
@@ -128,7 +154,112 @@ impl ExchangeProcessor {
             finished: BTreeMap::new(),
             oco_done: BTreeMap::new(),
             ledgers: BTreeMap::new(),
+            by_symbol: BTreeMap::new(),
+            deferred: BTreeSet::new(),
+            by_created: BTreeSet::new(),
+            forgotten_through: None,
         })
+    }
+
+    /// Records how an order ended, then forgets the finished orders past both horizons.
+    fn end(&mut self, id: String, status: OrderStatus, at: DateTime<Utc>, created: DateTime<Utc>) {
+        if let Some(before) = self.finished.get(&id) {
+            self.by_created
+                .remove(&(before.created.unwrap_or(before.at), id.clone()));
+        }
+        self.by_created.insert((created, id.clone()));
+        self.finished.insert(
+            id,
+            Finished {
+                status,
+                at,
+                created: Some(created),
+            },
+        );
+        let keep = usize::try_from(self.config.dedup_orders).unwrap_or(usize::MAX);
+        let horizon = chrono::Duration::hours(i64::from(self.config.dedup_horizon_hours));
+        // A horizon reaching past chrono's range forgets nothing.
+        let Some(cutoff) = self
+            .by_created
+            .last()
+            .and_then(|(newest, _)| newest.checked_sub_signed(horizon))
+        else {
+            return;
+        };
+        while self.by_created.len() > keep {
+            match self.by_created.first() {
+                Some((at, _)) if *at < cutoff => {}
+                _ => break,
+            }
+            let Some((at, id)) = self.by_created.pop_first() else {
+                break;
+            };
+            self.finished.remove(&id);
+            // A bracket parent's OCO winner: its children are created with it, so any copy
+            // of them is now dropped as one too.
+            self.oco_done.remove(&id);
+            self.forgotten_through = Some(self.forgotten_through.map_or(at, |t| t.max(at)));
+        }
+    }
+
+    /// Whether an accepted order the venue does not know is a copy of one it forgot.
+    fn forgotten(&self, o: &Order) -> bool {
+        self.forgotten_through.is_some_and(|t| o.created_time <= t)
+    }
+
+    /// Starts holding an order.
+    fn hold(&mut self, h: Held) {
+        let id = h.order.order_id.clone();
+        self.by_symbol
+            .entry(h.order.symbol.clone())
+            .or_default()
+            .insert((h.order.created_time, id.clone()));
+        if h.deferred {
+            self.deferred.insert(id.clone());
+        }
+        self.held.insert(id, h);
+    }
+
+    /// Stops holding an order.
+    fn release(&mut self, id: &str) -> Option<Held> {
+        let h = self.held.remove(id)?;
+        if let Some(ids) = self.by_symbol.get_mut(&h.order.symbol) {
+            ids.remove(&(h.order.created_time, id.to_string()));
+            if ids.is_empty() {
+                self.by_symbol.remove(&h.order.symbol);
+            }
+        }
+        Some(h)
+    }
+
+    /// Rebuilds the indexes derived from `held`.
+    fn reindex(&mut self) {
+        self.by_symbol.clear();
+        self.deferred.clear();
+        self.by_created = self
+            .finished
+            .iter()
+            .map(|(id, f)| (f.created.unwrap_or(f.at), id.clone()))
+            .collect();
+        for (id, h) in &self.held {
+            self.by_symbol
+                .entry(h.order.symbol.clone())
+                .or_default()
+                .insert((h.order.created_time, id.clone()));
+            if h.deferred {
+                self.deferred.insert(id.clone());
+            }
+        }
+    }
+
+    /// Ids of the held orders of `symbol` a bar applies to, in (created_time, id) order.
+    fn workable(&self, symbol: &Symbol) -> impl Iterator<Item = (&String, &Held)> {
+        self.by_symbol
+            .get(symbol)
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, id)| self.held.get(id).map(|h| (id, h)))
+            .filter(|(_, h)| h.active && !h.deferred)
     }
 
     /// The state as snapshot bytes: [`SNAPSHOT_FORMAT`], then MessagePack with named fields.
@@ -139,6 +270,7 @@ impl ExchangeProcessor {
             finished: &self.finished,
             oco_done: &self.oco_done,
             ledgers: &self.ledgers,
+            forgotten_through: self.forgotten_through,
         };
         tradestream_schemas::snapshot::encode(SNAPSHOT_FORMAT, &state)
             .map_err(ExchangeError::Snapshot)
@@ -164,6 +296,8 @@ impl ExchangeProcessor {
         self.finished = state.finished;
         self.oco_done = state.oco_done;
         self.ledgers = state.ledgers;
+        self.forgotten_through = state.forgotten_through;
+        self.reindex();
         Ok(())
     }
 
@@ -190,7 +324,10 @@ impl ExchangeProcessor {
     }
 
     fn on_accepted(&mut self, o: &Order) -> Result<Vec<AnyRecord>, ExchangeError> {
-        if self.held.contains_key(&o.order_id) || self.finished.contains_key(&o.order_id) {
+        if self.held.contains_key(&o.order_id)
+            || self.finished.contains_key(&o.order_id)
+            || self.forgotten(o)
+        {
             return Ok(Vec::new()); // duplicate
         }
         o.validate()?;
@@ -215,12 +352,11 @@ impl ExchangeProcessor {
             if let Some(first) = self.oco_done.get(parent) {
                 let reason = format!("OCO_SIBLING_FILLED: order_id={first}");
                 let cancel = next_event(&held, OrderStatus::Canceled, o.updated_time, Some(reason));
-                self.finished.insert(
+                self.end(
                     o.order_id.clone(),
-                    Finished {
-                        status: OrderStatus::Canceled,
-                        at: o.updated_time,
-                    },
+                    OrderStatus::Canceled,
+                    o.updated_time,
+                    o.created_time,
                 );
                 return Ok(vec![AnyRecord::Order(cancel)]);
             }
@@ -228,6 +364,7 @@ impl ExchangeProcessor {
                 Some(Finished {
                     status: OrderStatus::Filled,
                     at,
+                    ..
                 }) => {
                     held.not_before = held.not_before.max(*at);
                     // Its siblings follow it on `orders`; running it alone over the buffered
@@ -241,12 +378,11 @@ impl ExchangeProcessor {
                     );
                     let cancel =
                         next_event(&held, OrderStatus::Canceled, o.updated_time, Some(reason));
-                    self.finished.insert(
+                    self.end(
                         o.order_id.clone(),
-                        Finished {
-                            status: OrderStatus::Canceled,
-                            at: o.updated_time,
-                        },
+                        OrderStatus::Canceled,
+                        o.updated_time,
+                        o.created_time,
                     );
                     return Ok(vec![AnyRecord::Order(cancel)]);
                 }
@@ -255,7 +391,7 @@ impl ExchangeProcessor {
         }
         let symbol = o.symbol.clone();
         let deferred = held.deferred;
-        self.held.insert(o.order_id.clone(), held);
+        self.hold(held);
         if deferred {
             Ok(Vec::new())
         } else {
@@ -271,17 +407,23 @@ impl ExchangeProcessor {
     }
 
     fn flush_except(&mut self, parent: Option<&str>) -> Result<Vec<AnyRecord>, ExchangeError> {
-        let mut symbols: Vec<Symbol> = self
-            .held
-            .values_mut()
-            .filter(|h| {
-                h.deferred && (parent.is_none() || h.order.parent_order_id.as_deref() != parent)
-            })
-            .map(|h| {
+        if self.deferred.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut symbols: Vec<Symbol> = Vec::new();
+        let mut still = BTreeSet::new();
+        for id in std::mem::take(&mut self.deferred) {
+            let Some(h) = self.held.get_mut(&id).filter(|h| h.deferred) else {
+                continue; // ended meanwhile
+            };
+            if parent.is_none() || h.order.parent_order_id.as_deref() != parent {
                 h.deferred = false;
-                h.order.symbol.clone()
-            })
-            .collect();
+                symbols.push(h.order.symbol.clone());
+            } else {
+                still.insert(id);
+            }
+        }
+        self.deferred = still;
         symbols.sort();
         symbols.dedup();
         let mut out = Vec::new();
@@ -292,7 +434,7 @@ impl ExchangeProcessor {
     }
 
     fn on_cancel(&mut self, o: &Order) -> Vec<AnyRecord> {
-        let Some(mut h) = self.held.remove(&o.order_id) else {
+        let Some(mut h) = self.release(&o.order_id) else {
             return Vec::new(); // not held: finished already, or never seen
         };
         h.order.sequence = h.order.sequence.max(o.sequence);
@@ -303,12 +445,11 @@ impl ExchangeProcessor {
             at,
             o.reject_reason.clone(),
         ))];
-        self.finished.insert(
+        self.end(
             o.order_id.clone(),
-            Finished {
-                status: OrderStatus::Canceled,
-                at,
-            },
+            OrderStatus::Canceled,
+            at,
+            h.order.created_time,
         );
         out.extend(self.end_children(&o.order_id, OrderStatus::Canceled, at));
         out
@@ -329,7 +470,7 @@ impl ExchangeProcessor {
             .collect();
         let mut out = Vec::new();
         for id in children {
-            if let Some(h) = self.held.remove(&id) {
+            if let Some(h) = self.release(&id) {
                 let reason = format!(
                     "BRACKET_PARENT_ENDED: parent={parent}, status={}",
                     status_name(status)
@@ -340,13 +481,8 @@ impl ExchangeProcessor {
                     at,
                     Some(reason),
                 )));
-                self.finished.insert(
-                    id,
-                    Finished {
-                        status: OrderStatus::Canceled,
-                        at,
-                    },
-                );
+                let created = h.order.created_time;
+                self.end(id, OrderStatus::Canceled, at, created);
             }
         }
         out
@@ -388,25 +524,44 @@ impl ExchangeProcessor {
 
     /// Runs every buffered bar of `symbol`, oldest first, against the orders that have not
     /// seen it yet.
+    /// Bars at or before every workable order's horizon (its creation, or the last bar it
+    /// saw) change nothing, so the run starts after the lowest horizon; a bracket child a
+    /// parent's fill activates during the run only takes bars after that fill.
     fn catch_up(&mut self, symbol: &Symbol) -> Result<Vec<AnyRecord>, ExchangeError> {
-        let bars = self.bars.get(symbol).cloned().unwrap_or_default();
+        let Some(floor) = self
+            .workable(symbol)
+            .map(|(_, h)| h.last_bar.map_or(h.not_before, |l| l.max(h.not_before)))
+            .min()
+        else {
+            return Ok(Vec::new());
+        };
+        // Taken out while it runs (applying a bar never touches the buffers), not cloned.
+        let Some(bars) = self.bars.get_mut(symbol).map(std::mem::take) else {
+            return Ok(Vec::new());
+        };
+        let start = bars.partition_point(|b| b.event_time <= floor);
         let mut out = Vec::new();
-        for bar in &bars {
-            out.extend(self.apply_bar(bar)?);
+        let mut result = Ok(());
+        for bar in &bars[start..] {
+            match self.apply_bar(bar) {
+                Ok(records) => out.extend(records),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
         }
-        Ok(out)
+        self.bars.insert(symbol.clone(), bars);
+        result.map(|()| out)
     }
 
     fn apply_bar(&mut self, bar: &MarketData) -> Result<Vec<AnyRecord>, ExchangeError> {
-        let mut ids: Vec<(DateTime<Utc>, String)> = self
-            .held
-            .iter()
-            .filter(|(_, h)| h.order.symbol == bar.symbol && h.active && !h.deferred)
-            .map(|(id, h)| (h.order.created_time, id.clone()))
+        let ids: Vec<String> = self
+            .workable(&bar.symbol)
+            .map(|(id, _)| id.clone())
             .collect();
-        ids.sort();
         let mut out = Vec::new();
-        for (_, id) in ids {
+        for id in ids {
             out.extend(self.step(&id, bar)?);
         }
         Ok(out)
@@ -582,12 +737,11 @@ impl ExchangeProcessor {
         at: DateTime<Utc>,
         reason: Option<String>,
     ) -> Vec<AnyRecord> {
-        let Some(h) = self.held.remove(id) else {
+        let Some(h) = self.release(id) else {
             return Vec::new();
         };
         let mut out = vec![AnyRecord::Order(next_event(&h, status, at, reason))];
-        self.finished
-            .insert(id.to_string(), Finished { status, at });
+        self.end(id.to_string(), status, at, h.order.created_time);
         if status == OrderStatus::Filled {
             for child in self
                 .held

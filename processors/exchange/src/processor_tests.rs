@@ -765,6 +765,122 @@ fn cash_account_sells_are_cut_to_the_position() -> TestResult {
     Ok(())
 }
 
+/// Hourly market orders, each filled by the bar a minute after it: `n` finished orders
+/// created an hour apart.
+fn hourly_fills(ex: &mut ExchangeProcessor, n: i64) -> Result<Out, ProcessError> {
+    let mut inputs = Vec::new();
+    for i in 0..n {
+        let created = at(4, i * 60);
+        inputs.push(AnyRecord::Order(order(
+            &format!("o{i}"),
+            Side::Buy,
+            OrderType::Market,
+            dec!(1),
+            None,
+            created,
+        )));
+        inputs.push(flat(created + Duration::minutes(1), dec!(100)));
+    }
+    feed(ex, &inputs)
+}
+
+#[test]
+fn finished_orders_are_forgotten_past_both_horizons() -> TestResult {
+    let mut ex = venue(|c| {
+        c.dedup_orders = 2;
+        c.dedup_horizon_hours = 1;
+    })?;
+    let out = hourly_fills(&mut ex, 6)?;
+    assert_eq!(out.fills.len(), 6);
+    // Created at hours 0..5: the newest two (4, 5) are kept; hour 4 is also within the
+    // one-hour horizon of hour 5, so nothing else is.
+    let kept: Vec<&str> = ex.finished.keys().map(String::as_str).collect();
+    assert_eq!(kept, vec!["o4", "o5"]);
+    assert_eq!(ex.forgotten_through, Some(at(4, 180)));
+    assert!(ex.oco_done.is_empty());
+
+    // A copy of a forgotten order (created at or before the last one forgotten) is dropped,
+    // not filled again from the buffered bars; a copy of a kept one is recognised as ever.
+    let again = feed(
+        &mut ex,
+        &[
+            AnyRecord::Order(order(
+                "o0",
+                Side::Buy,
+                OrderType::Market,
+                dec!(1),
+                None,
+                at(4, 0),
+            )),
+            AnyRecord::Order(order(
+                "o3",
+                Side::Buy,
+                OrderType::Market,
+                dec!(1),
+                None,
+                at(4, 180),
+            )),
+            AnyRecord::Order(order(
+                "o5",
+                Side::Buy,
+                OrderType::Market,
+                dec!(1),
+                None,
+                at(4, 300),
+            )),
+        ],
+    )?;
+    assert_eq!(again, Out::default());
+
+    // A restored venue forgets and drops alike.
+    let mut restored = venue(|c| {
+        c.dedup_orders = 2;
+        c.dedup_horizon_hours = 1;
+    })?;
+    restored.restore_bytes(&ex.snapshot_bytes()?)?;
+    assert_eq!(restored.forgotten_through, ex.forgotten_through);
+    assert_eq!(restored.by_created, ex.by_created);
+    let copy = AnyRecord::Order(order(
+        "o1",
+        Side::Buy,
+        OrderType::Market,
+        dec!(1),
+        None,
+        at(4, 60),
+    ));
+    assert_eq!(feed(&mut restored, &[copy])?, Out::default());
+
+    // A new order after the forgotten ones trades as usual.
+    let new = feed(
+        &mut restored,
+        &[
+            AnyRecord::Order(order(
+                "o6",
+                Side::Buy,
+                OrderType::Market,
+                dec!(1),
+                None,
+                at(4, 360),
+            )),
+            flat(at(4, 361), dec!(100)),
+        ],
+    )?;
+    assert_eq!(new.fills.len(), 1);
+    let kept: Vec<&str> = restored.finished.keys().map(String::as_str).collect();
+    assert_eq!(kept, vec!["o5", "o6"]);
+    Ok(())
+}
+
+#[test]
+fn the_default_horizon_keeps_a_week_of_orders() -> TestResult {
+    let mut ex = venue(|c| c.dedup_orders = 2)?;
+    hourly_fills(&mut ex, 6)?;
+    // Beyond the count, but all within 168 hours of the newest: nothing is forgotten.
+    assert_eq!(ex.finished.len(), 6);
+    assert_eq!(ex.forgotten_through, None);
+    Ok(())
+}
+
 #[test]
 fn bad_records_are_dead_lettered() -> TestResult {
     let mut ex = venue(|_| {})?;

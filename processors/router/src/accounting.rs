@@ -224,6 +224,10 @@ impl Book {
     /// so a decision never builds a map of every symbol's price.
     pub fn equity(&self, mark: impl Fn(&Symbol) -> Option<Decimal>) -> Decimal {
         self.positions.iter().fold(self.cash, |acc, (symbol, p)| {
+            // A closed position adds nothing whatever its mark: skip the lookup.
+            if p.quantity.is_zero() {
+                return acc;
+            }
             let mark = mark(symbol).unwrap_or(p.avg_price);
             acc.checked_add(p.quantity.checked_mul(mark).unwrap_or(Decimal::MAX))
                 .unwrap_or(Decimal::MAX)

@@ -188,10 +188,9 @@ impl<'a> MarkView<'a> {
             return self.latest.get(symbol).map(|(_, p)| *p);
         };
         let history = self.history.get(symbol)?;
-        // Live, the decision is usually about the newest bar: no search needed.
-        if let Some((t, p)) = history.back()
-            && *t <= at
-        {
+        // The decision is usually about the newest bar or one a step or two behind it (market
+        // data runs ahead of signals): look at the last few closes before searching.
+        if let Some((_, p)) = history.iter().rev().take(4).find(|(t, _)| *t <= at) {
             return Some(*p);
         }
         match history.partition_point(|(t, _)| *t <= at) {
