@@ -127,6 +127,22 @@ struct SnapshotOwned {
     forgotten_through: Option<DateTime<Utc>>,
 }
 
+/// Adds a held order to the indexes derived from the held orders.
+fn index_held(
+    by_symbol: &mut BTreeMap<Symbol, BTreeSet<(DateTime<Utc>, String)>>,
+    deferred: &mut BTreeSet<String>,
+    id: &str,
+    h: &Held,
+) {
+    by_symbol
+        .entry(h.order.symbol.clone())
+        .or_default()
+        .insert((h.order.created_time, id.to_string()));
+    if h.deferred {
+        deferred.insert(id.to_string());
+    }
+}
+
 fn next_event(
     held: &Held,
     status: OrderStatus,
@@ -210,13 +226,7 @@ impl ExchangeProcessor {
     /// Starts holding an order.
     fn hold(&mut self, h: Held) {
         let id = h.order.order_id.clone();
-        self.by_symbol
-            .entry(h.order.symbol.clone())
-            .or_default()
-            .insert((h.order.created_time, id.clone()));
-        if h.deferred {
-            self.deferred.insert(id.clone());
-        }
+        index_held(&mut self.by_symbol, &mut self.deferred, &id, &h);
         self.held.insert(id, h);
     }
 
@@ -242,13 +252,7 @@ impl ExchangeProcessor {
             .map(|(id, f)| (f.created.unwrap_or(f.at), id.clone()))
             .collect();
         for (id, h) in &self.held {
-            self.by_symbol
-                .entry(h.order.symbol.clone())
-                .or_default()
-                .insert((h.order.created_time, id.clone()));
-            if h.deferred {
-                self.deferred.insert(id.clone());
-            }
+            index_held(&mut self.by_symbol, &mut self.deferred, id, h);
         }
     }
 
