@@ -1292,22 +1292,8 @@ pub async fn enqueue(
     payload: &[u8],
     headers: Option<rdkafka::message::OwnedHeaders>,
 ) -> Result<DeliveryFuture, KafkaError> {
-    enqueue_to(producer, topic, None, key, payload, headers).await
-}
-
-async fn enqueue_to(
-    producer: &FutureProducer,
-    topic: &str,
-    partition: Option<i32>,
-    key: &str,
-    payload: &[u8],
-    headers: Option<rdkafka::message::OwnedHeaders>,
-) -> Result<DeliveryFuture, KafkaError> {
     loop {
         let mut record = FutureRecord::to(topic).key(key).payload(payload);
-        if let Some(p) = partition {
-            record = record.partition(p);
-        }
         if let Some(h) = headers.clone() {
             record = record.headers(h);
         }

@@ -8,7 +8,7 @@ use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use tradestream_kafka::acked::{AckBatch, acked_producer};
+use tradestream_kafka::acked::{AckBatch, AckedProducer, acked_producer};
 use tradestream_kafka::{Kafka, KafkaConfig, TopicSpec};
 
 async fn kafka_with_topic(topic: &str) -> Result<Kafka> {
@@ -62,17 +62,19 @@ fn expected(n: usize) -> BTreeMap<String, Vec<String>> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_batch_settles_when_every_record_is_acknowledged() -> Result<()> {
-    let kafka = kafka_with_topic("acked").await?;
-    let producer = acked_producer(&kafka.producer_config(), "producer")?;
+/// One batch of records `k{i}` → `v{i}` for each `i` of `range`, handed to the producer.
+async fn send_numbered(
+    producer: &AckedProducer,
+    topic: &str,
+    range: std::ops::Range<usize>,
+) -> Result<AckBatch> {
     let mut batch = AckBatch::new();
-    for i in 0..2_000 {
+    for i in range {
         let (key, value) = (format!("k{i}"), format!("v{i}"));
         batch
             .send(
-                &producer,
-                "acked",
+                producer,
+                topic,
                 None,
                 key.as_bytes(),
                 value.as_bytes(),
@@ -80,6 +82,14 @@ async fn a_batch_settles_when_every_record_is_acknowledged() -> Result<()> {
             )
             .await?;
     }
+    Ok(batch)
+}
+
+#[tokio::test]
+async fn a_batch_settles_when_every_record_is_acknowledged() -> Result<()> {
+    let kafka = kafka_with_topic("acked").await?;
+    let producer = acked_producer(&kafka.producer_config(), "producer")?;
+    let mut batch = send_numbered(&producer, "acked", 0..2_000).await?;
     tokio::time::timeout(Duration::from_secs(30), batch.settle(&producer))
         .await
         .context("the batch never settled")??;
@@ -109,20 +119,7 @@ async fn refused_records_are_sent_again_until_they_land() -> Result<()> {
     for b in 1..=mock.brokers() {
         mock.broker_down(b)?;
     }
-    let mut batch = AckBatch::new();
-    for i in 1..200 {
-        let (key, value) = (format!("k{i}"), format!("v{i}"));
-        batch
-            .send(
-                &producer,
-                "refused",
-                None,
-                key.as_bytes(),
-                value.as_bytes(),
-                None,
-            )
-            .await?;
-    }
+    let mut batch = send_numbered(&producer, "refused", 1..200).await?;
     let settling = tokio::spawn(async move {
         let result = batch.settle(&producer).await;
         (result, producer)
