@@ -167,7 +167,6 @@ fn main() {
             to_router.push_back(signal);
         }
         while let Some(input) = to_router.pop_front() {
-            let is_order = matches!(input, AnyRecord::Order(_));
             if matches!(input, AnyRecord::Fill(_)) {
                 fills += 1;
             }
@@ -181,7 +180,6 @@ fn main() {
                     to_router.push_back(out);
                 }
             }
-            black_box(is_order);
         }
         pending_signals = signals;
     }

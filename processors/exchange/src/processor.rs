@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use tradestream_router::Commission;
 use tradestream_router::error::status_name;
+use tradestream_router::forgetting::Forgetting;
 use tradestream_schemas::{
     AccountId, AnyRecord, Fill, MarketData, Order, OrderStatus, OriginKind, ProcessError,
     Processor, Record, Side, Symbol, TaskScope, TimeInForce, Topic,
@@ -73,6 +74,13 @@ struct Finished {
     created: Option<DateTime<Utc>>,
 }
 
+impl Finished {
+    /// The time it is forgotten by.
+    fn created_or_end(&self) -> DateTime<Utc> {
+        self.created.unwrap_or(self.at)
+    }
+}
+
 /// The paper venue: see the module documentation.
 #[derive(Debug, Clone)]
 pub struct ExchangeProcessor {
@@ -88,19 +96,17 @@ pub struct ExchangeProcessor {
     /// bar compacts only its own symbol's ledgers).
     ledgers: BTreeMap<Symbol, BTreeMap<AccountId, Ledger>>,
     /// Held orders per symbol in (created_time, id) order: the orders a bar may fill, found
-    /// without scanning every held order (two scans per record made the venue the slowest
-    /// core of the pipeline). Derived from `held`, so not snapshotted.
+    /// without scanning every held order (scans per record and per bar made the venue six
+    /// times slower than with the index, `benches/venue_loop.rs`). Derived from `held`, so
+    /// not snapshotted.
     by_symbol: BTreeMap<Symbol, BTreeSet<(DateTime<Utc>, String)>>,
     /// Ids of held orders marked `deferred` (derived; may still name orders since ended).
     deferred: BTreeSet<String>,
-    /// Finished orders by (creation time, id), oldest first: the order they are forgotten
-    /// in (derived from `finished`, so not snapshotted). By creation, not by end: the
-    /// router creates orders in about event-time order, while a resting order can end on
-    /// any later bar, so ends say little about which orders may still arrive again.
-    by_created: BTreeSet<(DateTime<Utc>, String)>,
-    /// Creation time of the newest finished order forgotten so far (see
-    /// [`ExchangeConfig::dedup_orders`]).
-    forgotten_through: Option<DateTime<Utc>>,
+    /// The finished orders by creation time, in the order they are forgotten (see
+    /// [`ExchangeConfig::dedup_orders`]). By creation, not by end: the router creates orders
+    /// in about event-time order, while a resting order can end on any later bar, so ends
+    /// say little about which orders may still arrive again.
+    forgetting: Forgetting,
 }
 
 /// The snapshotted state, borrowed for writing (ordered maps: equal states, equal bytes).
@@ -172,18 +178,14 @@ impl ExchangeProcessor {
             ledgers: BTreeMap::new(),
             by_symbol: BTreeMap::new(),
             deferred: BTreeSet::new(),
-            by_created: BTreeSet::new(),
-            forgotten_through: None,
+            forgetting: Forgetting::default(),
         })
     }
 
     /// Records how an order ended, then forgets the finished orders past both horizons.
     fn end(&mut self, id: String, status: OrderStatus, at: DateTime<Utc>, created: DateTime<Utc>) {
-        if let Some(before) = self.finished.get(&id) {
-            self.by_created
-                .remove(&(before.created.unwrap_or(before.at), id.clone()));
-        }
-        self.by_created.insert((created, id.clone()));
+        let before = self.finished.get(&id).map(Finished::created_or_end);
+        self.forgetting.note(&id, before, created);
         self.finished.insert(
             id,
             Finished {
@@ -192,35 +194,22 @@ impl ExchangeProcessor {
                 created: Some(created),
             },
         );
-        let keep = usize::try_from(self.config.dedup_orders).unwrap_or(usize::MAX);
-        let horizon = chrono::Duration::hours(i64::from(self.config.dedup_horizon_hours));
-        // A horizon reaching past chrono's range forgets nothing.
-        let Some(cutoff) = self
-            .by_created
-            .last()
-            .and_then(|(newest, _)| newest.checked_sub_signed(horizon))
-        else {
-            return;
-        };
-        while self.by_created.len() > keep {
-            match self.by_created.first() {
-                Some((at, _)) if *at < cutoff => {}
-                _ => break,
-            }
-            let Some((at, id)) = self.by_created.pop_first() else {
-                break;
-            };
+        let gone = self.forgetting.forget(
+            self.config.dedup_orders,
+            self.config.dedup_horizon_hours,
+            |_| true,
+        );
+        for id in gone {
             self.finished.remove(&id);
             // A bracket parent's OCO winner: its children are created with it, so any copy
             // of them is now dropped as one too.
             self.oco_done.remove(&id);
-            self.forgotten_through = Some(self.forgotten_through.map_or(at, |t| t.max(at)));
         }
     }
 
     /// Whether an accepted order the venue does not know is a copy of one it forgot.
     fn forgotten(&self, o: &Order) -> bool {
-        self.forgotten_through.is_some_and(|t| o.created_time <= t)
+        self.forgetting.covers(o.created_time)
     }
 
     /// Starts holding an order.
@@ -246,11 +235,11 @@ impl ExchangeProcessor {
     fn reindex(&mut self) {
         self.by_symbol.clear();
         self.deferred.clear();
-        self.by_created = self
-            .finished
-            .iter()
-            .map(|(id, f)| (f.created.unwrap_or(f.at), id.clone()))
-            .collect();
+        self.forgetting.rebuild(
+            self.finished
+                .iter()
+                .map(|(id, f)| (f.created_or_end(), id.clone())),
+        );
         for (id, h) in &self.held {
             index_held(&mut self.by_symbol, &mut self.deferred, id, h);
         }
@@ -274,7 +263,7 @@ impl ExchangeProcessor {
             finished: &self.finished,
             oco_done: &self.oco_done,
             ledgers: &self.ledgers,
-            forgotten_through: self.forgotten_through,
+            forgotten_through: self.forgetting.through(),
         };
         tradestream_schemas::snapshot::encode(SNAPSHOT_FORMAT, &state)
             .map_err(ExchangeError::Snapshot)
@@ -300,7 +289,7 @@ impl ExchangeProcessor {
         self.finished = state.finished;
         self.oco_done = state.oco_done;
         self.ledgers = state.ledgers;
-        self.forgotten_through = state.forgotten_through;
+        self.forgetting.set_through(state.forgotten_through);
         self.reindex();
         Ok(())
     }

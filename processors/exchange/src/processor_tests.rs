@@ -796,7 +796,7 @@ fn finished_orders_are_forgotten_past_both_horizons() -> TestResult {
     // one-hour horizon of hour 5, so nothing else is.
     let kept: Vec<&str> = ex.finished.keys().map(String::as_str).collect();
     assert_eq!(kept, vec!["o4", "o5"]);
-    assert_eq!(ex.forgotten_through, Some(at(4, 180)));
+    assert_eq!(ex.forgetting.through(), Some(at(4, 180)));
     assert!(ex.oco_done.is_empty());
 
     // A copy of a forgotten order (created at or before the last one forgotten) is dropped,
@@ -838,8 +838,7 @@ fn finished_orders_are_forgotten_past_both_horizons() -> TestResult {
         c.dedup_horizon_hours = 1;
     })?;
     restored.restore_bytes(&ex.snapshot_bytes()?)?;
-    assert_eq!(restored.forgotten_through, ex.forgotten_through);
-    assert_eq!(restored.by_created, ex.by_created);
+    assert_eq!(restored.forgetting, ex.forgetting);
     let copy = AnyRecord::Order(order(
         "o1",
         Side::Buy,
@@ -877,7 +876,7 @@ fn the_default_horizon_keeps_a_week_of_orders() -> TestResult {
     hourly_fills(&mut ex, 6)?;
     // Beyond the count, but all within 168 hours of the newest: nothing is forgotten.
     assert_eq!(ex.finished.len(), 6);
-    assert_eq!(ex.forgotten_through, None);
+    assert_eq!(ex.forgetting.through(), None);
     Ok(())
 }
 

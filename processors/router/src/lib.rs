@@ -7,6 +7,7 @@ pub mod accounting;
 pub mod amount;
 pub mod config;
 pub mod error;
+pub mod forgetting;
 pub mod processor;
 pub mod reason;
 pub mod sizing;

@@ -29,6 +29,7 @@
 use crate::accounting::{Book, Commission, check_available_funds, mul, required_cash};
 use crate::config::{AccountConfig, RouterConfig, SignalOrderType};
 use crate::error::{RouterError, status_name};
+use crate::forgetting::Forgetting;
 use crate::reason::RejectReason;
 use crate::sizing::{SizingInput, size};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -104,16 +105,6 @@ struct AppliedFills {
     ids: BTreeSet<String>,
 }
 
-/// The finished orders by end time, oldest first (an index of `finished`, rebuilt on
-/// restore rather than stored twice), and how far forgetting has gone.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Forgetting {
-    #[serde(skip)]
-    by_time: BTreeSet<(DateTime<Utc>, String)>,
-    /// Latest end time of a forgotten order.
-    through: Option<DateTime<Utc>>,
-}
-
 /// Read-only view of one account, for the REST API and tests.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AccountView {
@@ -153,6 +144,7 @@ pub struct RouterProcessor {
     finished: BTreeMap<String, Finished>,
     /// Per order id.
     applied_fills: BTreeMap<String, AppliedFills>,
+    /// The finished orders by end time, in the order they are forgotten.
     forgetting: Forgetting,
     /// Ids of the controls applied, so a redelivered command cannot undo a later one.
     applied_controls: BTreeSet<String>,
@@ -342,11 +334,8 @@ impl RouterProcessor {
         self.finished = state.finished;
         self.applied_fills = state.applied_fills;
         self.forgetting = state.forgetting;
-        self.forgetting.by_time = self
-            .finished
-            .iter()
-            .map(|(id, f)| (f.at, id.clone()))
-            .collect();
+        self.forgetting
+            .rebuild(self.finished.iter().map(|(id, f)| (f.at, id.clone())));
         self.applied_controls = state.applied_controls;
         self.kill_switch = state.kill_switch;
         Ok(())
@@ -437,7 +426,7 @@ impl RouterProcessor {
     /// Whether an input about `order_id` dated `at` is about an order this router forgot
     /// (see the module documentation): a copy to drop.
     fn forgotten(&self, order_id: &str, at: DateTime<Utc>) -> bool {
-        self.forgetting.through.is_some_and(|t| at <= t)
+        self.forgetting.covers(at)
             && !self.known(order_id)
             && !self.applied_fills.contains_key(order_id)
     }
@@ -451,12 +440,8 @@ impl RouterProcessor {
         at: DateTime<Utc>,
         filled: Decimal,
     ) {
-        if let Some(before) = self.finished.get(&order_id) {
-            self.forgetting
-                .by_time
-                .remove(&(before.at, order_id.clone()));
-        }
-        self.forgetting.by_time.insert((at, order_id.clone()));
+        let before = self.finished.get(&order_id).map(|f| f.at);
+        self.forgetting.note(&order_id, before, at);
         self.finished.insert(
             order_id,
             Finished {
@@ -470,38 +455,19 @@ impl RouterProcessor {
     }
 
     fn forget_old(&mut self) {
-        let keep = usize::try_from(self.config.dedup_orders).unwrap_or(usize::MAX);
-        let horizon = Duration::hours(i64::from(self.config.dedup_horizon_hours));
-        // A horizon reaching past chrono's range forgets nothing.
-        let Some(cutoff) = self
-            .forgetting
-            .by_time
-            .last()
-            .and_then(|(n, _)| n.checked_sub_signed(horizon))
-        else {
-            return;
-        };
-        while self.forgetting.by_time.len() > keep {
-            let Some((at, id)) = self.forgetting.by_time.first() else {
-                break;
-            };
-            if *at >= cutoff {
-                break;
-            }
-            let applied = self
-                .applied_fills
-                .get(id)
-                .map_or(Decimal::ZERO, |a| a.quantity);
+        let (finished, applied_fills) = (&self.finished, &self.applied_fills);
+        let gone = self.forgetting.forget(
+            self.config.dedup_orders,
+            self.config.dedup_horizon_hours,
             // Still waiting for fills (they travel apart from the order events): keep it.
-            if self.finished.get(id).is_some_and(|f| applied < f.filled) {
-                break;
-            }
-            let at = *at;
-            if let Some((_, id)) = self.forgetting.by_time.pop_first() {
-                self.finished.remove(&id);
-                self.applied_fills.remove(&id);
-            }
-            self.forgetting.through = Some(self.forgetting.through.map_or(at, |t| t.max(at)));
+            |id| {
+                let applied = applied_fills.get(id).map_or(Decimal::ZERO, |a| a.quantity);
+                finished.get(id).is_none_or(|f| applied >= f.filled)
+            },
+        );
+        for id in gone {
+            self.finished.remove(&id);
+            self.applied_fills.remove(&id);
         }
     }
 

@@ -1911,7 +1911,7 @@ fn forgetting_changes_no_decision_and_copies_of_forgotten_orders_are_dropped() -
         "still remembers {:?}",
         r.finished.keys().collect::<Vec<_>>()
     );
-    assert!(r.forgetting.through.is_some(), "nothing was forgotten");
+    assert!(r.forgetting.through().is_some(), "nothing was forgotten");
     let full = {
         let mut full = router(scenario_config)?;
         for input in &inputs {
