@@ -4,19 +4,21 @@
 //! moments and restarted (ingest too, while it publishes: it resumes from what the topic
 //! holds), then compared with clean runs over the same input.
 //!
-//! The harness runs the clean pipeline twice first: the router and the exchange decide with
-//! whatever fills and order updates have arrived at that moment, so orders and fills are only
-//! comparable across runs when two clean runs agree. What it asserts:
-//!  (a) `market_data`, `features`, `trading_signals`, `anomalies` (pure functions of the
-//!      market data per symbol) hold the same set of (id → record) as the clean run;
+//! The harness runs the clean pipeline twice first (a second clean run shows the result does
+//! not depend on timing), then the crash run. The router and the exchange run in lockstep
+//! (see `tradestream_router::lockstep`), so every topic is a function of the input. What it
+//! asserts:
+//!  (a) every topic — `market_data`, `features`, `trading_signals`, `anomalies`, `orders`,
+//!      `fills` and the lockstep marks on `progress` — holds the same set of (id → record)
+//!      in every run;
 //!  (b) on every topic no id carries two different records; every bar has exactly one
 //!      features record; every signal and anomaly comes from a features record; every order
 //!      traces to a signal (or its bracket parent), every fill to an order; every DLQ is empty;
-//!      `market_data` holds no record twice (a restarted ingest skips what it published);
+//!      `market_data` holds no record twice (a restarted ingest skips what it published); the
+//!      router and the exchange each marked every step; the run traded;
 //!  (c) Postgres stores every record of every topic exactly once, and its positions, cash and
 //!      portfolio value equal an independent recomputation from the fills topic and last closes;
-//!  (d) positions, cash and portfolio value equal the clean run's — asserted when the two clean
-//!      runs agreed with each other, reported otherwise.
+//!  (d) positions, cash and portfolio value are the same in every run.
 //! It prints its figures (records per topic, kills per processor, restarts, times) and, for
 //! anything that differs, the counts of missing / extra / conflicting ids and a few examples.
 //!
@@ -40,7 +42,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use tradestream_postgres::testing::TestDatabase;
 use tradestream_schemas::topics::STAGE_INPUTS;
-use tradestream_schemas::{AnyRecord, Codec, OriginKind, Topic};
+use tradestream_schemas::{AnyRecord, Codec, OriginKind, Progress, Topic};
 
 const STAGES: [&str; 5] = ["features", "scorer", "router", "exchange", "sink"];
 const GROUP_PREFIX: &str = "tradestream";
@@ -229,7 +231,37 @@ impl Diff {
 /// (b): within one run, conflicting ids, lineage and the DLQs.
 fn lineage_problems(run: &Outcome) -> Vec<String> {
     let mut problems = Vec::new();
-    for topic in Topic::ALL {
+    // Lockstep: the router and the exchange each finished every step of the market data.
+    let steps = run
+        .recs(Topic::MarketData)
+        .iter()
+        .filter_map(|r| match &r.record {
+            AnyRecord::MarketData(m) => Some(m.step),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    for processor in [Progress::ROUTER, Progress::EXCHANGE] {
+        let marked: BTreeSet<i64> = run
+            .recs(Topic::Progress)
+            .iter()
+            .filter_map(|r| match &r.record {
+                AnyRecord::Progress(p) if p.processor == processor => Some(p.step),
+                _ => None,
+            })
+            .collect();
+        if marked.len() as i64 != steps || marked.last().copied().unwrap_or(0) != steps {
+            problems.push(format!(
+                "progress: the {processor} marked {} of the {steps} steps (last {:?})",
+                marked.len(),
+                marked.last()
+            ));
+        }
+    }
+    if run.recs(Topic::Orders).is_empty() || run.recs(Topic::Fills).is_empty() {
+        problems.push("the run traded nothing: no orders or no fills".into());
+    }
+    for topic in Topic::ALL.into_iter().chain([Topic::Progress]) {
         let d = distinct(run.recs(topic));
         if !d.conflicts.is_empty() {
             let mut p = format!(
@@ -540,7 +572,7 @@ async fn run_once(
     let codec = Codec::new(registry)?;
     let mut topics = BTreeMap::new();
     let mut dlq = BTreeMap::new();
-    for topic in Topic::ALL {
+    for topic in Topic::ALL.into_iter().chain([Topic::Progress]) {
         topics.insert(
             topic,
             read_topic(&broker.kafka, &codec, topic, s.partitions).await?,
@@ -626,90 +658,30 @@ async fn sigkilled_processors_lose_and_duplicate_nothing() -> Result<()> {
         }
     }
 
-    // Are the router's and the exchange's decisions reproducible at this pacing?
-    let deterministic = match runs.get(1) {
-        Some(second) => {
-            let mut same = true;
-            println!("== clean-1 vs clean-2");
-            for topic in Topic::ALL {
-                let d = Diff::of(clean.recs(topic), second.recs(topic));
-                if d.is_empty() {
-                    println!("   {}: identical", topic.name());
-                } else {
-                    same &= !matches!(topic, Topic::Orders | Topic::Fills);
-                    println!("   {}", d.describe(topic.name(), "clean-1", "clean-2"));
-                    if matches!(
-                        topic,
-                        Topic::MarketData
-                            | Topic::Features
-                            | Topic::TradingSignals
-                            | Topic::Anomalies
-                    ) {
-                        failures.push(format!(
-                            "two clean runs differ on a pure topic: {}",
-                            d.describe(topic.name(), "clean-1", "clean-2")
-                        ));
-                    }
-                }
-            }
-            let books_same = clean.books == second.books;
-            println!(
-                "   books (positions, cash, portfolio value): {}",
-                if books_same { "identical" } else { "DIFFERENT" }
-            );
-            if !books_same {
-                println!(
-                    "      clean-1 {:?}\n      clean-2 {:?}",
-                    clean.books, second.books
-                );
-            }
-            same && books_same
-        }
-        None => false,
-    };
-    println!(
-        "   => orders, fills and books {} between clean runs at this pacing",
-        if deterministic {
-            "are reproducible"
-        } else {
-            "are NOT reproducible (or not measured)"
-        }
-    );
-
-    println!("== crash vs clean-1");
-    for topic in Topic::ALL {
-        let d = Diff::of(clean.recs(topic), crash.recs(topic));
-        let pure = matches!(
-            topic,
-            Topic::MarketData | Topic::Features | Topic::TradingSignals | Topic::Anomalies
-        );
-        if d.is_empty() {
-            println!("   {}: identical", topic.name());
-        } else {
-            let text = d.describe(topic.name(), "clean", "crash");
-            println!("   {text}");
-            if pure || (deterministic && matches!(topic, Topic::Orders | Topic::Fills)) {
-                failures.push(format!("(a) crash vs clean: {text}"));
+    // Lockstep makes every topic, marks included, and the books a function of the input:
+    // a second clean run and the crash run must match the first exactly.
+    for other in runs.iter().skip(1).chain(std::iter::once(&crash)) {
+        println!("== {} vs {}", other.label, clean.label);
+        for topic in Topic::ALL.into_iter().chain([Topic::Progress]) {
+            let d = Diff::of(clean.recs(topic), other.recs(topic));
+            if d.is_empty() {
+                println!("   {}: identical", topic.name());
+            } else {
+                let text = d.describe(topic.name(), &clean.label, &other.label);
+                println!("   {text}");
+                failures.push(format!("{} vs {}: {text}", other.label, clean.label));
             }
         }
-    }
-    let books_same = clean.books == crash.books;
-    println!(
-        "   books (positions, cash, portfolio value): {}",
-        if books_same { "identical" } else { "DIFFERENT" }
-    );
-    if !books_same {
+        let books_same = clean.books == other.books;
         println!(
-            "      clean {:?}\n      crash {:?}",
-            clean.books, crash.books
+            "   books (positions, cash, portfolio value): {}",
+            if books_same { "identical" } else { "DIFFERENT" }
         );
-        if deterministic {
+        if !books_same {
             failures.push(format!(
-                "(d) books differ from the clean run: clean {:?} crash {:?}",
-                clean.books, crash.books
+                "(d) books of {} differ from {}: {:?} against {:?}",
+                other.label, clean.label, other.books, clean.books
             ));
-        } else {
-            println!("      (not asserted: the clean runs themselves were not reproducible)");
         }
     }
     println!(

@@ -65,6 +65,7 @@ impl Processor for Count {
             bar_class: BarClass::Fake,
             trend: Trend::Neutral,
             feature_set_version: "count".into(),
+            step: 0,
         })])
     }
 

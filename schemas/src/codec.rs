@@ -274,6 +274,7 @@ impl Codec {
             AnyRecord::Order(r) => self.encode(r).await,
             AnyRecord::Fill(r) => self.encode(r).await,
             AnyRecord::Control(r) => self.encode(r).await,
+            AnyRecord::Progress(r) => self.encode(r).await,
         }
     }
 
@@ -287,6 +288,7 @@ impl Codec {
             Topic::Orders => AnyRecord::Order(self.decode(bytes).await?),
             Topic::Fills => AnyRecord::Fill(self.decode(bytes).await?),
             Topic::Controls => AnyRecord::Control(self.decode(bytes).await?),
+            Topic::Progress => AnyRecord::Progress(self.decode(bytes).await?),
         })
     }
 

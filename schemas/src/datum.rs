@@ -445,8 +445,7 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
         visitor.visit_newtype_struct(self)
     }
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DatumError> {
-        let left = self.block_count()?;
-        visitor.visit_seq(Blocks { r: self, left })
+        visitor.visit_seq(Blocks::new(self)?)
     }
     fn deserialize_tuple<V: Visitor<'de>>(
         self,
@@ -464,8 +463,7 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
         self.deserialize_tuple(len, visitor)
     }
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DatumError> {
-        let left = self.block_count()?;
-        visitor.visit_map(Blocks { r: self, left })
+        visitor.visit_map(Blocks::new(self)?)
     }
     fn deserialize_struct<V: Visitor<'de>>(
         self,
@@ -531,12 +529,25 @@ impl<'de> de::SeqAccess<'de> for Fields<'_, 'de> {
 struct Blocks<'r, 'de> {
     r: &'r mut Reader<'de>,
     left: usize,
+    /// The empty block that ends the array or map was read: nothing of it is left to read
+    /// (an empty array is that block alone).
+    ended: bool,
 }
 
-impl Blocks<'_, '_> {
+impl<'r, 'de> Blocks<'r, 'de> {
+    fn new(r: &'r mut Reader<'de>) -> Result<Self, DatumError> {
+        let left = r.block_count()?;
+        Ok(Self {
+            r,
+            left,
+            ended: left == 0,
+        })
+    }
+
     fn more(&mut self) -> Result<bool, DatumError> {
-        if self.left == 0 {
+        if self.left == 0 && !self.ended {
             self.left = self.r.block_count()?;
+            self.ended = self.left == 0;
         }
         Ok(self.left > 0)
     }
@@ -669,6 +680,11 @@ mod tests {
         check(samples::order());
         check(samples::fill());
         check(samples::control());
+        check(samples::progress());
+        let mut empty = samples::progress();
+        empty.orders.clear();
+        empty.fills.clear();
+        check(empty);
         for v in variants(&samples::dead_letter(), crate::topics::DEAD_LETTER_SCHEMA) {
             same_as_generic(&v, crate::topics::DEAD_LETTER_SCHEMA);
         }

@@ -111,6 +111,13 @@ pub struct MarketData {
     /// Ingestion wall-clock time.
     #[serde(with = "chrono::serde::ts_microseconds")]
     pub ingest_time: DateTime<Utc>,
+    /// Lockstep step: the bar's instant's position in the ingest's event-time order, from 1,
+    /// shared by every bar of the instant; 0 when the producer does not sequence its bars.
+    #[serde(default)]
+    pub step: i64,
+    /// How many bars the step has (0 when unsequenced).
+    #[serde(default)]
+    pub step_bars: i32,
 }
 
 impl Record for MarketData {
@@ -213,6 +220,9 @@ pub struct Features {
     pub trend: Trend,
     /// Feature definitions version.
     pub feature_set_version: String,
+    /// Lockstep step of the source bar (0 when unsequenced).
+    #[serde(default)]
+    pub step: i64,
 }
 
 impl Record for Features {
@@ -279,6 +289,9 @@ pub struct TradingSignal {
     pub take_profit: Option<Decimal>,
     /// Explanation.
     pub reason: String,
+    /// Lockstep step of the source bar (0 when unsequenced).
+    #[serde(default)]
+    pub step: i64,
 }
 
 impl Record for TradingSignal {
@@ -696,6 +709,89 @@ impl Record for Control {
         }
         if self.reason.len() > 500 {
             return Err(invalid(R, "reason", "at most 500 bytes"));
+        }
+        Ok(())
+    }
+}
+
+/// `progress`: a lockstep mark. The router and the exchange each publish one per step they
+/// finish, carrying what the other must apply before its next step, so both decide every
+/// step on exactly the same inputs whatever the timing (see `docs/operations.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// `progress:<processor>:<step>`.
+    pub record_id: String,
+    /// Who finished the step ([`Progress::ROUTER`] or [`Progress::EXCHANGE`]).
+    pub processor: String,
+    /// The step finished.
+    pub step: i64,
+    /// Event time of the step's bars.
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub event_time: DateTime<Utc>,
+    /// Order events for the peer, in publishing order (each also on `orders`).
+    pub orders: Vec<Order>,
+    /// Fills for the peer (each also on `fills`).
+    pub fills: Vec<Fill>,
+}
+
+impl Progress {
+    /// The router's marks.
+    pub const ROUTER: &'static str = "router";
+    /// The exchange's marks.
+    pub const EXCHANGE: &'static str = "exchange";
+
+    /// A mark of `processor` for `step`.
+    pub fn new(
+        processor: &str,
+        step: i64,
+        event_time: DateTime<Utc>,
+        orders: Vec<Order>,
+        fills: Vec<Fill>,
+    ) -> Self {
+        Self {
+            record_id: format!("progress:{processor}:{step}"),
+            processor: processor.to_string(),
+            step,
+            event_time,
+            orders,
+            fills,
+        }
+    }
+}
+
+impl Record for Progress {
+    const TOPIC: Topic = Topic::Progress;
+    const NAME: &'static str = "Progress";
+    fn id(&self) -> &str {
+        &self.record_id
+    }
+    fn key(&self) -> &str {
+        &self.processor
+    }
+    fn event_time(&self) -> DateTime<Utc> {
+        self.event_time
+    }
+    fn validate(&self) -> Result<(), ValidationError> {
+        const R: &str = "Progress";
+        if self.processor != Self::ROUTER && self.processor != Self::EXCHANGE {
+            return Err(invalid(
+                R,
+                "processor",
+                format!("must be router or exchange, got {:?}", self.processor),
+            ));
+        }
+        if self.step < 1 {
+            return Err(invalid(
+                R,
+                "step",
+                format!("must be >= 1, got {}", self.step),
+            ));
+        }
+        for o in &self.orders {
+            o.validate()?;
+        }
+        for f in &self.fills {
+            f.validate()?;
         }
         Ok(())
     }

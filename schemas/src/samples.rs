@@ -42,6 +42,8 @@ pub fn market_data() -> MarketData {
         volume: dec("2105450000"),
         source: "csv:nasdaq-daily.csv".into(),
         ingest_time: t0(),
+        step: 0,
+        step_bars: 0,
     }
 }
 
@@ -60,6 +62,7 @@ pub fn features() -> Features {
         bar_class: BarClass::RealBull,
         trend: Trend::Neutral,
         feature_set_version: "fs-1".into(),
+        step: 0,
     }
 }
 
@@ -78,6 +81,7 @@ pub fn trading_signal() -> TradingSignal {
         stop_loss: Some(dec("6500")),
         take_profit: None,
         reason: "p(up)=0.62".into(),
+        step: 0,
     }
 }
 
@@ -147,6 +151,16 @@ pub fn control() -> Control {
         actor: "ops@example.com".into(),
         issued_time: t0(),
     }
+}
+
+/// The exchange's mark of step 3 with one order update and one fill.
+pub fn progress() -> Progress {
+    let mut update = order();
+    update.status = OrderStatus::PartiallyFilled;
+    update.sequence = 2;
+    update.event_id = "order:1:2".into();
+    update.filled_quantity = dec("1.5");
+    Progress::new(Progress::EXCHANGE, 3, t0(), vec![update], vec![fill()])
 }
 
 /// A dead letter for an undecodable market-data record.

@@ -21,11 +21,15 @@ pub enum Topic {
     /// provisioned and registered like the others, but not in [`Topic::ALL`], so the sink
     /// does not store it.
     Controls,
+    /// Lockstep marks of the router and the exchange, keyed by processor. Control-plane like
+    /// `controls`: not in [`Topic::ALL`].
+    Progress,
 }
 
-/// The data topics each pipeline stage's consumer group (`<prefix>-<stage>`) reads, control
-/// topics aside: what the demo, the benchmarks and the tests watch to know the pipeline has
-/// drained. Each processor's tests check that its core's inputs match its entry.
+/// The topics each pipeline stage's consumer group (`<prefix>-<stage>`) reads, `controls`
+/// aside: what the demo, the benchmarks and the tests watch to know the pipeline has drained
+/// (the router and the exchange are not done before they consumed each other's last
+/// `progress` mark). Each processor's tests check that its core's inputs match its entry.
 pub const STAGE_INPUTS: [(&str, &[Topic]); 5] = [
     ("features", &[Topic::MarketData]),
     ("scorer", &[Topic::Features]),
@@ -36,18 +40,22 @@ pub const STAGE_INPUTS: [(&str, &[Topic]); 5] = [
             Topic::Orders,
             Topic::Fills,
             Topic::MarketData,
+            Topic::Progress,
         ],
     ),
-    ("exchange", &[Topic::Orders, Topic::MarketData]),
+    (
+        "exchange",
+        &[Topic::Orders, Topic::MarketData, Topic::Progress],
+    ),
     ("sink", &Topic::ALL),
 ];
 
-/// The data topics (see [`STAGE_INPUTS`]) among `inputs`, in their order.
+/// The watched topics (see [`STAGE_INPUTS`]) among `inputs`, in their order.
 pub fn data_inputs(inputs: &[Topic]) -> Vec<Topic> {
     inputs
         .iter()
         .copied()
-        .filter(|t| Topic::ALL.contains(t))
+        .filter(|t| *t != Topic::Controls)
         .collect()
 }
 
@@ -68,6 +76,8 @@ pub enum KeyField {
     Account,
     /// The control's name: keeps each control's commands in order on one partition.
     ControlName,
+    /// The processor that wrote a lockstep mark: each one's marks stay in step order.
+    Processor,
 }
 
 impl Topic {
@@ -83,7 +93,7 @@ impl Topic {
 
     /// Every topic: the data topics, then the control-plane ones. Provisioning, schema
     /// registration and decoding cover all of them.
-    pub const EVERY: [Topic; 7] = [
+    pub const EVERY: [Topic; 8] = [
         Topic::MarketData,
         Topic::Features,
         Topic::TradingSignals,
@@ -91,6 +101,7 @@ impl Topic {
         Topic::Orders,
         Topic::Fills,
         Topic::Controls,
+        Topic::Progress,
     ];
 
     /// The Kafka topic name.
@@ -103,6 +114,7 @@ impl Topic {
             Topic::Orders => "orders",
             Topic::Fills => "fills",
             Topic::Controls => "controls",
+            Topic::Progress => "progress",
         }
     }
 
@@ -116,6 +128,7 @@ impl Topic {
             Topic::Orders => include_str!("../avro/orders.avsc"),
             Topic::Fills => include_str!("../avro/fills.avsc"),
             Topic::Controls => include_str!("../avro/control.avsc"),
+            Topic::Progress => include_str!("../avro/progress.avsc"),
         }
     }
 
@@ -127,6 +140,7 @@ impl Topic {
             }
             Topic::Orders | Topic::Fills => KeyField::Account,
             Topic::Controls => KeyField::ControlName,
+            Topic::Progress => KeyField::Processor,
         }
     }
 

@@ -117,11 +117,16 @@ async fn encode_bars(
         bars_per_symbol: Some(per_symbol),
         ..SyntheticConfig::default()
     })?;
-    let mut out = Vec::with_capacity(records as usize);
-    while (out.len() as u64) < records {
+    let mut bars = Vec::with_capacity(records as usize);
+    while (bars.len() as u64) < records {
         let Some(bar) = feed.next_at(start) else {
             break;
         };
+        bars.push(bar);
+    }
+    tradestream_ingest::number_steps(bars.iter_mut());
+    let mut out = Vec::with_capacity(bars.len());
+    for bar in bars {
         let value = stack.codec.encode(&bar).await?;
         out.push(Encoded {
             record_id: bar.record_id.clone(),

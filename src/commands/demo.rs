@@ -72,7 +72,7 @@ impl Progress {
             ));
         }
         let mut partitions = BTreeMap::new();
-        for topic in Topic::ALL {
+        for topic in Topic::ALL.into_iter().chain([Topic::Progress]) {
             for name in [topic.name().to_string(), topic.dlq()] {
                 let md = watermarks.fetch_metadata(Some(&name), Duration::from_secs(10))?;
                 let n = md
@@ -286,7 +286,8 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let mut feed = SyntheticFeed::new(cfg)?;
         sources.push(std::iter::from_fn(|| feed.next_at(now)).map(Ok).collect());
     }
-    let items = merge_by_event_time(sources);
+    let mut items = merge_by_event_time(sources);
+    tradestream_ingest::number_item_steps(&mut items);
     let total = items.len() as u64;
     eprintln!(
         "  replaying {total} bars: {} ({symbol}) + {} synthetic symbols",

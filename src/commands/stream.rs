@@ -215,6 +215,8 @@ pub(crate) async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
             std::iter::from_fn(|| feed.next_at(now)).map(Ok).collect()
         }
     };
+    let mut items = items;
+    tradestream_ingest::number_item_steps(&mut items);
     let items = if args.republish {
         items
     } else {

@@ -195,10 +195,22 @@ struct Output {
 }
 
 impl Output {
-    async fn new(kafka: &Kafka, config: &RunnerConfig) -> Result<Self, KafkaError> {
+    /// `waits_for_acks`: the task takes its next batch only once this one's outputs are
+    /// acknowledged (a single stateful task), so `linger.ms` would only delay it: its
+    /// producer sends at once. The router and the exchange are such tasks, and in lockstep
+    /// every step waits for a mark to travel from one to the other.
+    async fn new(
+        kafka: &Kafka,
+        config: &RunnerConfig,
+        waits_for_acks: bool,
+    ) -> Result<Self, KafkaError> {
+        let mut producer_config = kafka.producer_config();
+        if waits_for_acks {
+            producer_config.set("linger.ms", "0");
+        }
         match config.guarantee {
             Guarantee::EffectivelyOnce => Ok(Self {
-                producer: acked_producer(&kafka.producer_config(), "producer")?,
+                producer: acked_producer(&producer_config, "producer")?,
                 guarantee: Guarantee::EffectivelyOnce,
             }),
             Guarantee::ExactlyOnce => {
@@ -446,7 +458,8 @@ async fn run_loop<P: Processor + Clone + Sync>(
     consumer
         .subscribe(&topics)
         .map_err(|e| KafkaError::client("subscribing", e))?;
-    let output = Output::new(kafka, config).await?;
+    let single = stateful && tasks.scope == TaskScope::Single;
+    let output = Output::new(kafka, config, single).await?;
     let ctx = Ctx {
         kafka,
         codec,
@@ -461,7 +474,7 @@ async fn run_loop<P: Processor + Clone + Sync>(
     let mut lag_refresh: Option<tokio::task::JoinHandle<()>> = None;
     tokio::pin!(shutdown);
     let mut consume_failures = 0u32;
-    let max_pending = if output.transactional() || (stateful && tasks.scope == TaskScope::Single) {
+    let max_pending = if output.transactional() || single {
         0
     } else {
         config.max_in_flight

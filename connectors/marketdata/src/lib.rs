@@ -196,6 +196,8 @@ pub(crate) fn assemble(
             volume,
             source: provider.to_string(),
             ingest_time,
+            step: 0,
+            step_bars: 0,
         };
         if let Err(e) = md.validate() {
             rejects.push(reject(e.to_string()));

@@ -129,6 +129,8 @@ fn main() {
                 volume: Decimal::from((next(&mut rng) * 1e6) as i64 + 1),
                 source: "bench".into(),
                 ingest_time: at,
+                step: 0,
+                step_bars: 0,
             }));
             let side = match next(&mut rng) {
                 x if x < 0.45 => SignalSide::Buy,
@@ -153,6 +155,7 @@ fn main() {
                 stop_loss: Some(sl.round_dp(2)),
                 take_profit: Some(tp.round_dp(2)),
                 reason: "bench".into(),
+                step: 0,
             }));
         }
         // Bars first (market data runs ahead), then last step's signals.

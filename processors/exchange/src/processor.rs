@@ -32,9 +32,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use tradestream_router::Commission;
 use tradestream_router::error::status_name;
 use tradestream_router::forgetting::Forgetting;
+use tradestream_router::lockstep::Lockstep;
 use tradestream_schemas::{
-    AccountId, AnyRecord, Fill, MarketData, Order, OrderStatus, OriginKind, ProcessError,
-    Processor, Record, Side, Symbol, TaskScope, TimeInForce, Topic,
+    AccountId, AnyRecord, ErrorClass, Fill, MarketData, Order, OrderStatus, OriginKind,
+    ProcessError, Processor, Progress, Record, Side, Symbol, TaskScope, TimeInForce, Topic,
 };
 
 /// Version of the snapshot layout, the first byte of every snapshot; bump it whenever a
@@ -107,6 +108,15 @@ pub struct ExchangeProcessor {
     /// in about event-time order, while a resting order can end on any later bar, so ends
     /// say little about which orders may still arrive again.
     forgetting: Forgetting,
+    /// Steps of sequenced market data and the router's marks (see
+    /// [`tradestream_router::lockstep`]).
+    lockstep: Lockstep,
+    /// Whether the step after `lockstep.done` has begun (the router's mark of the step
+    /// before it applied).
+    step_started: bool,
+    /// What the step under way has published so far: its mark carries it to the router.
+    step_orders: Vec<Order>,
+    step_fills: Vec<Fill>,
 }
 
 /// The snapshotted state, borrowed for writing (ordered maps: equal states, equal bytes).
@@ -118,6 +128,10 @@ struct SnapshotRef<'a> {
     oco_done: &'a BTreeMap<String, String>,
     ledgers: &'a BTreeMap<Symbol, BTreeMap<AccountId, Ledger>>,
     forgotten_through: Option<DateTime<Utc>>,
+    lockstep: &'a Lockstep,
+    step_started: bool,
+    step_orders: &'a [Order],
+    step_fills: &'a [Fill],
 }
 
 /// The snapshotted state, owned for reading.
@@ -131,6 +145,15 @@ struct SnapshotOwned {
     /// Absent from snapshots of builds that forgot nothing.
     #[serde(default)]
     forgotten_through: Option<DateTime<Utc>>,
+    /// Absent from snapshots of builds before lockstep.
+    #[serde(default)]
+    lockstep: Lockstep,
+    #[serde(default)]
+    step_started: bool,
+    #[serde(default)]
+    step_orders: Vec<Order>,
+    #[serde(default)]
+    step_fills: Vec<Fill>,
 }
 
 /// Adds a held order to the indexes derived from the held orders.
@@ -179,6 +202,10 @@ impl ExchangeProcessor {
             by_symbol: BTreeMap::new(),
             deferred: BTreeSet::new(),
             forgetting: Forgetting::default(),
+            lockstep: Lockstep::default(),
+            step_started: false,
+            step_orders: Vec::new(),
+            step_fills: Vec::new(),
         })
     }
 
@@ -264,6 +291,10 @@ impl ExchangeProcessor {
             oco_done: &self.oco_done,
             ledgers: &self.ledgers,
             forgotten_through: self.forgetting.through(),
+            lockstep: &self.lockstep,
+            step_started: self.step_started,
+            step_orders: &self.step_orders,
+            step_fills: &self.step_fills,
         };
         tradestream_schemas::snapshot::encode(SNAPSHOT_FORMAT, &state)
             .map_err(ExchangeError::Snapshot)
@@ -290,6 +321,10 @@ impl ExchangeProcessor {
         self.oco_done = state.oco_done;
         self.ledgers = state.ledgers;
         self.forgetting.set_through(state.forgotten_through);
+        self.lockstep = state.lockstep;
+        self.step_started = state.step_started;
+        self.step_orders = state.step_orders;
+        self.step_fills = state.step_fills;
         self.reindex();
         Ok(())
     }
@@ -751,13 +786,117 @@ impl ExchangeProcessor {
     }
 }
 
+/// Lockstep (see [`tradestream_router::lockstep`]).
+impl ExchangeProcessor {
+    /// Routes an input through lockstep; `None` leaves it to arrival order.
+    fn lockstep_input(
+        &mut self,
+        input: &AnyRecord,
+    ) -> Result<Option<Vec<AnyRecord>>, ExchangeError> {
+        match input {
+            AnyRecord::MarketData(m) if m.step > 0 => {
+                m.validate()?;
+                if self.lockstep.add_bar(m) {
+                    self.lockstep.warn_if_backlogged("exchange", "router");
+                }
+            }
+            AnyRecord::Progress(p) => {
+                if p.processor == Progress::ROUTER {
+                    p.validate()?;
+                    // The router's mark of step k is applied when step k + 1 begins.
+                    let applied = self.lockstep.done - i64::from(!self.step_started);
+                    self.lockstep.add_peer(p, applied);
+                }
+            }
+            // The router's orders and relayed cancels come in its marks once lockstep
+            // governs; the rest of `orders` is our own updates echoed back.
+            AnyRecord::Order(_) if self.lockstep.engaged() => return Ok(Some(Vec::new())),
+            _ => return Ok(None),
+        }
+        self.advance()
+    }
+
+    /// Runs every step it can: a step begins with the router's mark of the step before
+    /// (its orders, in order), then fills the step's bars as they arrive; once it has them
+    /// all, its mark carries everything the step published to the router.
+    fn advance(&mut self) -> Result<Option<Vec<AnyRecord>>, ExchangeError> {
+        let mut out = Vec::new();
+        loop {
+            let k = self.lockstep.next();
+            if !self.step_started {
+                if k > 1 {
+                    let Some(mark) = self.lockstep.peer.remove(&(k - 1)) else {
+                        break;
+                    };
+                    for o in &mark.orders {
+                        let r = self.on_order(o);
+                        self.step_output(r, "order event", &o.event_id, &mut out)?;
+                    }
+                    let r = self.flush_except(None);
+                    self.step_output(r, "deferred orders", "", &mut out)?;
+                }
+                self.step_started = true;
+            }
+            let Some(step) = self.lockstep.steps.get_mut(&k) else {
+                break;
+            };
+            let bars = std::mem::take(&mut step.bars);
+            step.processed.extend(bars.keys().cloned());
+            let complete = step.has_all_bars();
+            for bar in bars.values() {
+                let r = self.on_market_data(bar);
+                self.step_output(r, "bar", &bar.record_id, &mut out)?;
+            }
+            if !complete {
+                break;
+            }
+            let orders = std::mem::take(&mut self.step_orders);
+            let mut mark = self.lockstep.finish(Progress::EXCHANGE, orders);
+            mark.fills = std::mem::take(&mut self.step_fills);
+            out.push(AnyRecord::Progress(mark));
+            self.step_started = false;
+        }
+        Ok(Some(out))
+    }
+
+    /// Publishes what one input of a step produced and keeps it for the step's mark. A fatal
+    /// error stops the venue (it restarts from its snapshot, before the step); any other is
+    /// logged and the step goes on, as arrival order would dead-letter that one record.
+    fn step_output(
+        &mut self,
+        result: Result<Vec<AnyRecord>, ExchangeError>,
+        what: &str,
+        id: &str,
+        out: &mut Vec<AnyRecord>,
+    ) -> Result<(), ExchangeError> {
+        match result {
+            Ok(records) => {
+                for r in &records {
+                    match r {
+                        AnyRecord::Order(o) => self.step_orders.push(o.clone()),
+                        AnyRecord::Fill(f) => self.step_fills.push(f.clone()),
+                        _ => {}
+                    }
+                }
+                out.extend(records);
+                Ok(())
+            }
+            Err(e) if e.class() == ErrorClass::Fatal => Err(e),
+            Err(e) => {
+                tracing::warn!(what, id, error = %e, "lockstep input refused");
+                Ok(())
+            }
+        }
+    }
+}
+
 impl Processor for ExchangeProcessor {
     fn name(&self) -> &'static str {
         "exchange"
     }
 
     fn inputs(&self) -> &'static [Topic] {
-        &[Topic::Orders, Topic::MarketData]
+        &[Topic::Orders, Topic::MarketData, Topic::Progress]
     }
 
     fn process(
@@ -765,6 +904,14 @@ impl Processor for ExchangeProcessor {
         input: &AnyRecord,
         _now: DateTime<Utc>,
     ) -> Result<Vec<AnyRecord>, ProcessError> {
+        if self.config.lockstep
+            && let Some(out) = self.lockstep_input(input)?
+        {
+            return Ok(out);
+        }
+        if let AnyRecord::Progress(_) = input {
+            return Ok(Vec::new());
+        }
         let sibling_of = match input {
             AnyRecord::Order(o)
                 if o.origin_kind == OriginKind::Bracket && o.status == OrderStatus::Accepted =>

@@ -42,6 +42,8 @@ fn bar(
         volume: dec!(100),
         source: "test".into(),
         ingest_time: time,
+        step: 0,
+        step_bars: 0,
     })
 }
 
@@ -972,6 +974,8 @@ fn random_session(specs: &[Spec], raw: &[(u32, u32, u32, u32, u32)]) -> RandomSe
                 volume: Decimal::from(*vol),
                 source: "p".into(),
                 ingest_time: at(4, 0),
+                step: 0,
+                step_bars: 0,
             }
         })
         .collect();
@@ -1133,6 +1137,7 @@ fn round_trip_with_the_router() -> TestResult {
             stop_loss: sl,
             take_profit: tp,
             reason: "test".into(),
+            step: 0,
         })
     };
     let mut queue: VecDeque<AnyRecord> = VecDeque::new();

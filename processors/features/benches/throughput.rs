@@ -57,6 +57,8 @@ fn synthetic() -> Vec<AnyRecord> {
                 volume: Decimal::from((next(&mut rng) * 1e6) as i64),
                 source: "bench".into(),
                 ingest_time: t0,
+                step: 0,
+                step_bars: 0,
             }));
         }
     }

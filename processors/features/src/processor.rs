@@ -280,6 +280,7 @@ impl Series {
             bar_class,
             trend,
             feature_set_version: version.to_owned(),
+            step: bar.step,
         }
     }
 }
@@ -370,6 +371,8 @@ mod tests {
             volume: dec(v),
             source: "test".into(),
             ingest_time: t(0),
+            step: 0,
+            step_bars: 0,
         }
     }
 

@@ -198,6 +198,8 @@ impl CsvReplay {
             volume: num(c.volume, "volume")?,
             source: self.source.clone(),
             ingest_time,
+            step: 0,
+            step_bars: 0,
         };
         md.validate().map_err(|e| e.to_string())?;
         Ok(md)

@@ -8,6 +8,7 @@ pub mod synthetic;
 
 pub use csv_replay::{CsvFormat, CsvReplay, RowError};
 pub use publish::{
-    AlreadyPublished, IngestError, Pace, PublishStats, SourceItem, merge_by_event_time, publish,
+    AlreadyPublished, IngestError, Pace, PublishStats, SourceItem, merge_by_event_time,
+    number_item_steps, number_steps, publish,
 };
 pub use synthetic::{SyntheticConfig, SyntheticConfigError, SyntheticFeed};

@@ -164,6 +164,34 @@ pub fn merge_by_event_time(sources: Vec<Vec<SourceItem>>) -> Vec<SourceItem> {
     all.into_iter().map(|(_, _, item)| item).collect()
 }
 
+/// Numbers the lockstep steps of a stream in publishing order: every run of bars with one
+/// event time is a step, numbered from 1 without gaps, each bar told how many bars its step
+/// has (`step`, `step_bars`). The router and the exchange process sequenced bars a step at a
+/// time (see docs/operations.md), which is what makes their decisions independent of timing.
+/// Call it on the whole source, before skipping what a previous run already published, so a
+/// resumed ingest numbers the rest exactly as the first run did. Refusals take no step.
+pub fn number_steps<'a>(bars: impl IntoIterator<Item = &'a mut MarketData>) {
+    let mut steps: Vec<Vec<&'a mut MarketData>> = Vec::new();
+    for bar in bars {
+        match steps.last_mut() {
+            Some(step) if step[0].event_time == bar.event_time => step.push(bar),
+            _ => steps.push(vec![bar]),
+        }
+    }
+    for (i, step) in steps.into_iter().enumerate() {
+        let size = i32::try_from(step.len()).unwrap_or(i32::MAX);
+        for bar in step {
+            bar.step = i as i64 + 1;
+            bar.step_bars = size;
+        }
+    }
+}
+
+/// [`number_steps`] over a source's items.
+pub fn number_item_steps(items: &mut [SourceItem]) {
+    number_steps(items.iter_mut().filter_map(|i| i.as_mut().ok()));
+}
+
 /// Publishes `items` in order; stops early (after acknowledging what was sent) when
 /// `shutdown` resolves.
 pub async fn publish(
@@ -339,6 +367,26 @@ mod tests {
             .unwrap_or_default();
         md.record_id = format!("test:{symbol}:{day}");
         Ok(md)
+    }
+
+    #[test]
+    fn steps_group_bars_of_one_instant_and_skip_refusals() {
+        let mut items = vec![bar("A", 1), bar("B", 1), bar("A", 2), bar("B", 3)];
+        items.insert(
+            2,
+            Err(RowError {
+                line: 9,
+                raw: "x".into(),
+                reason: "bad".into(),
+            }),
+        );
+        number_item_steps(&mut items);
+        let steps: Vec<(i64, i32)> = items
+            .iter()
+            .filter_map(|i| i.as_ref().ok())
+            .map(|m| (m.step, m.step_bars))
+            .collect();
+        assert_eq!(steps, vec![(1, 2), (1, 2), (2, 1), (3, 1)]);
     }
 
     #[test]

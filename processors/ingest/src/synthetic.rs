@@ -456,6 +456,8 @@ impl SyntheticFeed {
             volume: bar.volume,
             source: self.source.clone(),
             ingest_time,
+            step: 0,
+            step_bars: 0,
         };
         self.cursor += 1;
         if self.cursor == self.paths.len() {

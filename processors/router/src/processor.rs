@@ -30,6 +30,7 @@ use crate::accounting::{Book, Commission, check_available_funds, mul, required_c
 use crate::config::{AccountConfig, RouterConfig, SignalOrderType};
 use crate::error::{RouterError, status_name};
 use crate::forgetting::Forgetting;
+use crate::lockstep::Lockstep;
 use crate::reason::RejectReason;
 use crate::sizing::{SizingInput, size};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -37,8 +38,9 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use tradestream_schemas::{
-    AccountId, AnyRecord, Control, Fill, MarketData, Order, OrderStatus, OrderType, OriginKind,
-    ProcessError, Processor, Record, Side, SignalSide, Symbol, TaskScope, Topic, TradingSignal,
+    AccountId, AnyRecord, Control, ErrorClass, Fill, MarketData, Order, OrderStatus, OrderType,
+    OriginKind, ProcessError, Processor, Progress, Record, Side, SignalSide, Symbol, TaskScope,
+    Topic, TradingSignal,
 };
 
 /// Version of the snapshot layout, the first byte of every snapshot; bump it whenever a
@@ -148,6 +150,8 @@ pub struct RouterProcessor {
     forgetting: Forgetting,
     /// Ids of the controls applied, so a redelivered command cannot undo a later one.
     applied_controls: BTreeSet<String>,
+    /// Steps of sequenced market data and the exchange's marks (see [`crate::lockstep`]).
+    lockstep: Lockstep,
     kill_switch: Option<String>,
 }
 
@@ -205,6 +209,7 @@ struct SnapshotRef<'a> {
     forgetting: &'a Forgetting,
     applied_controls: &'a BTreeSet<String>,
     kill_switch: &'a Option<String>,
+    lockstep: &'a Lockstep,
 }
 
 /// The snapshotted state, owned for reading.
@@ -219,6 +224,8 @@ struct SnapshotOwned {
     forgetting: Forgetting,
     applied_controls: BTreeSet<String>,
     kill_switch: Option<String>,
+    #[serde(default)]
+    lockstep: Lockstep,
 }
 
 /// An order about to be risk-checked.
@@ -276,6 +283,7 @@ impl RouterProcessor {
             forgetting: Forgetting::default(),
             applied_controls: BTreeSet::new(),
             kill_switch,
+            lockstep: Lockstep::default(),
         })
     }
 
@@ -291,6 +299,7 @@ impl RouterProcessor {
             forgetting: &self.forgetting,
             applied_controls: &self.applied_controls,
             kill_switch: &self.kill_switch,
+            lockstep: &self.lockstep,
         };
         tradestream_schemas::snapshot::encode(SNAPSHOT_FORMAT, &state)
             .map_err(RouterError::Snapshot)
@@ -338,6 +347,7 @@ impl RouterProcessor {
             .rebuild(self.finished.iter().map(|(id, f)| (f.at, id.clone())));
         self.applied_controls = state.applied_controls;
         self.kill_switch = state.kill_switch;
+        self.lockstep = state.lockstep;
         Ok(())
     }
 
@@ -1208,6 +1218,136 @@ impl RouterProcessor {
     }
 }
 
+/// Lockstep (see [`crate::lockstep`]).
+impl RouterProcessor {
+    /// Routes an input through lockstep; `None` leaves it to arrival order.
+    fn lockstep_input(
+        &mut self,
+        input: &AnyRecord,
+    ) -> Result<Option<Vec<AnyRecord>>, ProcessError> {
+        match input {
+            AnyRecord::MarketData(m) if m.step > 0 => {
+                m.validate().map_err(RouterError::from)?;
+                if self.lockstep.add_bar(m) {
+                    self.lockstep.warn_if_backlogged("router", "exchange");
+                }
+            }
+            AnyRecord::Signal(s) if s.step > 0 => {
+                s.validate().map_err(RouterError::from)?;
+                self.lockstep.add_signal(s);
+            }
+            AnyRecord::Progress(p) => {
+                if p.processor == Progress::EXCHANGE {
+                    p.validate().map_err(RouterError::from)?;
+                    let applied = self.lockstep.done - 1;
+                    self.lockstep.add_peer(p, applied);
+                }
+            }
+            // The venue's fills and order updates come in its marks once lockstep governs.
+            AnyRecord::Fill(_) if self.lockstep.engaged() => return Ok(Some(Vec::new())),
+            AnyRecord::Order(o) if self.lockstep.engaged() => {
+                return Ok(Some(self.lockstep_order(o)?));
+            }
+            _ => return Ok(None),
+        }
+        Ok(Some(self.advance()?))
+    }
+
+    /// An order event from `orders` while lockstep governs: manual requests are decided on
+    /// arrival and their orders carried by the next mark; a cancel request from the API is
+    /// relayed the same way (the venue takes orders only from marks); the venue's updates
+    /// arrive again in its marks and our own events echo back, so both are skipped here.
+    fn lockstep_order(&mut self, o: &Order) -> Result<Vec<AnyRecord>, RouterError> {
+        match o.status {
+            OrderStatus::New => {
+                let out = self.on_manual(o)?;
+                self.lockstep.carry.extend(for_venue(&out));
+                Ok(out)
+            }
+            OrderStatus::Canceled => {
+                if let Some(t) = self.live.get_mut(&o.order_id)
+                    && o.sequence <= t.last.sequence
+                    && !t.cancel_requested
+                {
+                    t.cancel_requested = true;
+                    self.lockstep.carry.push(o.clone());
+                }
+                Ok(Vec::new())
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Decides every step whose inputs are complete and whose previous step the venue has
+    /// finished: the venue's fills and updates of the previous step, then the step's bars,
+    /// then its signals, by symbol; then the step's mark.
+    fn advance(&mut self) -> Result<Vec<AnyRecord>, ProcessError> {
+        let mut out = Vec::new();
+        loop {
+            let k = self.lockstep.next();
+            let Some(step) = self.lockstep.steps.get_mut(&k) else {
+                break;
+            };
+            let complete =
+                step.has_all_bars() && step.bars.keys().all(|s| step.signals.contains_key(s));
+            if !complete || (k > 1 && !self.lockstep.peer.contains_key(&(k - 1))) {
+                break;
+            }
+            let bars = std::mem::take(&mut step.bars);
+            let signals = std::mem::take(&mut step.signals);
+            if let Some(mark) = self.lockstep.peer.remove(&(k - 1)) {
+                for f in &mark.fills {
+                    within_step(self.on_fill(f), "fill", &f.fill_id)?;
+                }
+                for o in &mark.orders {
+                    within_step(self.on_order(o), "order event", &o.event_id)?;
+                }
+            }
+            for bar in bars.values() {
+                within_step(self.on_market_data(bar), "bar", &bar.record_id)?;
+            }
+            let mut decided = Vec::new();
+            for s in signals.values() {
+                if let Some(orders) = within_step(self.on_signal(s), "signal", &s.signal_id)? {
+                    decided.extend(orders);
+                }
+            }
+            let mark = self.lockstep.finish(Progress::ROUTER, for_venue(&decided));
+            out.extend(decided);
+            out.push(AnyRecord::Progress(mark));
+        }
+        Ok(out)
+    }
+}
+
+/// The orders of `out` the venue must see: everything but rejections.
+fn for_venue(out: &[AnyRecord]) -> Vec<Order> {
+    out.iter()
+        .filter_map(|r| match r {
+            AnyRecord::Order(o) if o.status != OrderStatus::Rejected => Some(o.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The result of one input of a step: a fatal error stops the router (it restarts from its
+/// snapshot, before the step); any other is logged and the step goes on, as arrival order
+/// would dead-letter that one record and go on.
+fn within_step<T>(
+    result: Result<T, RouterError>,
+    what: &str,
+    id: &str,
+) -> Result<Option<T>, ProcessError> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.class() == ErrorClass::Fatal => Err(e.into()),
+        Err(e) => {
+            tracing::warn!(what, id, error = %e, "lockstep input refused");
+            Ok(None)
+        }
+    }
+}
+
 impl Processor for RouterProcessor {
     fn name(&self) -> &'static str {
         "router"
@@ -1220,6 +1360,7 @@ impl Processor for RouterProcessor {
             Topic::Fills,
             Topic::MarketData,
             Topic::Controls,
+            Topic::Progress,
         ]
     }
 
@@ -1228,7 +1369,13 @@ impl Processor for RouterProcessor {
         input: &AnyRecord,
         _now: DateTime<Utc>,
     ) -> Result<Vec<AnyRecord>, ProcessError> {
+        if self.config.lockstep
+            && let Some(out) = self.lockstep_input(input)?
+        {
+            return Ok(out);
+        }
         let out = match input {
+            AnyRecord::Progress(_) => return Ok(Vec::new()),
             AnyRecord::Signal(s) => self.on_signal(s),
             AnyRecord::Order(o) => self.on_order(o),
             AnyRecord::Fill(f) => self.on_fill(f),

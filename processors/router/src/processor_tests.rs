@@ -42,6 +42,8 @@ fn bar(symbol: &str, time: DateTime<Utc>, close: Decimal) -> AnyRecord {
         volume: dec!(1000),
         source: "test".into(),
         ingest_time: time,
+        step: 0,
+        step_bars: 0,
     })
 }
 
@@ -69,6 +71,7 @@ fn signal(
         stop_loss: sl,
         take_profit: tp,
         reason: "test".into(),
+        step: 0,
     })
 }
 

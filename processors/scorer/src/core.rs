@@ -10,8 +10,8 @@ use crate::model::{ModelHandle, Models};
 use crate::signal::{bracket, decide};
 use chrono::{DateTime, Utc};
 use tradestream_schemas::{
-    Anomaly, AnyRecord, Features, ProcessError, Processor, Record, TaskScope, Topic, TradingSignal,
-    Trend,
+    Anomaly, AnyRecord, Features, ProcessError, Processor, Record, SignalSide, TaskScope, Topic,
+    TradingSignal, Trend,
 };
 
 /// Processor name: consumer group suffix, metric label, DLQ header.
@@ -76,11 +76,28 @@ impl Scorer {
     }
 
     fn signal(&self, models: &Models, f: &Features) -> Option<TradingSignal> {
-        let row = signal_inputs(f)?;
-        let p_up = models.signal.p_up(&row);
-        if !p_up.is_finite() {
-            return None;
-        }
+        let p_up = signal_inputs(f)
+            .map(|row| models.signal.p_up(&row))
+            .filter(|p| p.is_finite());
+        let Some(p_up) = p_up else {
+            // A sequenced bar always gets a signal, HOLD while the model has no input: the
+            // router decides a lockstep step once it holds one signal per bar of the step.
+            return (f.step > 0).then(|| TradingSignal {
+                signal_id: format!("{SIGNAL_ID_PREFIX}{}", f.record_id),
+                source_id: f.record_id.clone(),
+                symbol: f.symbol.clone(),
+                event_time: f.event_time,
+                side: SignalSide::Hold,
+                confidence: 0.0,
+                model_name: models.signal.name().to_string(),
+                model_version: models.signal.version().to_string(),
+                reference_price: f.close,
+                stop_loss: None,
+                take_profit: None,
+                reason: "warming up: the model's inputs are not all defined yet".into(),
+                step: f.step,
+            });
+        };
         let (side, confidence) = decide(p_up, self.buy_threshold, self.sell_threshold);
         let atr = f.values.get("atr_14").copied();
         let (stop_loss, take_profit) =
@@ -103,6 +120,7 @@ impl Scorer {
             stop_loss,
             take_profit,
             reason,
+            step: f.step,
         })
     }
 
@@ -236,6 +254,39 @@ mod tests {
         );
         assert_eq!(sig.reason, "p_up=0.731 rsi_14=41.2 trend=BULLISH");
         assert_eq!(sig.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_sequenced_bar_always_gets_a_signal_hold_while_warming_up() {
+        let mut s = scorer(0.0);
+        let mut cold = samples::features();
+        cold.values = Default::default();
+        let out = s
+            .process(&AnyRecord::Features(cold.clone()), cold.event_time)
+            .expect("processed");
+        assert!(out.is_empty(), "unsequenced: no signal without inputs");
+        cold.step = 7;
+        let out = s
+            .process(&AnyRecord::Features(cold.clone()), cold.event_time)
+            .expect("processed");
+        let [AnyRecord::Signal(sig)] = out.as_slice() else {
+            panic!("one signal expected, got {out:?}")
+        };
+        assert_eq!(
+            (sig.side, sig.confidence, sig.step),
+            (SignalSide::Hold, 0.0, 7)
+        );
+        assert_eq!(sig.signal_id, format!("signal:{}", cold.record_id));
+        assert_eq!(sig.validate(), Ok(()));
+        let mut warm = warm_features("100", &[("atr_14", 1.5)], Trend::Bullish);
+        warm.step = 8;
+        let out = s
+            .process(&AnyRecord::Features(warm.clone()), warm.event_time)
+            .expect("processed");
+        assert!(
+            matches!(out.as_slice(), [AnyRecord::Signal(sig), ..] if sig.step == 8),
+            "a warm signal carries its step: {out:?}"
+        );
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub fn bar(sym: &str, day: i64, close: Decimal) -> MarketData {
         volume: Decimal::from(1000),
         source: "test".into(),
         ingest_time: t(day),
+        step: 0,
+        step_bars: 0,
     }
 }
 
