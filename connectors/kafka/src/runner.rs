@@ -512,7 +512,14 @@ async fn run_loop<P: Processor + Clone + Sync>(
         };
         let mut batch = Vec::with_capacity(config.max_batch);
         batch.push(first);
-        let deadline = tokio::time::Instant::now() + config.linger;
+        // A single stateful task waits for its acknowledgements anyway and, in lockstep, for
+        // the peer's mark: lingering for more input would only add to every round trip.
+        let linger = if single {
+            Duration::ZERO
+        } else {
+            config.linger
+        };
+        let deadline = tokio::time::Instant::now() + linger;
         while batch.len() < config.max_batch {
             match tokio::time::timeout_at(deadline, consumer.recv()).await {
                 Ok(Ok(msg)) => batch.push(msg.detach()),
