@@ -8,32 +8,19 @@
 //! `cargo bench -p tradestream-exchange --bench venue_loop` (`VENUE_LOOP_STEPS`, default
 //! 1,667 steps of 60 symbols: 100k bars, the `bench pipeline` scale).
 
+#[path = "../tests/support/market.rs"]
+mod market;
+
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use rust_decimal::Decimal;
+use market::{Market, Shape};
 use std::collections::VecDeque;
 use std::hint::black_box;
 use std::time::{Duration as StdDuration, Instant};
 use tradestream_exchange::{ExchangeConfig, ExchangeProcessor};
 use tradestream_router::{RouterConfig, RouterProcessor};
-use tradestream_schemas::{
-    AnyRecord, MarketData, MarketDataKind, Processor, SignalSide, Symbol, TradingSignal,
-};
+use tradestream_schemas::{AnyRecord, Processor};
 
 const SYMBOLS: usize = 60;
-
-/// Deterministic xorshift so runs compare.
-fn next(state: &mut u64) -> f64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    (*state >> 11) as f64 / (1u64 << 53) as f64
-}
-
-fn dec(x: f64) -> Decimal {
-    Decimal::from_f64_retain(x)
-        .unwrap_or(Decimal::ONE)
-        .round_dp(2)
-}
 
 /// Times one core's calls.
 #[derive(Default)]
@@ -93,13 +80,17 @@ fn main() {
         .with_ymd_and_hms(2020, 1, 1, 14, 30, 0)
         .single()
         .expect("time");
-    let symbols: Vec<Symbol> = (0..SYMBOLS)
-        .map(|i| Symbol::new(format!("SYM{i}")).expect("symbol"))
-        .collect();
+    let shape = Shape {
+        moves: 0.03,
+        wicks: 0.01,
+        buy: 0.45,
+        sell: 0.9,
+        stop: 0.03,
+        take: 0.05,
+    };
+    let mut market = Market::new(0x9E37_79B9_7F4A_7C15, SYMBOLS, shape, "bench");
     let mut router = RouterProcessor::new(RouterConfig::default()).expect("router");
     let mut venue = ExchangeProcessor::new(ExchangeConfig::default()).expect("exchange");
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    let mut price = [100.0f64; SYMBOLS];
     let mut timed_router = Timed::default();
     let mut timed_venue = Timed::default();
     let mut pending_signals: Vec<AnyRecord> = Vec::new();
@@ -107,57 +98,8 @@ fn main() {
     let mut fills = 0u64;
     for step in 0..steps {
         let at = t0 + Duration::days(step as i64);
-        let mut bars = Vec::with_capacity(SYMBOLS);
-        let mut signals = Vec::with_capacity(SYMBOLS);
-        for (s, symbol) in symbols.iter().enumerate() {
-            let open = price[s];
-            let close = (open * (1.0 + 0.03 * (next(&mut rng) - 0.5))).max(1.0);
-            price[s] = close;
-            let high = open.max(close) * (1.0 + 0.01 * next(&mut rng));
-            let low = open.min(close) * (1.0 - 0.01 * next(&mut rng));
-            let id = format!("bench:{symbol}:{step}");
-            bars.push(AnyRecord::MarketData(MarketData {
-                record_id: id.clone(),
-                symbol: symbol.clone(),
-                event_time: at,
-                kind: MarketDataKind::Bar,
-                interval: Some("1d".into()),
-                open: dec(open),
-                high: dec(high).max(dec(open)).max(dec(close)),
-                low: dec(low).min(dec(open)).min(dec(close)),
-                close: dec(close),
-                volume: Decimal::from((next(&mut rng) * 1e6) as i64 + 1),
-                source: "bench".into(),
-                ingest_time: at,
-                step: 0,
-                step_bars: 0,
-            }));
-            let side = match next(&mut rng) {
-                x if x < 0.45 => SignalSide::Buy,
-                x if x < 0.9 => SignalSide::Sell,
-                _ => SignalSide::Hold,
-            };
-            let entry = dec(close);
-            let (sl, tp) = match side {
-                SignalSide::Buy => (entry * dec(0.97), entry * dec(1.05)),
-                _ => (entry * dec(1.03), entry * dec(0.95)),
-            };
-            signals.push(AnyRecord::Signal(TradingSignal {
-                signal_id: format!("signal:{id}"),
-                source_id: format!("features:{id}"),
-                symbol: symbol.clone(),
-                event_time: at,
-                side,
-                confidence: 0.5 + 0.5 * next(&mut rng),
-                model_name: "bench".into(),
-                model_version: "1".into(),
-                reference_price: entry,
-                stop_loss: Some(sl.round_dp(2)),
-                take_profit: Some(tp.round_dp(2)),
-                reason: "bench".into(),
-                step: 0,
-            }));
-        }
+        // Unsequenced (step 0): the cores' own logic, without the lockstep round trips.
+        let (bars, signals) = market.instant(step, at, 0);
         // Bars first (market data runs ahead), then last step's signals.
         let mut to_router: VecDeque<AnyRecord> = VecDeque::new();
         for bar in &bars {

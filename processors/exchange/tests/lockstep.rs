@@ -10,31 +10,19 @@
 //! lockstep must not (otherwise the first assertion would prove nothing).
 
 use chrono::{Duration, TimeZone, Utc};
-use rust_decimal::Decimal;
 use std::collections::{BTreeMap, VecDeque};
 use tradestream_exchange::{ExchangeConfig, ExchangeProcessor};
 use tradestream_router::{RouterConfig, RouterProcessor};
-use tradestream_schemas::{
-    AccountId, AnyRecord, MarketData, MarketDataKind, Processor, SignalSide, Symbol, Topic,
-    TradingSignal,
-};
+use tradestream_schemas::{AccountId, AnyRecord, Processor, Topic};
+
+#[path = "support/market.rs"]
+mod market;
+
+use market::{Market, Shape, next};
 
 const SYMBOLS: usize = 5;
 const STEPS: usize = 80;
 const PARTITIONS: usize = 3;
-
-fn next(state: &mut u64) -> f64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    (*state >> 11) as f64 / (1u64 << 53) as f64
-}
-
-fn dec(x: f64) -> Decimal {
-    Decimal::from_f64_retain(x)
-        .unwrap_or(Decimal::ONE)
-        .round_dp(2)
-}
 
 /// Sequenced bars and their signals, as ingest, features and the scorer publish them.
 fn market(seed: u64) -> Vec<AnyRecord> {
@@ -42,61 +30,21 @@ fn market(seed: u64) -> Vec<AnyRecord> {
         .with_ymd_and_hms(2020, 1, 1, 14, 30, 0)
         .single()
         .expect("time");
-    let mut rng = seed;
-    let mut price = [100.0f64; SYMBOLS];
+    // Wide moves and tight brackets: plenty of fills, stops and OCO races.
+    let shape = Shape {
+        moves: 0.06,
+        wicks: 0.02,
+        buy: 0.4,
+        sell: 0.8,
+        stop: 0.02,
+        take: 0.02,
+    };
+    let mut m = Market::new(seed, SYMBOLS, shape, "test");
     let mut out = Vec::new();
-    for step in 0..STEPS {
-        let at = t0 + Duration::days(step as i64);
-        for (s, p) in price.iter_mut().enumerate() {
-            let symbol = Symbol::new(format!("SYM{s}")).expect("symbol");
-            let open = *p;
-            let close = (open * (1.0 + 0.06 * (next(&mut rng) - 0.5))).max(1.0);
-            *p = close;
-            let high = open.max(close) * (1.0 + 0.02 * next(&mut rng));
-            let low = open.min(close) * (1.0 - 0.02 * next(&mut rng));
-            let id = format!("test:{symbol}:{step}");
-            out.push(AnyRecord::MarketData(MarketData {
-                record_id: id.clone(),
-                symbol: symbol.clone(),
-                event_time: at,
-                kind: MarketDataKind::Bar,
-                interval: Some("1d".into()),
-                open: dec(open),
-                high: dec(high).max(dec(open)).max(dec(close)),
-                low: dec(low).min(dec(open)).min(dec(close)),
-                close: dec(close),
-                volume: Decimal::from((next(&mut rng) * 1e6) as i64 + 1),
-                source: "test".into(),
-                ingest_time: at,
-                step: step as i64 + 1,
-                step_bars: SYMBOLS as i32,
-            }));
-            let side = match next(&mut rng) {
-                x if x < 0.4 => SignalSide::Buy,
-                x if x < 0.8 => SignalSide::Sell,
-                _ => SignalSide::Hold,
-            };
-            let entry = dec(close);
-            let (sl, tp) = match side {
-                SignalSide::Buy => (entry * dec(0.98), entry * dec(1.02)),
-                _ => (entry * dec(1.02), entry * dec(0.98)),
-            };
-            out.push(AnyRecord::Signal(TradingSignal {
-                signal_id: format!("signal:{id}"),
-                source_id: format!("features:{id}"),
-                symbol,
-                event_time: at,
-                side,
-                confidence: 0.5 + 0.5 * next(&mut rng),
-                model_name: "test".into(),
-                model_version: "1".into(),
-                reference_price: entry,
-                stop_loss: Some(sl.round_dp(2)),
-                take_profit: Some(tp.round_dp(2)),
-                reason: "test".into(),
-                step: step as i64 + 1,
-            }));
-        }
+    for i in 0..STEPS {
+        let (bars, signals) = m.instant(i, t0 + Duration::days(i as i64), i as i64 + 1);
+        out.extend(bars);
+        out.extend(signals);
     }
     out
 }
