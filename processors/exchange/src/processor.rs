@@ -8,6 +8,11 @@
 //! applied to a symbol's orders one bar at a time, in (created_time, order_id) order, so OCO
 //! and parent/child effects do not depend on arrival order either.
 //!
+//! Sequenced market data goes further (see [`tradestream_router::lockstep`]): step `k`'s bars
+//! are filled only after the router's mark of step `k − 1` has been applied (its orders and
+//! cancel requests, in order), and the step's fills and updates go back to the router in the
+//! venue's own mark, so no order is ever late and no cancel races a bar.
+//!
 //! Outputs: `fills` (`fill_id = order_id:fill:n`, n from 0) and the order's next states on
 //! `orders` (sequence = last seen + 1, cumulative `filled_quantity`).
 //!

@@ -7,6 +7,12 @@
 //! `created_time`), never a clock, so a replay of the same inputs in the same order produces
 //! the same orders, byte for byte.
 //!
+//! Sequenced market data (bars with a lockstep `step`) is decided step by step with the
+//! exchange (see [`crate::lockstep`]): a step's signals are decided, by symbol, only once the
+//! router holds all of the step's bars and signals and the exchange's mark of the step before,
+//! whose fills and order updates it applies first. The orders and fills therefore do not
+//! depend on the order the topics arrive in, only on the market data.
+//!
 //! Pending orders count against limits as if they filled (worst case), so two quick signals
 //! cannot together break a limit neither breaks alone. Bracket children are excluded from
 //! reservations: they only ever reduce the position they protect, and the router cancels them
