@@ -79,34 +79,28 @@ impl Scorer {
         let p_up = signal_inputs(f)
             .map(|row| models.signal.p_up(&row))
             .filter(|p| p.is_finite());
-        let Some(p_up) = p_up else {
+        let (side, confidence, (stop_loss, take_profit), reason) = match p_up {
+            Some(p_up) => {
+                let (side, confidence) = decide(p_up, self.buy_threshold, self.sell_threshold);
+                let atr = f.values.get("atr_14").copied();
+                let levels = bracket(side, f.close, atr, self.stop_loss_atr, self.take_profit_atr);
+                let mut reason = format!("p_up={p_up:.3}");
+                if let Some(rsi) = f.values.get("rsi_14") {
+                    reason.push_str(&format!(" rsi_14={rsi:.1}"));
+                }
+                reason.push_str(&format!(" trend={}", trend_name(f.trend)));
+                (side, confidence, levels, reason)
+            }
             // A sequenced bar always gets a signal, HOLD while the model has no input: the
             // router decides a lockstep step once it holds one signal per bar of the step.
-            return (f.step > 0).then(|| TradingSignal {
-                signal_id: format!("{SIGNAL_ID_PREFIX}{}", f.record_id),
-                source_id: f.record_id.clone(),
-                symbol: f.symbol.clone(),
-                event_time: f.event_time,
-                side: SignalSide::Hold,
-                confidence: 0.0,
-                model_name: models.signal.name().to_string(),
-                model_version: models.signal.version().to_string(),
-                reference_price: f.close,
-                stop_loss: None,
-                take_profit: None,
-                reason: "warming up: the model's inputs are not all defined yet".into(),
-                step: f.step,
-            });
+            None if f.step > 0 => (
+                SignalSide::Hold,
+                0.0,
+                (None, None),
+                "warming up: the model's inputs are not all defined yet".to_string(),
+            ),
+            None => return None,
         };
-        let (side, confidence) = decide(p_up, self.buy_threshold, self.sell_threshold);
-        let atr = f.values.get("atr_14").copied();
-        let (stop_loss, take_profit) =
-            bracket(side, f.close, atr, self.stop_loss_atr, self.take_profit_atr);
-        let mut reason = format!("p_up={p_up:.3}");
-        if let Some(rsi) = f.values.get("rsi_14") {
-            reason.push_str(&format!(" rsi_14={rsi:.1}"));
-        }
-        reason.push_str(&format!(" trend={}", trend_name(f.trend)));
         Some(TradingSignal {
             signal_id: format!("{SIGNAL_ID_PREFIX}{}", f.record_id),
             source_id: f.record_id.clone(),
