@@ -37,10 +37,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use tradestream_router::Commission;
 use tradestream_router::error::status_name;
 use tradestream_router::forgetting::Forgetting;
-use tradestream_router::lockstep::Lockstep;
+use tradestream_router::lockstep::{Lockstep, within_step};
 use tradestream_schemas::{
-    AccountId, AnyRecord, ErrorClass, Fill, MarketData, Order, OrderStatus, OriginKind,
-    ProcessError, Processor, Progress, Record, Side, Symbol, TaskScope, TimeInForce, Topic,
+    AccountId, AnyRecord, Fill, MarketData, Order, OrderStatus, OriginKind, ProcessError,
+    Processor, Progress, Record, Side, Symbol, TaskScope, TimeInForce, Topic,
 };
 
 /// Version of the snapshot layout, the first byte of every snapshot; bump it whenever a
@@ -818,13 +818,13 @@ impl ExchangeProcessor {
             AnyRecord::Order(_) if self.lockstep.engaged() => return Ok(Some(Vec::new())),
             _ => return Ok(None),
         }
-        self.advance()
+        Ok(Some(self.advance()?))
     }
 
     /// Runs every step it can: a step begins with the router's mark of the step before
     /// (its orders, in order), then fills the step's bars as they arrive; once it has them
     /// all, its mark carries everything the step published to the router.
-    fn advance(&mut self) -> Result<Option<Vec<AnyRecord>>, ExchangeError> {
+    fn advance(&mut self) -> Result<Vec<AnyRecord>, ExchangeError> {
         let mut out = Vec::new();
         loop {
             let k = self.lockstep.next();
@@ -861,12 +861,11 @@ impl ExchangeProcessor {
             out.push(AnyRecord::Progress(mark));
             self.step_started = false;
         }
-        Ok(Some(out))
+        Ok(out)
     }
 
-    /// Publishes what one input of a step produced and keeps it for the step's mark. A fatal
-    /// error stops the venue (it restarts from its snapshot, before the step); any other is
-    /// logged and the step goes on, as arrival order would dead-letter that one record.
+    /// Publishes what one input of a step produced and keeps it for the step's mark (errors:
+    /// see [`within_step`]).
     fn step_output(
         &mut self,
         result: Result<Vec<AnyRecord>, ExchangeError>,
@@ -874,24 +873,16 @@ impl ExchangeProcessor {
         id: &str,
         out: &mut Vec<AnyRecord>,
     ) -> Result<(), ExchangeError> {
-        match result {
-            Ok(records) => {
-                for r in &records {
-                    match r {
-                        AnyRecord::Order(o) => self.step_orders.push(o.clone()),
-                        AnyRecord::Fill(f) => self.step_fills.push(f.clone()),
-                        _ => {}
-                    }
-                }
-                out.extend(records);
-                Ok(())
-            }
-            Err(e) if e.class() == ErrorClass::Fatal => Err(e),
-            Err(e) => {
-                tracing::warn!(what, id, error = %e, "lockstep input refused");
-                Ok(())
+        let records = within_step(result, ExchangeError::class, what, id)?.unwrap_or_default();
+        for r in &records {
+            match r {
+                AnyRecord::Order(o) => self.step_orders.push(o.clone()),
+                AnyRecord::Fill(f) => self.step_fills.push(f.clone()),
+                _ => {}
             }
         }
+        out.extend(records);
+        Ok(())
     }
 }
 

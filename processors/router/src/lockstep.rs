@@ -26,7 +26,28 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use tradestream_schemas::{MarketData, Order, Progress, Symbol, TradingSignal};
+use std::fmt::Display;
+use tradestream_schemas::{ErrorClass, MarketData, Order, Progress, Symbol, TradingSignal};
+
+/// The result of applying one input of a step. A fatal error is returned: the core stops and
+/// restarts from its snapshot, before the step. Any other is logged and the step goes on
+/// without that input (`None`), as arrival order would dead-letter that one record and go
+/// on: a step cannot be dead-lettered, and stopping it would stop every later one.
+pub fn within_step<T, E: Display>(
+    result: Result<T, E>,
+    class: impl Fn(&E) -> ErrorClass,
+    what: &str,
+    id: &str,
+) -> Result<Option<T>, E> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if class(&e) == ErrorClass::Fatal => Err(e),
+        Err(e) => {
+            tracing::warn!(what, id, error = %e, "lockstep input refused");
+            Ok(None)
+        }
+    }
+}
 
 /// What a core holds of one step.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

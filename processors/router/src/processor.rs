@@ -36,7 +36,7 @@ use crate::accounting::{Book, Commission, check_available_funds, mul, required_c
 use crate::config::{AccountConfig, RouterConfig, SignalOrderType};
 use crate::error::{RouterError, status_name};
 use crate::forgetting::Forgetting;
-use crate::lockstep::Lockstep;
+use crate::lockstep::{Lockstep, within_step};
 use crate::reason::RejectReason;
 use crate::sizing::{SizingInput, size};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -44,9 +44,9 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use tradestream_schemas::{
-    AccountId, AnyRecord, Control, ErrorClass, Fill, MarketData, Order, OrderStatus, OrderType,
-    OriginKind, ProcessError, Processor, Progress, Record, Side, SignalSide, Symbol, TaskScope,
-    Topic, TradingSignal,
+    AccountId, AnyRecord, Control, Fill, MarketData, Order, OrderStatus, OrderType, OriginKind,
+    ProcessError, Processor, Progress, Record, Side, SignalSide, Symbol, TaskScope, Topic,
+    TradingSignal,
 };
 
 /// Version of the snapshot layout, the first byte of every snapshot; bump it whenever a
@@ -1303,18 +1303,33 @@ impl RouterProcessor {
             let signals = std::mem::take(&mut step.signals);
             if let Some(mark) = self.lockstep.peer.remove(&(k - 1)) {
                 for f in &mark.fills {
-                    within_step(self.on_fill(f), "fill", &f.fill_id)?;
+                    within_step(self.on_fill(f), RouterError::class, "fill", &f.fill_id)?;
                 }
                 for o in &mark.orders {
-                    within_step(self.on_order(o), "order event", &o.event_id)?;
+                    within_step(
+                        self.on_order(o),
+                        RouterError::class,
+                        "order event",
+                        &o.event_id,
+                    )?;
                 }
             }
             for bar in bars.values() {
-                within_step(self.on_market_data(bar), "bar", &bar.record_id)?;
+                within_step(
+                    self.on_market_data(bar),
+                    RouterError::class,
+                    "bar",
+                    &bar.record_id,
+                )?;
             }
             let mut decided = Vec::new();
             for s in signals.values() {
-                if let Some(orders) = within_step(self.on_signal(s), "signal", &s.signal_id)? {
+                if let Some(orders) = within_step(
+                    self.on_signal(s),
+                    RouterError::class,
+                    "signal",
+                    &s.signal_id,
+                )? {
                     decided.extend(orders);
                 }
             }
@@ -1334,24 +1349,6 @@ fn for_venue(out: &[AnyRecord]) -> Vec<Order> {
             _ => None,
         })
         .collect()
-}
-
-/// The result of one input of a step: a fatal error stops the router (it restarts from its
-/// snapshot, before the step); any other is logged and the step goes on, as arrival order
-/// would dead-letter that one record and go on.
-fn within_step<T>(
-    result: Result<T, RouterError>,
-    what: &str,
-    id: &str,
-) -> Result<Option<T>, ProcessError> {
-    match result {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.class() == ErrorClass::Fatal => Err(e.into()),
-        Err(e) => {
-            tracing::warn!(what, id, error = %e, "lockstep input refused");
-            Ok(None)
-        }
-    }
 }
 
 impl Processor for RouterProcessor {
