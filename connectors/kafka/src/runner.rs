@@ -49,6 +49,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 use tradestream_schemas::{AnyRecord, Codec, ErrorClass, Processor, TaskScope, Topic};
@@ -360,6 +361,11 @@ struct Tasks<P> {
     /// The last input partition routed and its task key: consecutive records mostly come
     /// from one partition, so the key is not formatted again for each.
     route: Option<(TopicPartition, String)>,
+    /// Per-partition tasks: the changelog as read at start, by task, and the end offset it
+    /// was read up to. Restoring a partition uses it while nobody but this member has
+    /// written the changelog since, so the first records of each partition are not held up
+    /// by reading it again (see [`recover_missing`]).
+    prefetched: Option<(i64, HashMap<String, Vec<changelog::Entry>>)>,
 }
 
 /// What a task key is for a single copy.
@@ -427,6 +433,8 @@ struct Ctx<'a> {
     metrics: &'a Metrics,
     output: &'a Output,
     name: &'static str,
+    /// Changelog entries this member has written (see [`Tasks::prefetched`]).
+    logged: AtomicI64,
 }
 
 async fn run_loop<P: Processor + Clone + Sync>(
@@ -449,6 +457,7 @@ async fn run_loop<P: Processor + Clone + Sync>(
         changelog: changelog::changelog_topic(&config.group_id),
         by_key: HashMap::new(),
         route: None,
+        prefetched: None,
     };
     if stateful {
         provision_changelog(kafka, &tasks.changelog).await;
@@ -467,9 +476,27 @@ async fn run_loop<P: Processor + Clone + Sync>(
         metrics,
         output: &output,
         name,
+        logged: AtomicI64::new(0),
     };
-    tracing::info!(inputs = ?topics, stateful, scope = ?tasks.scope, "processor started");
+    // State is restored before the first input is taken, not when it arrives: reading the
+    // changelog connects a reader of its own (about a tenth of a second even when the log is
+    // empty), which would otherwise hold up the first records.
     let mut stats = RunStats::default();
+    if single {
+        let task = recover_single(&ctx, &tasks).await?;
+        stats.restores += 1;
+        tasks.by_key.insert(ALL.to_string(), task);
+    } else if stateful {
+        let end = changelog::end_offset(consumer.clone(), &tasks.changelog).await?;
+        let mut by_task: HashMap<String, Vec<changelog::Entry>> = HashMap::new();
+        if end > 0 {
+            for entry in changelog::read_all(kafka, &tasks.changelog, None).await? {
+                by_task.entry(entry.task.clone()).or_default().push(entry);
+            }
+        }
+        tasks.prefetched = Some((end, by_task));
+    }
+    tracing::info!(inputs = ?topics, stateful, scope = ?tasks.scope, "processor started");
     let mut last_lag = Instant::now();
     let mut lag_refresh: Option<tokio::task::JoinHandle<()>> = None;
     tokio::pin!(shutdown);
@@ -532,7 +559,7 @@ async fn run_loop<P: Processor + Clone + Sync>(
             }
         }
         let started = Instant::now();
-        let produced = run_batch(&ctx, &mut tasks, batch, &mut stats).await?;
+        let produced = run_batch(&ctx, &consumer, &mut tasks, batch, &mut stats).await?;
         metrics
             .processing_seconds
             .with_label_values(&[name])
@@ -573,7 +600,7 @@ async fn run_loop<P: Processor + Clone + Sync>(
                 entries.extend(task.snapshot_entries(metrics)?);
             }
         }
-        write_changelog(&output.producer, &tasks.changelog, entries).await?;
+        write_changelog(&ctx, &tasks.changelog, entries).await?;
         output.finish(&consumer, Vec::new()).await?;
     }
     consumer.unsubscribe();
@@ -602,13 +629,16 @@ async fn provision_changelog(kafka: &Kafka, topic: &str) {
 
 /// Produces changelog entries and waits for their acknowledgement.
 async fn write_changelog(
-    producer: &AckedProducer,
+    ctx: &Ctx<'_>,
     topic: &str,
     entries: Vec<Entry>,
 ) -> Result<(), KafkaError> {
     if entries.is_empty() {
         return Ok(());
     }
+    let producer = &ctx.output.producer;
+    ctx.logged
+        .fetch_add(entries.len() as i64, Ordering::Relaxed);
     let mut batch = AckBatch::new();
     for entry in entries {
         let payload = entry.encode()?;
@@ -673,7 +703,7 @@ impl InFlight {
             .produced
             .settle(&ctx.output.producer, ctx.metrics, ctx.name)
             .await?;
-        write_changelog(&ctx.output.producer, &self.changelog, self.snapshots).await?;
+        write_changelog(ctx, &self.changelog, self.snapshots).await?;
         ctx.output.finish(&consumer, self.commit).await?;
         Ok(BatchOutcome {
             records_in: self.records_in,
@@ -688,6 +718,7 @@ impl InFlight {
 /// that are due; [`InFlight::complete`] does the rest.
 async fn run_batch<P: Processor + Clone + Sync>(
     ctx: &Ctx<'_>,
+    consumer: &Arc<StreamConsumer>,
     tasks: &mut Tasks<P>,
     batch: Vec<OwnedMessage>,
     stats: &mut RunStats,
@@ -716,7 +747,7 @@ async fn run_batch<P: Processor + Clone + Sync>(
             log_entries.extend(task.snapshot_entries(ctx.metrics)?);
         }
     }
-    recover_missing(ctx, tasks, &batch, stats).await?;
+    recover_missing(ctx, consumer, tasks, &batch, stats).await?;
     let mut kept: Vec<OwnedMessage> = Vec::with_capacity(batch.len());
     for msg in batch {
         tasks.route(&msg);
@@ -770,7 +801,7 @@ async fn run_batch<P: Processor + Clone + Sync>(
         log_entries.push(Entry::batch(ALL, now.timestamp_micros(), runs));
     }
     // The log must be durable before any output of the batch exists.
-    write_changelog(&ctx.output.producer, &tasks.changelog, log_entries).await?;
+    write_changelog(ctx, &tasks.changelog, log_entries).await?;
     let produced = produce_batch(ctx, tasks, &kept, now, true).await?;
     let mut snapshots = Vec::new();
     if tasks.stateful && tasks.scope == TaskScope::PerPartition {
@@ -850,6 +881,7 @@ async fn recover_partition<P: Processor + Clone + Sync>(
 /// hop, all waited there).
 async fn recover_missing<P: Processor + Clone + Sync>(
     ctx: &Ctx<'_>,
+    consumer: &Arc<StreamConsumer>,
     tasks: &mut Tasks<P>,
     batch: &[OwnedMessage],
     stats: &mut RunStats,
@@ -878,10 +910,33 @@ async fn recover_missing<P: Processor + Clone + Sync>(
     if missing.is_empty() {
         return Ok(());
     }
-    let mut by_task: HashMap<String, Vec<changelog::Entry>> = HashMap::new();
-    for entry in changelog::read_all(ctx.kafka, &tasks.changelog, None).await? {
-        by_task.entry(entry.task.clone()).or_default().push(entry);
-    }
+    // What was read at start is still all there is for these tasks while the changelog
+    // has grown only by this member's own entries, which are about tasks it already has
+    // (a member that had these partitions meanwhile would have logged them). Any other
+    // growth, even by entries read at start after their end offset was asked, drops the
+    // copy: the log is read afresh.
+    let prefetched = match tasks.prefetched.take() {
+        Some((end, by_task)) => {
+            let now = changelog::end_offset(consumer.clone(), &tasks.changelog).await?;
+            (now == end + ctx.logged.load(Ordering::Relaxed)).then_some((end, by_task))
+        }
+        None => None,
+    };
+    let mut prefetched = prefetched;
+    let mut by_task: HashMap<String, Vec<changelog::Entry>> = match &mut prefetched {
+        Some((_, by_task)) => missing
+            .iter()
+            .filter_map(|(key, _, _)| Some((key.clone(), by_task.remove(key)?)))
+            .collect(),
+        None => {
+            let mut by_task: HashMap<String, Vec<changelog::Entry>> = HashMap::new();
+            for entry in changelog::read_all(ctx.kafka, &tasks.changelog, None).await? {
+                by_task.entry(entry.task.clone()).or_default().push(entry);
+            }
+            by_task
+        }
+    };
+    tasks.prefetched = prefetched;
     for (key, tp, first) in missing {
         let log = changelog::assemble(by_task.remove(&key).unwrap_or_default(), true)?;
         let task = recover_partition_from(ctx, tasks, &key, &tp, first, log).await?;
