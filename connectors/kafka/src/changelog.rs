@@ -324,6 +324,18 @@ pub async fn read_all(
     Ok(out)
 }
 
+/// Every entry of the changelog, grouped by task, each task's in log order.
+pub async fn read_by_task(
+    kafka: &Kafka,
+    topic: &str,
+) -> Result<HashMap<String, Vec<Entry>>, KafkaError> {
+    let mut by_task: HashMap<String, Vec<Entry>> = HashMap::new();
+    for entry in read_all(kafka, topic, None).await? {
+        by_task.entry(entry.task.clone()).or_default().push(entry);
+    }
+    Ok(by_task)
+}
+
 /// The end offset of the changelog `topic` (0 when nobody has written it yet), asked through
 /// a consumer that is already connected: one request, where [`read_all`] first connects a
 /// reader of its own (about a tenth of a second).

@@ -488,12 +488,11 @@ async fn run_loop<P: Processor + Clone + Sync>(
         tasks.by_key.insert(ALL.to_string(), task);
     } else if stateful {
         let end = changelog::end_offset(consumer.clone(), &tasks.changelog).await?;
-        let mut by_task: HashMap<String, Vec<changelog::Entry>> = HashMap::new();
-        if end > 0 {
-            for entry in changelog::read_all(kafka, &tasks.changelog, None).await? {
-                by_task.entry(entry.task.clone()).or_default().push(entry);
-            }
-        }
+        let by_task = if end > 0 {
+            changelog::read_by_task(kafka, &tasks.changelog).await?
+        } else {
+            HashMap::new()
+        };
         tasks.prefetched = Some((end, by_task));
     }
     tracing::info!(inputs = ?topics, stateful, scope = ?tasks.scope, "processor started");
@@ -733,19 +732,15 @@ async fn run_batch<P: Processor + Clone + Sync>(
         .map(|((t, p), o)| (t.to_string(), p, o))
         .collect();
     ctx.output.begin().await?;
-    // Single tasks log the state before the batch when a snapshot is due.
+    // Single tasks (restored at start) log the state before the batch when a snapshot is
+    // due.
     let mut log_entries: Vec<Entry> = Vec::new();
-    if tasks.stateful && tasks.scope == TaskScope::Single {
-        if !tasks.by_key.contains_key(ALL) {
-            let task = recover_single(ctx, tasks).await?;
-            stats.restores += 1;
-            tasks.by_key.insert(ALL.to_string(), task);
-        }
-        if let Some(task) = tasks.by_key.get_mut(ALL)
-            && task.due(ctx.config)
-        {
-            log_entries.extend(task.snapshot_entries(ctx.metrics)?);
-        }
+    if tasks.stateful
+        && tasks.scope == TaskScope::Single
+        && let Some(task) = tasks.by_key.get_mut(ALL)
+        && task.due(ctx.config)
+    {
+        log_entries.extend(task.snapshot_entries(ctx.metrics)?);
     }
     recover_missing(ctx, consumer, tasks, &batch, stats).await?;
     let mut kept: Vec<OwnedMessage> = Vec::with_capacity(batch.len());
@@ -915,34 +910,28 @@ async fn recover_missing<P: Processor + Clone + Sync>(
     // (a member that had these partitions meanwhile would have logged them). Any other
     // growth, even by entries read at start after their end offset was asked, drops the
     // copy: the log is read afresh.
-    let prefetched = match tasks.prefetched.take() {
+    let still_whole = match tasks.prefetched.take() {
         Some((end, by_task)) => {
             let now = changelog::end_offset(consumer.clone(), &tasks.changelog).await?;
             (now == end + ctx.logged.load(Ordering::Relaxed)).then_some((end, by_task))
         }
         None => None,
     };
-    let mut prefetched = prefetched;
-    let mut by_task: HashMap<String, Vec<changelog::Entry>> = match &mut prefetched {
-        Some((_, by_task)) => missing
-            .iter()
-            .filter_map(|(key, _, _)| Some((key.clone(), by_task.remove(key)?)))
-            .collect(),
-        None => {
-            let mut by_task: HashMap<String, Vec<changelog::Entry>> = HashMap::new();
-            for entry in changelog::read_all(ctx.kafka, &tasks.changelog, None).await? {
-                by_task.entry(entry.task.clone()).or_default().push(entry);
-            }
-            by_task
-        }
+    let (kept_end, mut by_task) = match still_whole {
+        Some((end, by_task)) => (Some(end), by_task),
+        None => (
+            None,
+            changelog::read_by_task(ctx.kafka, &tasks.changelog).await?,
+        ),
     };
-    tasks.prefetched = prefetched;
     for (key, tp, first) in missing {
         let log = changelog::assemble(by_task.remove(&key).unwrap_or_default(), true)?;
         let task = recover_partition_from(ctx, tasks, &key, &tp, first, log).await?;
         stats.restores += 1;
         tasks.by_key.insert(key, task);
     }
+    // The rest of the copy serves partitions still to come.
+    tasks.prefetched = kept_end.map(|end| (end, by_task));
     Ok(())
 }
 

@@ -11,7 +11,7 @@
 #[path = "../tests/support/market.rs"]
 mod market;
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use market::{Market, Shape};
 use std::collections::VecDeque;
 use std::hint::black_box;
@@ -76,10 +76,6 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_667);
-    let t0 = Utc
-        .with_ymd_and_hms(2020, 1, 1, 14, 30, 0)
-        .single()
-        .expect("time");
     let shape = Shape {
         moves: 0.03,
         wicks: 0.01,
@@ -97,9 +93,9 @@ fn main() {
     let mut orders = 0u64;
     let mut fills = 0u64;
     for step in 0..steps {
-        let at = t0 + Duration::days(step as i64);
+        let at = market::time_of(step);
         // Unsequenced (step 0): the cores' own logic, without the lockstep round trips.
-        let (bars, signals) = market.instant(step, at, 0);
+        let (bars, signals) = market.instant(step, 0);
         // Bars first (market data runs ahead), then last step's signals.
         let mut to_router: VecDeque<AnyRecord> = VecDeque::new();
         for bar in &bars {

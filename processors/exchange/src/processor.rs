@@ -801,9 +801,7 @@ impl ExchangeProcessor {
         match input {
             AnyRecord::MarketData(m) if m.step > 0 => {
                 m.validate()?;
-                if self.lockstep.add_bar(m) {
-                    self.lockstep.warn_if_backlogged("exchange", "router");
-                }
+                self.lockstep.add_bar(m, "exchange", "router");
             }
             AnyRecord::Progress(p) => {
                 if p.processor == Progress::ROUTER {

@@ -9,7 +9,7 @@
 //! schedule must end with the same orders, fills and books. The same schedules without
 //! lockstep must not (otherwise the first assertion would prove nothing).
 
-use chrono::{Duration, TimeZone, Utc};
+use chrono::Utc;
 use std::collections::{BTreeMap, VecDeque};
 use tradestream_exchange::{ExchangeConfig, ExchangeProcessor};
 use tradestream_router::{RouterConfig, RouterProcessor};
@@ -26,10 +26,6 @@ const PARTITIONS: usize = 3;
 
 /// Sequenced bars and their signals, as ingest, features and the scorer publish them.
 fn market(seed: u64) -> Vec<AnyRecord> {
-    let t0 = Utc
-        .with_ymd_and_hms(2020, 1, 1, 14, 30, 0)
-        .single()
-        .expect("time");
     // Wide moves and tight brackets: plenty of fills, stops and OCO races.
     let shape = Shape {
         moves: 0.06,
@@ -42,7 +38,7 @@ fn market(seed: u64) -> Vec<AnyRecord> {
     let mut m = Market::new(seed, SYMBOLS, shape, "test");
     let mut out = Vec::new();
     for i in 0..STEPS {
-        let (bars, signals) = m.instant(i, t0 + Duration::days(i as i64), i as i64 + 1);
+        let (bars, signals) = m.instant(i, i as i64 + 1);
         out.extend(bars);
         out.extend(signals);
     }

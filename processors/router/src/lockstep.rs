@@ -93,9 +93,10 @@ impl Lockstep {
         self.done > 0
     }
 
-    /// Holds a sequenced bar; false when its step is finished or the bar already held
-    /// (a redelivery).
-    pub fn add_bar(&mut self, bar: &MarketData) -> bool {
+    /// Holds a sequenced bar for `processor`, whose peer is `peer`; false when its step is
+    /// finished or the bar already held (a redelivery). Warns when the steps held pile up
+    /// (see [`Self::warn_if_backlogged`]).
+    pub fn add_bar(&mut self, bar: &MarketData, processor: &str, peer: &str) -> bool {
         if bar.step <= self.done {
             return false;
         }
@@ -106,13 +107,14 @@ impl Lockstep {
         step.time = Some(bar.event_time);
         step.expected = usize::try_from(bar.step_bars).unwrap_or(0).max(1);
         step.bars.insert(bar.symbol.clone(), bar.clone());
+        self.warn_if_backlogged(processor, peer);
         true
     }
 
     /// Logs when the steps held pass a power of two from 1,024 on: a core that holds that
     /// many is waiting for something that may never come (the peer stopped, runs without
     /// lockstep, or a bar or signal of the next step was lost upstream).
-    pub fn warn_if_backlogged(&self, processor: &str, peer: &str) {
+    fn warn_if_backlogged(&self, processor: &str, peer: &str) {
         let held = self.steps.len();
         // Once per new step (its first bar) at each power of two, not once per bar.
         let new_step = self
@@ -194,14 +196,20 @@ mod tests {
     #[test]
     fn a_step_is_complete_with_all_its_bars_and_repeats_are_refused() {
         let mut l = Lockstep::default();
-        assert!(l.add_bar(&bar("AAA", 1, 2)));
-        assert!(!l.add_bar(&bar("AAA", 1, 2)), "a redelivered bar");
+        assert!(l.add_bar(&bar("AAA", 1, 2), "router", "exchange"));
+        assert!(
+            !l.add_bar(&bar("AAA", 1, 2), "router", "exchange"),
+            "a redelivered bar"
+        );
         assert!(!l.steps[&1].has_all_bars());
-        assert!(l.add_bar(&bar("BBB", 1, 2)));
+        assert!(l.add_bar(&bar("BBB", 1, 2), "router", "exchange"));
         assert!(l.steps[&1].has_all_bars());
         let mark = l.finish("router", Vec::new());
         assert_eq!((mark.step, l.done), (1, 1));
-        assert!(!l.add_bar(&bar("AAA", 1, 2)), "a bar of a finished step");
+        assert!(
+            !l.add_bar(&bar("AAA", 1, 2), "router", "exchange"),
+            "a bar of a finished step"
+        );
         assert!(l.engaged());
     }
 }

@@ -1234,9 +1234,7 @@ impl RouterProcessor {
         match input {
             AnyRecord::MarketData(m) if m.step > 0 => {
                 m.validate().map_err(RouterError::from)?;
-                if self.lockstep.add_bar(m) {
-                    self.lockstep.warn_if_backlogged("router", "exchange");
-                }
+                self.lockstep.add_bar(m, "router", "exchange");
             }
             AnyRecord::Signal(s) if s.step > 0 => {
                 s.validate().map_err(RouterError::from)?;

@@ -2,7 +2,7 @@
 //! for every symbol, as ingest, features and the scorer would publish them. Shared by the
 //! `lockstep` test and the `venue_loop` bench (which includes this file by path).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, TimeZone, Utc};
 use rust_decimal::Decimal;
 use tradestream_schemas::{
     AnyRecord, MarketData, MarketDataKind, SignalSide, Symbol, TradingSignal,
@@ -20,6 +20,14 @@ fn dec(x: f64) -> Decimal {
     Decimal::from_f64_retain(x)
         .unwrap_or(Decimal::ONE)
         .round_dp(2)
+}
+
+/// When instant `index` happens: one a day from 2020-01-01 14:30 UTC.
+pub(crate) fn time_of(index: usize) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2020, 1, 1, 14, 30, 0)
+        .single()
+        .expect("time")
+        + Duration::days(index as i64)
 }
 
 /// How the market moves and the model calls it.
@@ -64,14 +72,10 @@ impl Market {
         }
     }
 
-    /// Instant `index` at `at`: every symbol's bar and its signal. `step` numbers the bars
+    /// Instant `index` (at [`time_of`] it): every symbol's bar and its signal. `step` numbers the bars
     /// for lockstep (0: unsequenced).
-    pub(crate) fn instant(
-        &mut self,
-        index: usize,
-        at: DateTime<Utc>,
-        step: i64,
-    ) -> (Vec<AnyRecord>, Vec<AnyRecord>) {
+    pub(crate) fn instant(&mut self, index: usize, step: i64) -> (Vec<AnyRecord>, Vec<AnyRecord>) {
+        let at = time_of(index);
         let n = self.symbols.len();
         let step_bars = if step > 0 { n as i32 } else { 0 };
         let (mut bars, mut signals) = (Vec::with_capacity(n), Vec::with_capacity(n));
