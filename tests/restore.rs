@@ -1,6 +1,7 @@
 //! State restore under the generic runner, at the level of the mechanism: a processor task
 //! killed mid-batch (its future dropped: no final snapshot, no commit) and started again
-//! continues as if it had never stopped.
+//! continues as if it had never stopped. Each run is killed only once it is processing new
+//! input, so every kill lands in the middle of real work.
 //!
 //! The cores here are deliberately sensitive to what they have seen: one counts bars per
 //! symbol (per-partition state), the other counts every record across partitions (its
@@ -31,6 +32,9 @@ struct Count {
     scope: TaskScope,
     per_symbol: BTreeMap<String, u64>,
     total: u64,
+    /// How long encoding a snapshot takes: long enough that a single task logs each of its
+    /// snapshots (encoded beside its loop) a few batches after the moment it was taken.
+    encode_delay: Duration,
 }
 
 impl Processor for Count {
@@ -74,6 +78,7 @@ impl Processor for Count {
     }
 
     fn snapshot(&self) -> Result<Option<Vec<u8>>, ProcessError> {
+        std::thread::sleep(self.encode_delay);
         serde_json::to_vec(&(&self.per_symbol, self.total))
             .map(Some)
             .map_err(|e| ProcessError::fatal(e.to_string()))
@@ -86,6 +91,18 @@ impl Processor for Count {
         self.total = total;
         Ok(())
     }
+}
+
+/// Records on the output topic so far (copies included).
+fn published(kafka: &Kafka) -> Result<i64> {
+    let consumer: BaseConsumer = kafka.base_consumer("restore-watermarks")?;
+    let mut n = 0;
+    for p in 0..PARTITIONS {
+        let (low, high) =
+            consumer.fetch_watermarks(Topic::Features.name(), p, Duration::from_secs(10))?;
+        n += high - low;
+    }
+    Ok(n)
 }
 
 /// Every features record: id → distinct decoded contents.
@@ -147,13 +164,14 @@ async fn killed_and_restarted_with(
         expected_n.insert(format!("count:{}", b.record_id), *n);
     }
     let metrics = Metrics::new();
-    let publisher = common::spawn_publisher(&kafka, &codec, &metrics, all, 1_500.0);
+    // Slow enough that the feed outlasts the kills below and their rejoins.
+    let publisher = common::spawn_publisher(&kafka, &codec, &metrics, all, 100.0);
     let mut config = RunnerConfig::for_processor("count");
     config.group_id = format!("restore-{scope:?}-{guarantee:?}").to_lowercase();
     config.guarantee = guarantee;
     config.max_batch = 50;
     config.snapshot_records = 120;
-    let spawn = |stop: Option<tokio::sync::oneshot::Receiver<()>>| {
+    let spawn = |stop: tokio::sync::oneshot::Receiver<()>| {
         let (kafka, codec, metrics, config) = (
             kafka.clone(),
             codec.clone(),
@@ -165,28 +183,61 @@ async fn killed_and_restarted_with(
                 scope,
                 per_symbol: BTreeMap::new(),
                 total: 0,
+                encode_delay: match scope {
+                    TaskScope::Single => Duration::from_millis(40),
+                    TaskScope::PerPartition => Duration::ZERO,
+                },
             };
             run_processor(&kafka, &codec, &mut core, &config, &metrics, async move {
-                match stop {
-                    Some(s) => {
-                        let _ = s.await;
-                    }
-                    None => std::future::pending().await,
-                }
+                let _ = stop.await;
             })
             .await
         })
     };
-    // Kill at uneven moments while the feed is flowing.
+    // Stop each run at an uneven moment once it is processing new input (not just
+    // republishing its last logged batch), while the feed is flowing. A timer alone is not
+    // enough: a restarted run can spend seconds joining the group, and runs stopped before
+    // they get their partitions test nothing. Effectively-once runs are killed (the task
+    // dropped mid-batch: no final snapshot, no commit). Exactly-once runs are stopped
+    // cleanly instead: the mock neither hides the records of an aborted or abandoned
+    // transaction nor stores offsets committed in one, so a kill inside a transaction can
+    // only be judged on a real cluster; here the transactional path is checked across
+    // restarts.
     let kills = 6;
+    let mut published_before = 0;
     for i in 0..kills {
-        let task = spawn(None);
-        tokio::time::sleep(Duration::from_millis(350 + 170 * (i % 3))).await;
-        task.abort();
-        let _ = task.await;
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = spawn(stopped);
+        let started = Instant::now();
+        while published(&kafka)? < published_before + 20 {
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!("run {i} processed nothing new within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20 + 60 * (i % 3))).await;
+        match guarantee {
+            tradestream_kafka::Guarantee::EffectivelyOnce => {
+                task.abort();
+                let _ = task.await;
+            }
+            tradestream_kafka::Guarantee::ExactlyOnce => {
+                let _ = stop.send(());
+                task.await??;
+            }
+        }
+        published_before = published(&kafka)?;
+        println!(
+            "run {i} stopped {} ms after it started, {published_before} outputs so far",
+            started.elapsed().as_millis()
+        );
     }
+    assert!(
+        published_before < total as i64,
+        "the feed was over before the last stop"
+    );
     let (stop, stopped) = tokio::sync::oneshot::channel();
-    let last = spawn(Some(stopped));
+    let last = spawn(stopped);
     let published = tokio::time::timeout(Duration::from_secs(120), publisher)
         .await
         .context("publishing")???;
@@ -203,7 +254,7 @@ async fn killed_and_restarted_with(
     };
     let _ = stop.send(());
     let stats = last.await??;
-    println!("{scope:?} {guarantee:?}: {kills} kills, final run {stats:?}");
+    println!("{scope:?} {guarantee:?}: {kills} stops, final run {stats:?}");
 
     let conflicting: Vec<&String> = seen
         .iter()
@@ -228,8 +279,47 @@ async fn killed_and_restarted_with(
         // Across partitions, each running total was handed out exactly once.
         let totals: BTreeSet<u64> = seen.values().map(|c| c[0].values["total"] as u64).collect();
         assert_eq!(totals, (1..=total as u64).collect::<BTreeSet<u64>>());
+        // And the restores above really had to pick batches logged before a snapshot that
+        // does not cover them (snapshots are encoded beside the loop and logged late).
+        let late = late_snapshots(&kafka, &config.group_id).await?;
+        println!("{late} snapshots logged after batches they do not cover");
+        assert!(
+            late > 0,
+            "no snapshot was logged late: the case is not exercised"
+        );
     }
     Ok(())
+}
+
+/// Snapshots in the group's changelog logged after a batch past their positions.
+async fn late_snapshots(kafka: &Kafka, group: &str) -> Result<usize> {
+    use tradestream_kafka::changelog::{self, Body};
+    let topic = changelog::changelog_topic(group);
+    let mut batches: Vec<Vec<changelog::Run>> = Vec::new();
+    let mut late = 0;
+    for entry in changelog::read_all(kafka, &topic, None).await? {
+        match entry.body {
+            Body::Batch { runs, .. } => batches.push(runs),
+            Body::SnapshotPart {
+                index: 0,
+                positions,
+                ..
+            } => {
+                let past = |r: &changelog::Run| {
+                    positions
+                        .iter()
+                        .find(|(t, p, _)| *t == r.topic && *p == r.partition)
+                        .is_none_or(|(_, _, next)| r.first + i64::from(r.count) > *next)
+                };
+                if batches.iter().any(|runs| runs.iter().any(past)) {
+                    late += 1;
+                }
+                batches.clear();
+            }
+            Body::SnapshotPart { .. } => {}
+        }
+    }
+    Ok(late)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -243,10 +333,11 @@ async fn single_task_replays_the_logged_interleaving_after_kills() -> Result<()>
 }
 
 /// The transactional path (one transaction per batch, its calls on the blocking pool) gives
-/// the same result. The mock commits transactions but neither stores offsets committed in
-/// them nor hides aborted records, so this checks the code path and the changelog under it,
-/// not Kafka's isolation (that needs a real cluster).
+/// the same result across restarts. The mock commits transactions but neither stores offsets
+/// committed in them nor hides the records of aborted or abandoned ones, so this checks the
+/// code path and the changelog under it with clean stops, not Kafka's isolation under kills
+/// (that needs a real cluster).
 #[tokio::test(flavor = "multi_thread")]
-async fn exactly_once_transactions_commit_batches_and_survive_kills() -> Result<()> {
+async fn exactly_once_transactions_commit_batches_and_survive_restarts() -> Result<()> {
     killed_and_restarted_with(TaskScope::Single, tradestream_kafka::Guarantee::ExactlyOnce).await
 }

@@ -15,8 +15,10 @@
 //!   a different one (the router's buying power depends on whether a fill came before a
 //!   signal).
 //!
-//! Recovery restores the newest complete snapshot into a fresh core and replays what came
-//! after it. The changelog is written with the same acknowledgement discipline as every
+//! Recovery restores the newest complete snapshot into a fresh core and replays the batches
+//! past its positions. A single task's snapshot is encoded beside its loop and logged a few
+//! batches after the moment it was taken, so those are chosen by input offset, not by where
+//! they stand in the log relative to the snapshot. The changelog is written with the same acknowledgement discipline as every
 //! output, so it works on any broker, the librdkafka mock included (no transactions needed).
 //!
 //! [`TaskScope::Single`]: tradestream_schemas::TaskScope::Single
@@ -211,7 +213,7 @@ type PartialSnapshot = (u32, Positions, Option<String>, BTreeMap<u32, Vec<u8>>);
 pub struct TaskLog {
     /// The newest complete snapshot: state bytes and the positions it was taken at.
     pub snapshot: Option<(Vec<u8>, Positions)>,
-    /// Batches written after that snapshot, in order: (processing time µs, runs).
+    /// Batches past that snapshot's positions, in log order: (processing time µs, runs).
     pub batches: Vec<(i64, Vec<Run>)>,
     /// Whether the changelog held any record of the task at all.
     pub seen: bool,
@@ -231,7 +233,7 @@ pub async fn read_task(
     assemble(entries, newest_position)
 }
 
-/// Folds a task's entries into its newest snapshot (decompressed) and the batches after it;
+/// Folds a task's entries into its newest snapshot (decompressed) and the batches past it;
 /// fails on a snapshot whose state does not decompress.
 pub fn assemble(entries: Vec<Entry>, newest_position: bool) -> Result<TaskLog, KafkaError> {
     let mut log = TaskLog {
@@ -285,14 +287,30 @@ pub fn assemble(entries: Vec<Entry>, newest_position: bool) -> Result<TaskLog, K
                             )));
                         }
                     };
+                    // The batches the snapshot covers are those before its positions. That
+                    // is not the same as those logged before it: a single task encodes its
+                    // snapshot beside its loop and logs it a few batches after the moment it
+                    // was taken, so the batches in between follow it in state, not in the log.
+                    log.batches.retain(|(_, runs)| beyond(runs, &positions));
                     log.snapshot = Some((state, positions));
-                    // Batches logged before this snapshot are part of it.
-                    log.batches.clear();
                 }
             }
         }
     }
     Ok(log)
+}
+
+/// Whether a logged batch holds a record at or past `positions` (the next offsets a snapshot
+/// was taken at): a task's input offsets only grow, so a batch is either wholly covered by the
+/// snapshot or wholly after it.
+fn beyond(runs: &[Run], positions: &Positions) -> bool {
+    runs.iter().any(|r| {
+        let next = positions
+            .iter()
+            .find(|(t, p, _)| *p == r.partition && *t == r.topic)
+            .map_or(i64::MIN, |(_, _, o)| *o);
+        r.first + i64::from(r.count) > next
+    })
 }
 
 /// Every entry of the changelog (of `task`, when given), in log order.
@@ -581,6 +599,28 @@ mod tests {
         assert_eq!(positions, vec![("a".to_string(), 0, 1)]);
         assert_eq!(log.batches.len(), 1);
         assert_eq!(log.batches[0].0, 2);
+    }
+
+    #[test]
+    fn batches_logged_before_a_late_snapshot_but_past_its_positions_are_kept() {
+        // Taken after the first batch, logged after the third: the second and third follow
+        // it in state, as does a partition the snapshot had not seen.
+        let mut entries = vec![
+            Entry::batch("all", 1, runs_of([("a", 0, 0), ("a", 0, 1)])),
+            Entry::batch("all", 2, runs_of([("a", 0, 2)])),
+            Entry::batch("all", 3, runs_of([("b", 0, 0)])),
+        ];
+        entries.extend(Entry::snapshot(
+            "all",
+            "late".into(),
+            b"after batch 1",
+            vec![("a".into(), 0, 2)],
+        ));
+        entries.push(Entry::batch("all", 4, runs_of([("a", 0, 3)])));
+        let log = assemble(entries, false).expect("assembles");
+        assert_eq!(log.snapshot.expect("snapshot").0, b"after batch 1");
+        let times: Vec<i64> = log.batches.iter().map(|(t, _)| *t).collect();
+        assert_eq!(times, vec![2, 3, 4]);
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //! keyed by symbol gets one copy per input partition, snapshotted with the partition's
 //! position after its outputs are acknowledged; a core whose state spans partitions gets one
 //! copy whose every batch is logged (inputs in order, processing time) before its outputs
-//! are produced. A restarted process, or the member a partition moves to, restores the newest
+//! are produced, and whose snapshots are encoded from a copy of the core beside the loop (a
+//! large state would otherwise hold up every batch behind it). A restarted process, or the member a partition moves to, restores the newest
 //! snapshot and replays what followed it, so it publishes exactly what an uninterrupted run
 //! with the same input order would have, with the same ids and the same content.
 //!
@@ -175,7 +176,7 @@ pub struct RunStats {
 ///
 /// `core` must be fresh (nothing processed yet): it is the template every task's copy is
 /// cloned from before its state is restored.
-pub async fn run_processor<P: Processor + Clone + Sync>(
+pub async fn run_processor<P: Processor + Clone + Sync + 'static>(
     kafka: &Kafka,
     codec: &Codec,
     core: &mut P,
@@ -303,6 +304,8 @@ struct Task<P> {
     since_snapshot: u64,
     last_snapshot: Option<Instant>,
     snapshots: u64,
+    /// A snapshot being encoded on the blocking pool (single tasks, see [`run_batch`]).
+    encoding: Option<tokio::task::JoinHandle<Result<Vec<Entry>, KafkaError>>>,
 }
 
 impl<P: Processor> Task<P> {
@@ -326,13 +329,8 @@ impl<P: Processor> Task<P> {
         v
     }
 
-    /// The entries of a snapshot of the current state.
-    fn snapshot_entries(&mut self, metrics: &Metrics) -> Result<Vec<Entry>, KafkaError> {
-        let state = self
-            .core
-            .snapshot()
-            .map_err(|e| KafkaError::Changelog(format!("snapshot of {}: {e}", self.key)))?
-            .unwrap_or_default();
+    /// Starts a snapshot: its id and the positions it stands at, and the cadence restarted.
+    fn begin_snapshot(&mut self) -> (String, changelog::Positions) {
         self.snapshots += 1;
         let id = format!(
             "{}-{}-{}",
@@ -342,13 +340,74 @@ impl<P: Processor> Task<P> {
         );
         self.since_snapshot = 0;
         self.last_snapshot = Some(Instant::now());
-        let entries = Entry::snapshot(&self.key, id, &state, self.positions());
-        metrics
-            .snapshot_bytes
-            .with_label_values(&[self.core.name()])
-            .inc_by(entries.iter().map(Entry::stored_bytes).sum::<usize>() as u64);
+        (id, self.positions())
+    }
+
+    /// The entries of a snapshot of the current state, encoded here.
+    fn snapshot_entries(&mut self, metrics: &Metrics) -> Result<Vec<Entry>, KafkaError> {
+        let (id, positions) = self.begin_snapshot();
+        let entries = encode_snapshot(&self.core, &self.key, id, positions)?;
+        count_snapshot(metrics, self.core.name(), &entries);
         Ok(entries)
     }
+
+    /// Starts a snapshot of the current state encoded on the blocking pool from a copy of the
+    /// core, so the loop is held up by the copy only: encoding and compressing the router's
+    /// state took three to four times as long as copying it (about 25 against 7 ms at 2.4 MB)
+    /// and grows with the finished orders it remembers.
+    fn start_snapshot(&mut self)
+    where
+        P: Processor + Clone + 'static,
+    {
+        let (id, positions) = self.begin_snapshot();
+        let core = self.core.clone();
+        let key = self.key.clone();
+        self.encoding = Some(tokio::task::spawn_blocking(move || {
+            encode_snapshot(&core, &key, id, positions)
+        }));
+    }
+
+    /// The entries of the snapshot being encoded: once it is ready, or (`wait`) when it is.
+    /// Empty when none is being encoded or it is not ready.
+    async fn encoded_snapshot(
+        &mut self,
+        metrics: &Metrics,
+        wait: bool,
+    ) -> Result<Vec<Entry>, KafkaError> {
+        let ready = self
+            .encoding
+            .as_ref()
+            .is_some_and(|h| wait || h.is_finished());
+        let Some(handle) = self.encoding.take_if(|_| ready) else {
+            return Ok(Vec::new());
+        };
+        let entries = handle.await.map_err(|e| {
+            KafkaError::Changelog(format!("snapshot of {}: encoding failed: {e}", self.key))
+        })??;
+        count_snapshot(metrics, self.core.name(), &entries);
+        Ok(entries)
+    }
+}
+
+/// The changelog entries of a snapshot of `core` taken at `positions`.
+fn encode_snapshot<P: Processor>(
+    core: &P,
+    key: &str,
+    id: String,
+    positions: changelog::Positions,
+) -> Result<Vec<Entry>, KafkaError> {
+    let state = core
+        .snapshot()
+        .map_err(|e| KafkaError::Changelog(format!("snapshot of {key}: {e}")))?
+        .unwrap_or_default();
+    Ok(Entry::snapshot(key, id, &state, positions))
+}
+
+fn count_snapshot(metrics: &Metrics, name: &str, entries: &[Entry]) {
+    metrics
+        .snapshot_bytes
+        .with_label_values(&[name])
+        .inc_by(entries.iter().map(Entry::stored_bytes).sum::<usize>() as u64);
 }
 
 /// The copies of the core this member runs.
@@ -396,6 +455,7 @@ impl<P: Processor + Clone + Sync> Tasks<P> {
             since_snapshot: 0,
             last_snapshot: None,
             snapshots: 0,
+            encoding: None,
         }
     }
 }
@@ -437,7 +497,7 @@ struct Ctx<'a> {
     logged: AtomicI64,
 }
 
-async fn run_loop<P: Processor + Clone + Sync>(
+async fn run_loop<P: Processor + Clone + Sync + 'static>(
     kafka: &Kafka,
     codec: &Codec,
     core: &mut P,
@@ -595,8 +655,11 @@ async fn run_loop<P: Processor + Clone + Sync>(
         output.begin().await?;
         let mut entries = Vec::new();
         for task in tasks.by_key.values_mut() {
+            let encoded = task.encoded_snapshot(metrics, true).await?;
             if task.since_snapshot > 0 {
                 entries.extend(task.snapshot_entries(metrics)?);
+            } else {
+                entries.extend(encoded);
             }
         }
         write_changelog(&ctx, &tasks.changelog, entries).await?;
@@ -715,7 +778,7 @@ impl InFlight {
 /// Routes a consumed batch to its tasks (restoring those this member does not have yet),
 /// drops what a task already applied, logs and processes the rest and takes the snapshots
 /// that are due; [`InFlight::complete`] does the rest.
-async fn run_batch<P: Processor + Clone + Sync>(
+async fn run_batch<P: Processor + Clone + Sync + 'static>(
     ctx: &Ctx<'_>,
     consumer: &Arc<StreamConsumer>,
     tasks: &mut Tasks<P>,
@@ -732,15 +795,24 @@ async fn run_batch<P: Processor + Clone + Sync>(
         .map(|((t, p), o)| (t.to_string(), p, o))
         .collect();
     ctx.output.begin().await?;
-    // Single tasks (restored at start) log the state before the batch when a snapshot is
-    // due.
+    // Single tasks (restored at start) snapshot the state before the batch when one is due.
+    // Their first snapshot is logged right here, ahead of their first batch, so the log never
+    // holds a batch with no snapshot before it; later ones are encoded beside the loop and
+    // logged with the first batch after they are ready (the reader picks the batches past a
+    // snapshot's positions, see `changelog::assemble`).
     let mut log_entries: Vec<Entry> = Vec::new();
     if tasks.stateful
         && tasks.scope == TaskScope::Single
         && let Some(task) = tasks.by_key.get_mut(ALL)
-        && task.due(ctx.config)
     {
-        log_entries.extend(task.snapshot_entries(ctx.metrics)?);
+        log_entries.extend(task.encoded_snapshot(ctx.metrics, false).await?);
+        if task.encoding.is_none() && task.due(ctx.config) {
+            if task.last_snapshot.is_none() {
+                log_entries.extend(task.snapshot_entries(ctx.metrics)?);
+            } else {
+                task.start_snapshot();
+            }
+        }
     }
     recover_missing(ctx, consumer, tasks, &batch, stats).await?;
     let mut kept: Vec<OwnedMessage> = Vec::with_capacity(batch.len());
