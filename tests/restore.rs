@@ -94,15 +94,18 @@ impl Processor for Count {
 }
 
 /// Records on the output topic so far (copies included).
-fn published(kafka: &Kafka) -> Result<i64> {
-    let consumer: BaseConsumer = kafka.base_consumer("restore-watermarks")?;
-    let mut n = 0;
-    for p in 0..PARTITIONS {
-        let (low, high) =
-            consumer.fetch_watermarks(Topic::Features.name(), p, Duration::from_secs(10))?;
-        n += high - low;
-    }
-    Ok(n)
+async fn published(watermarks: &Arc<BaseConsumer>) -> Result<i64> {
+    let consumer = watermarks.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut n = 0;
+        for p in 0..PARTITIONS {
+            let (low, high) =
+                consumer.fetch_watermarks(Topic::Features.name(), p, Duration::from_secs(10))?;
+            n += high - low;
+        }
+        Ok(n)
+    })
+    .await?
 }
 
 /// Every features record: id → distinct decoded contents.
@@ -204,16 +207,17 @@ async fn killed_and_restarted_with(
     // only be judged on a real cluster; here the transactional path is checked across
     // restarts.
     let kills = 6;
+    let watermarks = Arc::new(kafka.base_consumer("restore-watermarks")?);
     let mut published_before = 0;
     for i in 0..kills {
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let task = spawn(stopped);
         let started = Instant::now();
-        while published(&kafka)? < published_before + 20 {
+        while published(&watermarks).await? < published_before + 20 {
             if started.elapsed() > Duration::from_secs(60) {
                 bail!("run {i} processed nothing new within 60 s");
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
         tokio::time::sleep(Duration::from_millis(20 + 60 * (i % 3))).await;
         match guarantee {
@@ -226,7 +230,7 @@ async fn killed_and_restarted_with(
                 task.await??;
             }
         }
-        published_before = published(&kafka)?;
+        published_before = published(&watermarks).await?;
         println!(
             "run {i} stopped {} ms after it started, {published_before} outputs so far",
             started.elapsed().as_millis()

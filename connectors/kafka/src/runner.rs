@@ -19,9 +19,10 @@
 //! position after its outputs are acknowledged; a core whose state spans partitions gets one
 //! copy whose every batch is logged (inputs in order, processing time) before its outputs
 //! are produced, and whose snapshots are encoded from a copy of the core beside the loop (a
-//! large state would otherwise hold up every batch behind it). A restarted process, or the member a partition moves to, restores the newest
-//! snapshot and replays what followed it, so it publishes exactly what an uninterrupted run
-//! with the same input order would have, with the same ids and the same content.
+//! large state would otherwise hold up every batch behind it). A restarted process, or the
+//! member a partition moves to, restores the newest snapshot and replays what followed it, so
+//! it publishes exactly what an uninterrupted run with the same input order would have, with
+//! the same ids and the same content.
 //!
 //! Broker outages are waited out, never turned into skipped offsets: consumer errors pause
 //! the loop with capped exponential backoff (librdkafka keeps the position and reconnects),
