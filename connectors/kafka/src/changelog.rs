@@ -18,8 +18,9 @@
 //! Recovery restores the newest complete snapshot into a fresh core and replays the batches
 //! past its positions. A single task's snapshot is encoded beside its loop and logged a few
 //! batches after the moment it was taken, so those are chosen by input offset, not by where
-//! they stand in the log relative to the snapshot. The changelog is written with the same acknowledgement discipline as every
-//! output, so it works on any broker, the librdkafka mock included (no transactions needed).
+//! they stand in the log relative to the snapshot. The changelog is written with the same
+//! acknowledgement discipline as every output, so it works on any broker, the librdkafka mock
+//! included (no transactions needed).
 //!
 //! [`TaskScope::Single`]: tradestream_schemas::TaskScope::Single
 
