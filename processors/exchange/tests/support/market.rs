@@ -72,8 +72,8 @@ impl Market {
         }
     }
 
-    /// Instant `index` (at [`time_of`] it): every symbol's bar and its signal. `step` numbers the bars
-    /// for lockstep (0: unsequenced).
+    /// Instant `index` (at [`time_of`] it): every symbol's bar and its signal. `step` numbers
+    /// the bars for lockstep (0: unsequenced).
     pub(crate) fn instant(&mut self, index: usize, step: i64) -> (Vec<AnyRecord>, Vec<AnyRecord>) {
         let at = time_of(index);
         let n = self.symbols.len();
