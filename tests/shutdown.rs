@@ -458,7 +458,7 @@ async fn ingest_and_infrastructure_exit_zero_on_sigterm() -> Result<()> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_publishing(&env, &mut ingest).await?;
     sigterm(&ingest)?;
     let stdout = ingest.stdout.take().context("stdout")?;
     let (status, took) = wait_exit(ingest, Duration::from_secs(GRACE_SECS + 10)).await?;
@@ -508,6 +508,23 @@ async fn ingest_and_infrastructure_exit_zero_on_sigterm() -> Result<()> {
     Ok(())
 }
 
+/// Waits until `ingest` has put some records on `market_data`, so that a signal reaches it
+/// mid-feed: a fixed sleep raced its start-up on a slow machine (signalled before it had
+/// installed its handlers, or killed before it had published anything).
+async fn wait_publishing(env: &Env, ingest: &mut Child) -> Result<()> {
+    let started = Instant::now();
+    while common::count(&env.kafka, Topic::MarketData.name(), PARTITIONS).await? < 100 {
+        if let Some(status) = ingest.try_wait()? {
+            bail!("ingest exited with {status} before publishing");
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("ingest published fewer than 100 records in 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 /// Record ids of the `market_data` records of `symbols` (with repeats).
 async fn market_data_ids(env: &Env, symbols: &[&str]) -> Result<Vec<String>> {
     let mut ids = Vec::new();
@@ -543,7 +560,7 @@ async fn a_killed_ingest_resumes_without_a_second_copy() -> Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()?;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_publishing(&env, &mut first).await?;
     first.kill()?;
     first.wait()?;
     let before = market_data_ids(&env, &SYMBOLS).await?;

@@ -167,6 +167,9 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
+    // First, so that a SIGTERM while the source is read or the topic is checked for what is
+    // already published stops cleanly (nothing published) instead of killing the process.
+    let shutdown = super::Shutdown::listen();
     let kafka_cfg = args.kafka.config()?;
     if kafka_cfg.brokers.is_none() {
         anyhow::bail!(
@@ -235,7 +238,6 @@ pub(crate) async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         (None, s) if s > 0.0 => Pace::Speedup(s),
         _ => Pace::AsFastAsPossible,
     };
-    let shutdown = super::Shutdown::listen();
     let grace = Duration::from_secs(args.grace.shutdown_grace_secs);
     let stats = shutdown
         .run_with_grace(
