@@ -97,7 +97,7 @@ impl Kafka {
         if self.config.brokers.is_some() {
             "20"
         } else {
-            "2"
+            "100"
         }
     }
 
@@ -154,10 +154,9 @@ impl Kafka {
             .set("heartbeat.interval.ms", (session / 3).max(100).to_string())
             .set("enable.partition.eof", "false")
             // How long a fetch with nothing new waits. Brokers answer at once when data
-            // arrives, so this costs no latency there. librdkafka's mock cluster does not
-            // long-poll: it holds an empty fetch for the whole wait, so every hop of a
-            // pipeline on it pays up to this much; 2 ms keeps the sum low at the price of
-            // more idle fetches (about a third of a core at 1k records/s, measured).
+            // arrives, so this costs no latency, and the embedded mock does too since our
+            // patch (vendor/README.md; upstream held an empty fetch for the whole wait,
+            // which made us poll it every 2 ms: about a third of a core at 1k records/s).
             .set("fetch.wait.max.ms", self.fetch_wait_ms())
             .set("fetch.error.backoff.ms", "20");
         for (k, v) in &self.config.extra {

@@ -5,6 +5,7 @@
 pub mod acked;
 pub mod changelog;
 pub mod client;
+mod committer;
 pub mod config;
 pub mod dlq;
 pub mod error;

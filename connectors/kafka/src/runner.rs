@@ -12,7 +12,9 @@
 //! earlier ones are still being acknowledged. Completions (acknowledgements, then snapshots,
 //! then the commit) still happen strictly in batch order, so offsets and snapshot positions
 //! only ever cover acknowledged outputs. Single-copy cores and transactions wait for each
-//! batch: their recovery republishes only the last logged batch.
+//! batch: their recovery republishes only the last logged batch. A single-copy core's
+//! commits trail beside its loop (see [`crate::committer`]): its changelog, not its offsets,
+//! says what it applied.
 //!
 //! Stateful cores keep their state in `<group>.changelog` (see [`crate::changelog`]): a core
 //! keyed by symbol gets one copy per input partition, snapshotted with the partition's
@@ -36,6 +38,7 @@
 use crate::acked::{AckBatch, AckedProducer, acked_producer};
 use crate::changelog::{self, Entry, TopicPartition, runs_of};
 use crate::client::{Kafka, commit_offsets};
+use crate::committer::{COMMIT_EVERY, Committer};
 use crate::dlq::DeadLetterInfo;
 use crate::error::KafkaError;
 use crate::metrics::Metrics;
@@ -195,17 +198,22 @@ pub async fn run_processor<P: Processor + Clone + Sync + 'static>(
 struct Output {
     producer: AckedProducer,
     guarantee: Guarantee,
+    /// Commits beside the loop (a single task without transactions; see
+    /// [`crate::committer`]); `None`: each batch's commit is awaited.
+    committer: Option<Committer>,
 }
 
 impl Output {
     /// `waits_for_acks`: the task takes its next batch only once this one's outputs are
     /// acknowledged (a single stateful task), so `linger.ms` would only delay it: its
     /// producer sends at once. The router and the exchange are such tasks, and in lockstep
-    /// every step waits for a mark to travel from one to the other.
+    /// every step waits for a mark to travel from one to the other. Such a task's commits
+    /// are made by a [`Committer`] for `consumer`.
     async fn new(
         kafka: &Kafka,
         config: &RunnerConfig,
         waits_for_acks: bool,
+        consumer: &Arc<StreamConsumer>,
     ) -> Result<Self, KafkaError> {
         let mut producer_config = kafka.producer_config();
         if waits_for_acks {
@@ -215,6 +223,7 @@ impl Output {
             Guarantee::EffectivelyOnce => Ok(Self {
                 producer: acked_producer(&producer_config, "producer")?,
                 guarantee: Guarantee::EffectivelyOnce,
+                committer: waits_for_acks.then(|| Committer::start(consumer.clone(), COMMIT_EVERY)),
             }),
             Guarantee::ExactlyOnce => {
                 let id = config.effective_transactional_id();
@@ -226,6 +235,7 @@ impl Output {
                 Ok(Self {
                     producer,
                     guarantee: Guarantee::ExactlyOnce,
+                    committer: None,
                 })
             }
         }
@@ -250,6 +260,9 @@ impl Output {
         consumer: &Arc<StreamConsumer>,
         offsets: Vec<(String, i32, i64)>,
     ) -> Result<(), KafkaError> {
+        if let Some(committer) = &self.committer {
+            return committer.offer(offsets).await;
+        }
         if !self.transactional() {
             return commit_with_retry(consumer, offsets).await;
         }
@@ -529,7 +542,7 @@ async fn run_loop<P: Processor + Clone + Sync + 'static>(
         .subscribe(&topics)
         .map_err(|e| KafkaError::client("subscribing", e))?;
     let single = stateful && tasks.scope == TaskScope::Single;
-    let output = Output::new(kafka, config, single).await?;
+    let output = Output::new(kafka, config, single, &consumer).await?;
     let ctx = Ctx {
         kafka,
         codec,
@@ -665,6 +678,9 @@ async fn run_loop<P: Processor + Clone + Sync + 'static>(
         }
         write_changelog(&ctx, &tasks.changelog, entries).await?;
         output.finish(&consumer, Vec::new()).await?;
+    }
+    if let Some(committer) = &output.committer {
+        committer.close().await?;
     }
     consumer.unsubscribe();
     tracing::info!(
@@ -1370,7 +1386,7 @@ fn lost_ownership(e: &KafkaError) -> bool {
 
 /// Commits the batch's offsets, retrying with capped exponential backoff while the broker is
 /// unreachable: the outputs are already durable, so giving up here would replay the batch.
-async fn commit_with_retry(
+pub(crate) async fn commit_with_retry(
     consumer: &Arc<StreamConsumer>,
     offsets: Vec<(String, i32, i64)>,
 ) -> Result<(), KafkaError> {

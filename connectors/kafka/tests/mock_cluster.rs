@@ -189,6 +189,115 @@ async fn fetches_from_any_offset_of_a_long_log_find_that_record() -> Result<()> 
     Ok(())
 }
 
+/// Counts the fetch requests a consumer sent, from librdkafka's statistics.
+#[derive(Default)]
+struct FetchCount(std::sync::atomic::AtomicI64);
+
+impl rdkafka::ClientContext for FetchCount {
+    fn stats(&self, stats: rdkafka::Statistics) {
+        let fetches: i64 = stats
+            .brokers
+            .values()
+            .filter_map(|b| b.req.get("Fetch"))
+            .sum();
+        self.0
+            .fetch_max(fetches, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for FetchCount {}
+
+/// The embedded mock carries a patch (vendor/README.md): a fetch returns every batch from the
+/// fetch offset on that fits the request's limits, as a broker does. Upstream returned one
+/// batch per fetch, so reading 400 single-record batches took at least 400 fetches.
+#[tokio::test]
+async fn a_fetch_returns_every_batch_that_fits() -> Result<()> {
+    let kafka = Kafka::connect(config())?;
+    kafka
+        .provision(&[TopicSpec {
+            name: "batches".into(),
+            partitions: 1,
+            retention_ms: -1,
+        }])
+        .await?;
+    // Awaited one by one: each record is its own batch (message set) in the log.
+    produce(&kafka, "batches", 400).await?;
+    let consumer: rdkafka::consumer::BaseConsumer<FetchCount> = kafka
+        .client_config()
+        .set("group.id", "batches-reader")
+        .set("statistics.interval.ms", "100")
+        .create_with_context(FetchCount::default())?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("batches", 0, rdkafka::Offset::Beginning)?;
+    consumer.assign(&tpl)?;
+    let fetches = tokio::task::spawn_blocking(move || -> Result<i64> {
+        let mut next = 0_i64;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while next < 400 {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "read {next} of 400 records"
+            );
+            if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+                let m = m?;
+                assert_eq!(m.offset(), next, "records in order, none skipped");
+                next += 1;
+            }
+        }
+        // Let a statistics report cover the reads.
+        let until = std::time::Instant::now() + Duration::from_millis(500);
+        while std::time::Instant::now() < until {
+            let _ = consumer.poll(Duration::from_millis(50));
+        }
+        Ok(consumer
+            .context()
+            .0
+            .load(std::sync::atomic::Ordering::Relaxed))
+    })
+    .await??;
+    assert!(fetches > 0, "no statistics reported");
+    assert!(
+        fetches < 40,
+        "{fetches} fetch requests for 400 batches: one batch per fetch?"
+    );
+    Ok(())
+}
+
+/// The embedded mock carries a patch (vendor/README.md): a fetch that found nothing is
+/// answered as soon as one of its partitions gets data, as a broker's long poll is, instead
+/// of after the consumer's whole `fetch.wait.max.ms`. Here that wait is 30 s: upstream, a
+/// record produced while the first fetch waits arrived about 28 s later.
+#[tokio::test]
+async fn new_data_ends_a_waiting_fetch_at_once() -> Result<()> {
+    let kafka = Kafka::connect(config())?;
+    kafka
+        .provision(&[TopicSpec {
+            name: "idle".into(),
+            partitions: 1,
+            retention_ms: -1,
+        }])
+        .await?;
+    let consumer: rdkafka::consumer::StreamConsumer = kafka
+        .client_config()
+        .set("group.id", "idle-reader")
+        .set("fetch.wait.max.ms", "30000")
+        .create()?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("idle", 0, rdkafka::Offset::Beginning)?;
+    consumer.assign(&tpl)?;
+    // Long enough for the consumer to have sent its first fetch, which now waits.
+    let nothing = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await;
+    assert!(nothing.is_err(), "read from an empty partition");
+    let sent = std::time::Instant::now();
+    produce(&kafka, "idle", 1).await?;
+    let msg = tokio::time::timeout(Duration::from_secs(15), consumer.recv())
+        .await
+        .context("the record did not arrive while the fetch waited out its 30 s")??;
+    assert_eq!(msg.payload(), Some(&b"v0"[..]));
+    println!("arrived {:?} after it was produced", sent.elapsed());
+    Ok(())
+}
+
 #[tokio::test]
 async fn shared_broker_is_reachable_through_its_fixed_port() -> Result<()> {
     let mock = Arc::new(MockKafka::start(1)?);

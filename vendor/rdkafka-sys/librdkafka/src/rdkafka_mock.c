@@ -326,6 +326,9 @@ err_parse:
  *
  * @param BaseOffset will contain the first assigned offset of the message set.
  */
+static void
+rd_kafka_mock_release_held_fetches(const rd_kafka_mock_partition_t *mpart);
+
 rd_kafka_resp_err_t
 rd_kafka_mock_partition_log_append(rd_kafka_mock_partition_t *mpart,
                                    const rd_kafkap_bytes_t *records,
@@ -379,6 +382,8 @@ rd_kafka_mock_partition_log_append(rd_kafka_mock_partition_t *mpart,
         mset = rd_kafka_mock_msgset_new(mpart, records, (size_t)RecordCount);
 
         *BaseOffset = mset->first_offset;
+
+        rd_kafka_mock_release_held_fetches(mpart); /* tradestream patch */
 
         return RD_KAFKA_RESP_ERR_NO_ERROR;
 
@@ -1001,6 +1006,7 @@ static void rd_kafka_mock_connection_close(rd_kafka_mock_connection_t *mconn,
                                      mconn->transport->rktrans_s);
         TAILQ_REMOVE(&mconn->broker->connections, mconn, link);
         rd_kafka_transport_close(mconn->transport);
+        rd_free(mconn->held_parts); /* tradestream patch */
         rd_free(mconn);
 }
 
@@ -1334,6 +1340,46 @@ rd_kafka_mock_connection_write_out(rd_kafka_mock_connection_t *mconn) {
             mconn->broker->cluster, mconn->transport->rktrans_s, POLLOUT);
 
         return 1;
+}
+
+
+/**
+ * @brief tradestream patch: sends at once every held empty fetch response
+ *        whose request read \p mpart, which has just been appended to.
+ *
+ * Upstream holds an empty fetch for the request's whole MaxWait ("we should
+ * cut the wait short ... but that is too much of a hassle"), so every hop of
+ * a pipeline paid up to fetch.wait.max.ms, and consumers had to keep that
+ * short and poll an idle broker hundreds of times a second. A broker answers
+ * a long poll as soon as data arrives; here the empty answer goes out early
+ * and the client's next fetch, sent right after it, reads the new data.
+ */
+static void
+rd_kafka_mock_release_held_fetches(const rd_kafka_mock_partition_t *mpart) {
+        rd_kafka_mock_cluster_t *mcluster = mpart->topic->cluster;
+        rd_kafka_mock_broker_t *mrkb;
+
+        TAILQ_FOREACH(mrkb, &mcluster->brokers, link) {
+                rd_kafka_mock_connection_t *mconn;
+
+                TAILQ_FOREACH(mconn, &mrkb->connections, link) {
+                        rd_kafka_buf_t *rkbuf;
+                        rd_bool_t reads = rd_false;
+                        int i;
+
+                        for (i = 0; i < mconn->held_cnt && !reads; i++)
+                                reads = mconn->held_parts[i] ==
+                                        (const void *)mpart;
+                        if (!reads)
+                                continue;
+                        mconn->held_cnt = 0;
+                        TAILQ_FOREACH(rkbuf, &mconn->outbufs.rkbq_bufs,
+                                      rkbuf_link)
+                        rkbuf->rkbuf_ts_retry = 0;
+                        rd_kafka_mock_cluster_io_set_events(
+                            mcluster, mconn->transport->rktrans_s, POLLOUT);
+                }
+        }
 }
 
 

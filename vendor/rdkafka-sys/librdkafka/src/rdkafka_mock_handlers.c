@@ -370,6 +370,11 @@ static int rd_kafka_mock_handle_Fetch(rd_kafka_mock_connection_t *mconn,
         int changed_leaders_cnt = 0;
         rd_kafka_mock_broker_t **changed_leaders =
             rd_calloc(mcluster->broker_cnt, sizeof(*changed_leaders));
+        /* tradestream patch: the partitions this fetch reads, so that an
+         * append to one of them releases the response if it is held (see
+         * rd_kafka_mock_release_held_fetches). */
+        const void **fetched = NULL;
+        int fetched_cnt = 0, fetched_size = 0;
 
         if (rkbuf->rkbuf_reqhdr.ApiVersion <= 14) {
                 rd_kafka_buf_read_i32(rkbuf, &ReplicaId);
@@ -478,6 +483,17 @@ static int rd_kafka_mock_handle_Fetch(rd_kafka_mock_connection_t *mconn,
                         else if (find_topic_by_id)
                                 err = RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_ID;
 
+                        /* tradestream patch (see `fetched`) */
+                        if (mpart) {
+                                if (fetched_cnt == fetched_size) {
+                                        fetched_size = fetched_size * 2 + 8;
+                                        fetched      = rd_realloc(
+                                            fetched,
+                                            sizeof(*fetched) * fetched_size);
+                                }
+                                fetched[fetched_cnt++] = mpart;
+                        }
+
                         /* Response: Partition */
                         rd_kafka_buf_write_i32(resp, Partition);
 
@@ -579,13 +595,46 @@ static int rd_kafka_mock_handle_Fetch(rd_kafka_mock_connection_t *mconn,
 
                         if (mset && partsize < (size_t)PartMaxBytes &&
                             totsize < (size_t)MaxBytes) {
-                                /* Response: Records */
-                                size_t written = rd_kafka_buf_write_kbytes(
-                                    resp, &mset->bytes);
-                                partsize += written;
-                                totsize += written;
-
-                                /* FIXME: Multiple messageSets ? */
+                                /* tradestream patch: every message set from
+                                 * the fetch offset on, within the partition's
+                                 * and the request's byte limits (at least
+                                 * one), as a broker returns them. Upstream
+                                 * returned one per fetch, so a consumer N
+                                 * produce requests behind needed N round
+                                 * trips to catch up. */
+                                const rd_kafka_mock_msgset_t *m, *last = mset;
+                                int64_t end = on_follower
+                                                  ? mpart->follower_end_offset
+                                                  : mpart->end_offset;
+                                size_t len = RD_KAFKAP_BYTES_LEN(&mset->bytes);
+                                while ((m = TAILQ_NEXT(last, link)) &&
+                                       m->last_offset < end &&
+                                       partsize + len +
+                                               RD_KAFKAP_BYTES_LEN(&m->bytes) <=
+                                           (size_t)PartMaxBytes &&
+                                       totsize + len +
+                                               RD_KAFKAP_BYTES_LEN(&m->bytes) <=
+                                           (size_t)MaxBytes) {
+                                        len += RD_KAFKAP_BYTES_LEN(&m->bytes);
+                                        last = m;
+                                }
+                                /* Response: Records (one length, then the
+                                 * sets back to back) */
+                                if (resp->rkbuf_flags & RD_KAFKA_OP_F_FLEXVER)
+                                        rd_kafka_buf_write_uvarint(
+                                            resp, (uint64_t)len + 1);
+                                else
+                                        rd_kafka_buf_write_i32(resp,
+                                                               (int32_t)len);
+                                for (m = mset;; m = TAILQ_NEXT(m, link)) {
+                                        rd_kafka_buf_write(
+                                            resp, m->bytes.data,
+                                            RD_KAFKAP_BYTES_LEN(&m->bytes));
+                                        if (m == last)
+                                                break;
+                                }
+                                partsize += len;
+                                totsize += len;
                         } else {
                                 /* Empty Response: Records: Null */
                                 rd_kafka_buf_write_arraycnt(resp, 0);
@@ -675,16 +724,27 @@ static int rd_kafka_mock_handle_Fetch(rd_kafka_mock_connection_t *mconn,
          * and feed newly produced data if a producer writes to the
          * partitions, but that is too much of a hassle here since we
          * can't block the thread. */
-        if (!totsize && MaxWait > 0)
+        if (!totsize && MaxWait > 0) {
                 resp->rkbuf_ts_retry = rd_clock() + (MaxWait * 1000);
+                /* tradestream patch: remembered so that new data cuts the
+                 * wait short, as a broker's long poll does. */
+                rd_free(mconn->held_parts);
+                mconn->held_parts = fetched;
+                mconn->held_cnt   = fetched_cnt;
+                fetched           = NULL;
+        } else {
+                mconn->held_cnt = 0;
+        }
 
         rd_kafka_mock_connection_send_response0(mconn, resp, rd_true);
         rd_free(changed_leaders);
+        rd_free(fetched);
         return 0;
 
 err_parse:
         rd_kafka_buf_destroy(resp);
         rd_free(changed_leaders);
+        rd_free(fetched);
         return -1;
 }
 

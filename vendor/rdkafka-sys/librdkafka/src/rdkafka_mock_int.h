@@ -248,6 +248,12 @@ typedef struct rd_kafka_mock_connection_s {
         struct sockaddr_in peer;         /**< Peer address */
         struct rd_kafka_mock_broker_s *broker;
         rd_kafka_timer_t write_tmr; /**< Socket write delay timer */
+        /* tradestream patch: the partitions (compared, never dereferenced) of
+         * the empty fetch response this connection holds, if any; an append
+         * to one of them sends it at once (see
+         * rd_kafka_mock_release_held_fetches). */
+        const void **held_parts;
+        int held_cnt;
 } rd_kafka_mock_connection_t;
 
 
