@@ -165,6 +165,13 @@ pub trait Processor: Send {
         Ok(None)
     }
 
+    /// Where the core stands in lockstep, for the runner's gauges; `None` for a core that
+    /// does not go step by step (or has it switched off). The runner reads it once per
+    /// batch, so it must be cheap.
+    fn lockstep(&self) -> Option<LockstepStatus> {
+        None
+    }
+
     /// Replaces the state of a fresh core with one taken by [`Processor::snapshot`].
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), ProcessError> {
         let _ = snapshot;
@@ -173,6 +180,15 @@ pub trait Processor: Send {
             self.name()
         )))
     }
+}
+
+/// A lockstep core's progress (see [`Processor::lockstep`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockstepStatus {
+    /// The last step finished (its mark published); 0 before the first.
+    pub done: i64,
+    /// Steps whose inputs are held, waiting for the rest of their inputs or the peer's mark.
+    pub held: usize,
 }
 
 /// How a core's input is divided among its copies; see [`Processor::scope`].

@@ -36,6 +36,18 @@ pub struct Metrics {
     pub state_replayed: IntCounterVec,
     /// `tradestream_state_snapshot_bytes_total{processor}`: snapshot bytes written (compressed).
     pub snapshot_bytes: IntCounterVec,
+    /// `tradestream_lockstep_step{processor}`: the last step the router or the exchange
+    /// finished. Flat while market data flows means lockstep is stalled.
+    pub lockstep_step: IntGaugeVec,
+    /// `tradestream_lockstep_steps_held{processor}`: steps whose inputs it holds, waiting.
+    pub lockstep_held: IntGaugeVec,
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("static metric {name}: {e}"));
+    let _ = registry.register(Box::new(g.clone()));
+    g
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -139,6 +151,18 @@ impl Metrics {
                 &registry,
                 "tradestream_state_snapshot_bytes_total",
                 "State snapshot bytes written to the changelog (compressed).",
+                &["processor"],
+            ),
+            lockstep_step: gauge(
+                &registry,
+                "tradestream_lockstep_step",
+                "The last lockstep step the processor finished (router, exchange).",
+                &["processor"],
+            ),
+            lockstep_held: gauge(
+                &registry,
+                "tradestream_lockstep_steps_held",
+                "Lockstep steps whose inputs the processor holds, waiting for the rest or the peer's mark.",
                 &["processor"],
             ),
             processing_seconds,

@@ -579,6 +579,9 @@ async fn run_loop<P: Processor + Clone + Sync + 'static>(
     } else {
         config.max_in_flight
     };
+    // A lockstep core's progress, for operators to see a stalled lockstep (set per batch;
+    // created on its first report, so other processors export no such series).
+    let mut lockstep_gauges = None;
     // Completions of batches whose outputs are produced, oldest first.
     let mut in_flight: VecDeque<BoxFuture<'_, Result<BatchOutcome, KafkaError>>> = VecDeque::new();
     loop {
@@ -633,6 +636,16 @@ async fn run_loop<P: Processor + Clone + Sync + 'static>(
         }
         let started = Instant::now();
         let produced = run_batch(&ctx, &consumer, &mut tasks, batch, &mut stats).await?;
+        if single && let Some(status) = tasks.by_key.get(ALL).and_then(|t| t.core.lockstep()) {
+            let (step, held) = lockstep_gauges.get_or_insert_with(|| {
+                (
+                    metrics.lockstep_step.with_label_values(&[name]),
+                    metrics.lockstep_held.with_label_values(&[name]),
+                )
+            });
+            step.set(status.done);
+            held.set(i64::try_from(status.held).unwrap_or(i64::MAX));
+        }
         metrics
             .processing_seconds
             .with_label_values(&[name])

@@ -39,8 +39,8 @@ use tradestream_router::error::status_name;
 use tradestream_router::forgetting::Forgetting;
 use tradestream_router::lockstep::{Lockstep, within_step};
 use tradestream_schemas::{
-    AccountId, AnyRecord, Fill, MarketData, Order, OrderStatus, OriginKind, ProcessError,
-    Processor, Progress, Record, Side, Symbol, TaskScope, TimeInForce, Topic,
+    AccountId, AnyRecord, Fill, LockstepStatus, MarketData, Order, OrderStatus, OriginKind,
+    ProcessError, Processor, Progress, Record, Side, Symbol, TaskScope, TimeInForce, Topic,
 };
 
 /// Version of the snapshot layout, the first byte of every snapshot; bump it whenever a
@@ -939,6 +939,10 @@ impl Processor for ExchangeProcessor {
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), ProcessError> {
         Ok(self.restore_bytes(snapshot)?)
+    }
+
+    fn lockstep(&self) -> Option<LockstepStatus> {
+        self.config.lockstep.then(|| self.lockstep.status())
     }
 }
 

@@ -13,7 +13,7 @@ use chrono::Utc;
 use std::collections::{BTreeMap, VecDeque};
 use tradestream_exchange::{ExchangeConfig, ExchangeProcessor};
 use tradestream_router::{RouterConfig, RouterProcessor};
-use tradestream_schemas::{AccountId, AnyRecord, Processor, Topic};
+use tradestream_schemas::{AccountId, AnyRecord, LockstepStatus, Processor, Topic};
 
 #[path = "support/market.rs"]
 mod market;
@@ -57,6 +57,8 @@ struct Outcome {
     orders: BTreeMap<String, String>,
     fills: BTreeMap<String, String>,
     books: String,
+    /// What each core reports to the runner's lockstep gauges at the end (router, exchange).
+    status: (Option<LockstepStatus>, Option<LockstepStatus>),
 }
 
 fn partition(key: &str) -> usize {
@@ -146,6 +148,7 @@ fn run(schedule_seed: u64, lockstep: bool) -> Outcome {
         orders,
         fills,
         books: format!("{:?}", router.account(&account)),
+        status: (router.lockstep(), venue.lockstep()),
     }
 }
 
@@ -165,6 +168,13 @@ fn any_arrival_order_gives_the_same_orders_fills_and_books() {
         first.orders.len(),
         first.fills.len()
     );
+    // Every step finished by both, nothing left waiting: what the gauges show once the feed
+    // is drained.
+    let done = LockstepStatus {
+        done: STEPS as i64,
+        held: 0,
+    };
+    assert_eq!(first.status, (Some(done), Some(done)));
     for seed in 2..10 {
         let other = run(seed * 0x9E37_79B9, true);
         assert_eq!(
@@ -179,6 +189,11 @@ fn any_arrival_order_gives_the_same_orders_fills_and_books() {
 #[test]
 fn without_lockstep_arrival_order_changes_decisions() {
     let first = run(1, false);
+    assert_eq!(
+        first.status,
+        (None, None),
+        "no lockstep, no lockstep gauges"
+    );
     let differ = (2..10).any(|seed| run(seed * 0x9E37_79B9, false) != first);
     assert!(differ, "every schedule decided alike without lockstep");
 }

@@ -160,6 +160,14 @@ impl Lockstep {
         true
     }
 
+    /// Its progress, for the runner's gauges.
+    pub fn status(&self) -> tradestream_schemas::LockstepStatus {
+        tradestream_schemas::LockstepStatus {
+            done: self.done,
+            held: self.steps.len(),
+        }
+    }
+
     /// The next step's number.
     pub fn next(&self) -> i64 {
         self.done + 1

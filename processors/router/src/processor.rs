@@ -44,9 +44,9 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use tradestream_schemas::{
-    AccountId, AnyRecord, Control, Fill, MarketData, Order, OrderStatus, OrderType, OriginKind,
-    ProcessError, Processor, Progress, Record, Side, SignalSide, Symbol, TaskScope, Topic,
-    TradingSignal,
+    AccountId, AnyRecord, Control, Fill, LockstepStatus, MarketData, Order, OrderStatus, OrderType,
+    OriginKind, ProcessError, Processor, Progress, Record, Side, SignalSide, Symbol, TaskScope,
+    Topic, TradingSignal,
 };
 
 /// Version of the snapshot layout, the first byte of every snapshot; bump it whenever a
@@ -1403,6 +1403,10 @@ impl Processor for RouterProcessor {
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), ProcessError> {
         Ok(self.restore_bytes(snapshot)?)
+    }
+
+    fn lockstep(&self) -> Option<LockstepStatus> {
+        self.config.lockstep.then(|| self.lockstep.status())
     }
 }
 
