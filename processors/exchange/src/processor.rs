@@ -853,9 +853,17 @@ impl ExchangeProcessor {
             if !complete {
                 break;
             }
-            let orders = std::mem::take(&mut self.step_orders);
+            // The step's bars are filled as they arrive, so whose outputs came first depends
+            // on timing; the mark lists them by symbol (a stable sort: each symbol's in the
+            // order they happened, those of the router's mark before those of its bar), the
+            // same in every run. A restart republishes a mark under its id, so it must not
+            // depend on timing (the crash harness compares `progress` too).
+            let mut orders = std::mem::take(&mut self.step_orders);
+            orders.sort_by(|a, b| a.symbol.cmp(&b.symbol));
             let mut mark = self.lockstep.finish(Progress::EXCHANGE, orders);
-            mark.fills = std::mem::take(&mut self.step_fills);
+            let mut fills = std::mem::take(&mut self.step_fills);
+            fills.sort_by(|a, b| a.symbol.cmp(&b.symbol));
+            mark.fills = fills;
             out.push(AnyRecord::Progress(mark));
             self.step_started = false;
         }

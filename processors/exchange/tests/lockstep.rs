@@ -56,6 +56,9 @@ enum Core {
 struct Outcome {
     orders: BTreeMap<String, String>,
     fills: BTreeMap<String, String>,
+    /// Both cores' marks by id: each must be the same in every schedule too (a restart
+    /// republishes them under the same ids).
+    marks: BTreeMap<String, String>,
     books: String,
     /// What each core reports to the runner's lockstep gauges at the end (router, exchange).
     status: (Option<LockstepStatus>, Option<LockstepStatus>),
@@ -79,6 +82,7 @@ fn run(schedule_seed: u64, lockstep: bool) -> Outcome {
     let mut queues: BTreeMap<(Core, Topic, usize), VecDeque<AnyRecord>> = BTreeMap::new();
     let mut orders = BTreeMap::new();
     let mut fills = BTreeMap::new();
+    let mut marks = BTreeMap::new();
     let router_inputs = router.inputs();
     let venue_inputs = venue.inputs();
     let publish = |queues: &mut BTreeMap<(Core, Topic, usize), VecDeque<AnyRecord>>,
@@ -98,9 +102,10 @@ fn run(schedule_seed: u64, lockstep: bool) -> Outcome {
                 .push_back(r);
         }
     };
-    for r in market(7) {
-        publish(&mut queues, r);
-    }
+    // The feed is published a few records at a time, between deliveries: so a step's bars
+    // reach the exchange sometimes before the router's mark of the step before, sometimes
+    // after, and in any grouping.
+    let mut feed: VecDeque<AnyRecord> = market(7).into();
     let mut rng = schedule_seed | 1;
     let now = Utc::now();
     loop {
@@ -109,8 +114,15 @@ fn run(schedule_seed: u64, lockstep: bool) -> Outcome {
             .filter(|(_, q)| !q.is_empty())
             .map(|(k, _)| *k)
             .collect();
-        if ready.is_empty() {
+        if ready.is_empty() && feed.is_empty() {
             break;
+        }
+        if ready.is_empty() || (!feed.is_empty() && next(&mut rng) < 0.3) {
+            let n = 1 + (next(&mut rng) * 6.0) as usize;
+            for r in feed.drain(..n.min(feed.len())) {
+                publish(&mut queues, r);
+            }
+            continue;
         }
         // Favour one queue for a while, as a consumer drains a fetch.
         let pick = ready[(next(&mut rng) * ready.len() as f64) as usize % ready.len()];
@@ -137,6 +149,11 @@ fn run(schedule_seed: u64, lockstep: bool) -> Outcome {
                             assert_eq!(before, text, "two different records under one id");
                         }
                     }
+                    AnyRecord::Progress(p) => {
+                        if let Some(before) = marks.insert(p.record_id.clone(), text.clone()) {
+                            assert_eq!(before, text, "two different records under one id");
+                        }
+                    }
                     _ => {}
                 }
                 publish(&mut queues, r);
@@ -147,6 +164,7 @@ fn run(schedule_seed: u64, lockstep: bool) -> Outcome {
     Outcome {
         orders,
         fills,
+        marks,
         books: format!("{:?}", router.account(&account)),
         status: (router.lockstep(), venue.lockstep()),
     }
@@ -181,6 +199,16 @@ fn any_arrival_order_gives_the_same_orders_fills_and_books() {
             first.orders.keys().collect::<Vec<_>>(),
             other.orders.keys().collect::<Vec<_>>(),
             "schedule {seed}: other order events"
+        );
+        let differing: Vec<&String> = first
+            .marks
+            .iter()
+            .filter(|(id, text)| other.marks.get(*id) != Some(*text))
+            .map(|(id, _)| id)
+            .collect();
+        assert!(
+            differing.is_empty(),
+            "schedule {seed}: marks differ: {differing:?}"
         );
         assert_eq!(first, other, "schedule {seed}: other contents or books");
     }
