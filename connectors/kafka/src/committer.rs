@@ -32,7 +32,7 @@ pub(crate) const COMMIT_EVERY: Duration = Duration::from_millis(20);
 /// Next offsets to commit, by topic and partition.
 type Offsets = Vec<(String, i32, i64)>;
 
-/// Commits offered offsets in the background, newest first-come.
+/// Commits offered offsets in the background, merging the offers that arrive meanwhile.
 pub(crate) struct Committer {
     offers: Mutex<Option<mpsc::UnboundedSender<Offsets>>>,
     task: Mutex<Option<JoinHandle<Result<(), KafkaError>>>>,

@@ -321,14 +321,15 @@ err_parse:
         return rkbuf->rkbuf_err;
 }
 
+/* tradestream patch (defined below) */
+static void
+rd_kafka_mock_release_held_fetches(const rd_kafka_mock_partition_t *mpart);
+
 /**
  * @brief Append the MessageSets in \p bytes to the \p mpart partition log.
  *
  * @param BaseOffset will contain the first assigned offset of the message set.
  */
-static void
-rd_kafka_mock_release_held_fetches(const rd_kafka_mock_partition_t *mpart);
-
 rd_kafka_resp_err_t
 rd_kafka_mock_partition_log_append(rd_kafka_mock_partition_t *mpart,
                                    const rd_kafkap_bytes_t *records,
@@ -1374,8 +1375,9 @@ rd_kafka_mock_release_held_fetches(const rd_kafka_mock_partition_t *mpart) {
                                 continue;
                         mconn->held_cnt = 0;
                         TAILQ_FOREACH(rkbuf, &mconn->outbufs.rkbq_bufs,
-                                      rkbuf_link)
-                        rkbuf->rkbuf_ts_retry = 0;
+                                      rkbuf_link) {
+                                rkbuf->rkbuf_ts_retry = 0;
+                        }
                         rd_kafka_mock_cluster_io_set_events(
                             mcluster, mconn->transport->rktrans_s, POLLOUT);
                 }
