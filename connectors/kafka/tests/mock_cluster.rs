@@ -21,6 +21,31 @@ fn config() -> KafkaConfig {
     }
 }
 
+/// An embedded broker with one topic `name` of a single partition, kept whole.
+async fn broker_with_topic(name: &str) -> Result<Kafka> {
+    let kafka = Kafka::connect(config())?;
+    kafka
+        .provision(&[TopicSpec {
+            name: name.into(),
+            partitions: 1,
+            retention_ms: -1,
+        }])
+        .await?;
+    Ok(kafka)
+}
+
+/// Assigns partition 0 of `topic` to `consumer`, reading from `offset`.
+fn assign_from<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topic: &str,
+    offset: rdkafka::Offset,
+) -> Result<()> {
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, offset)?;
+    consumer.assign(&tpl)?;
+    Ok(())
+}
+
 async fn produce(kafka: &Kafka, topic: &str, n: usize) -> Result<()> {
     let producer = kafka.producer()?;
     for i in 0..n {
@@ -94,14 +119,7 @@ async fn provisions_topics_once_with_partition_counts() -> Result<()> {
 
 #[tokio::test]
 async fn consumer_resumes_from_committed_offsets() -> Result<()> {
-    let kafka = Kafka::connect(config())?;
-    kafka
-        .provision(&[TopicSpec {
-            name: "t".into(),
-            partitions: 1,
-            retention_ms: -1,
-        }])
-        .await?;
+    let kafka = broker_with_topic("t").await?;
     produce(&kafka, "t", 10).await?;
     let first = consume_and_commit(&kafka, "t", "g1", 4).await?;
     assert_eq!(first, ["v0", "v1", "v2", "v3"]);
@@ -123,15 +141,8 @@ async fn consumer_resumes_from_committed_offsets() -> Result<()> {
 /// records is still there to read.
 #[tokio::test]
 async fn the_embedded_broker_keeps_more_than_five_mib_of_a_partition() -> Result<()> {
-    let kafka = Kafka::connect(config())?;
+    let kafka = broker_with_topic("big").await?;
     assert_eq!(kafka.config().mock_partition_max_mb, 64);
-    kafka
-        .provision(&[TopicSpec {
-            name: "big".into(),
-            partitions: 1,
-            retention_ms: -1,
-        }])
-        .await?;
     let producer = kafka.producer()?;
     let payload = vec![b'x'; 120 * 1024];
     for i in 0..100_u32 {
@@ -146,9 +157,7 @@ async fn the_embedded_broker_keeps_more_than_five_mib_of_a_partition() -> Result
             .map_err(|(e, _)| e)?;
     }
     let consumer = kafka.consumer("big-reader")?;
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset("big", 0, rdkafka::Offset::Beginning)?;
-    consumer.assign(&tpl)?;
+    assign_from(&consumer, "big", rdkafka::Offset::Beginning)?;
     let msg = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
         .await
         .context("nothing read from the beginning")??;
@@ -165,21 +174,12 @@ async fn the_embedded_broker_keeps_more_than_five_mib_of_a_partition() -> Result
 /// batches, read from either half and at both ends, must still give exactly that record.
 #[tokio::test]
 async fn fetches_from_any_offset_of_a_long_log_find_that_record() -> Result<()> {
-    let kafka = Kafka::connect(config())?;
-    kafka
-        .provision(&[TopicSpec {
-            name: "long".into(),
-            partitions: 1,
-            retention_ms: -1,
-        }])
-        .await?;
+    let kafka = broker_with_topic("long").await?;
     // Awaited one by one: each record is its own batch (message set) in the log.
     produce(&kafka, "long", 300).await?;
     for offset in [0_i64, 1, 99, 149, 150, 151, 220, 298, 299] {
         let consumer = kafka.consumer(&format!("seek-{offset}"))?;
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        tpl.add_partition_offset("long", 0, rdkafka::Offset::Offset(offset))?;
-        consumer.assign(&tpl)?;
+        assign_from(&consumer, "long", rdkafka::Offset::Offset(offset))?;
         let msg = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
             .await
             .with_context(|| format!("nothing read from offset {offset}"))??;
@@ -212,14 +212,7 @@ impl rdkafka::consumer::ConsumerContext for FetchCount {}
 /// batch per fetch, so reading 400 single-record batches took at least 400 fetches.
 #[tokio::test]
 async fn a_fetch_returns_every_batch_that_fits() -> Result<()> {
-    let kafka = Kafka::connect(config())?;
-    kafka
-        .provision(&[TopicSpec {
-            name: "batches".into(),
-            partitions: 1,
-            retention_ms: -1,
-        }])
-        .await?;
+    let kafka = broker_with_topic("batches").await?;
     // Awaited one by one: each record is its own batch (message set) in the log.
     produce(&kafka, "batches", 400).await?;
     let consumer: rdkafka::consumer::BaseConsumer<FetchCount> = kafka
@@ -227,9 +220,7 @@ async fn a_fetch_returns_every_batch_that_fits() -> Result<()> {
         .set("group.id", "batches-reader")
         .set("statistics.interval.ms", "100")
         .create_with_context(FetchCount::default())?;
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset("batches", 0, rdkafka::Offset::Beginning)?;
-    consumer.assign(&tpl)?;
+    assign_from(&consumer, "batches", rdkafka::Offset::Beginning)?;
     let fetches = tokio::task::spawn_blocking(move || -> Result<i64> {
         let mut next = 0_i64;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -269,22 +260,13 @@ async fn a_fetch_returns_every_batch_that_fits() -> Result<()> {
 /// record produced while the first fetch waits arrived about 28 s later.
 #[tokio::test]
 async fn new_data_ends_a_waiting_fetch_at_once() -> Result<()> {
-    let kafka = Kafka::connect(config())?;
-    kafka
-        .provision(&[TopicSpec {
-            name: "idle".into(),
-            partitions: 1,
-            retention_ms: -1,
-        }])
-        .await?;
+    let kafka = broker_with_topic("idle").await?;
     let consumer: rdkafka::consumer::StreamConsumer = kafka
         .client_config()
         .set("group.id", "idle-reader")
         .set("fetch.wait.max.ms", "30000")
         .create()?;
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset("idle", 0, rdkafka::Offset::Beginning)?;
-    consumer.assign(&tpl)?;
+    assign_from(&consumer, "idle", rdkafka::Offset::Beginning)?;
     // Long enough for the consumer to have sent its first fetch, which now waits.
     let nothing = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await;
     assert!(nothing.is_err(), "read from an empty partition");
@@ -329,14 +311,7 @@ async fn shared_broker_is_reachable_through_its_fixed_port() -> Result<()> {
 
 #[tokio::test]
 async fn dead_letter_headers_survive_the_broker() -> Result<()> {
-    let kafka = Kafka::connect(config())?;
-    kafka
-        .provision(&[TopicSpec {
-            name: "x.dlq".into(),
-            partitions: 1,
-            retention_ms: -1,
-        }])
-        .await?;
+    let kafka = broker_with_topic("x.dlq").await?;
     let info = DeadLetterInfo {
         topic: "x".into(),
         partition: 0,
