@@ -407,9 +407,10 @@ pub struct Mark<'a> {
     pub at: DateTime<Utc>,
 }
 
-/// Marks positions at each of `marks` in order, with exactly the effect of one
-/// [`mark_to_market`] per mark (the same snapshots; each position and account left at its
-/// last mark) in a few set-based statements instead of one update of the same rows per mark.
+/// Marks positions at each of `marks` in order, leaving each position and account exactly as
+/// one [`mark_to_market`] per mark would, in a few set-based statements instead of one update
+/// of the same rows per mark. Snapshots are per instant: one per account for each run of its
+/// consecutive marks with the same time, valued after the last of them (migration 0050).
 /// Returns the number of position marks.
 pub async fn mark_to_market_batch<'e, E: PgExecutor<'e>>(
     executor: E,
