@@ -5,8 +5,8 @@
 -- Why: ingest sends every bar of an instant together, so a batch of 60 symbols' bars wrote up
 -- to 60 snapshots per account at the same time, all but the last valuing the portfolio with
 -- some symbols at the new instant's price and others still at the previous one: states the
--- portfolio never was in. They were four in five of the snapshot rows and the largest single
--- cost of the sink's database time (docs/benchmarks.md). get_portfolio_stats reads each day's
+-- portfolio never was in. They were four in five of the snapshot rows and one of the largest
+-- costs of the sink's database time (docs/benchmarks.md). get_portfolio_stats reads each day's
 -- last snapshot, which is unchanged. Positions, accounts and the returned count (every
 -- (mark, position) pair) are exactly as before.
 
