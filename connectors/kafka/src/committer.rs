@@ -65,8 +65,8 @@ impl Committer {
             return Ok(());
         }
         self.close().await?;
-        Err(KafkaError::Changelog(
-            "the offset committer stopped before the run did".into(),
+        Err(KafkaError::Committer(
+            "it stopped before the run did".into(),
         ))
     }
 
@@ -86,7 +86,7 @@ impl Committer {
         match task {
             Some(task) => task
                 .await
-                .map_err(|e| KafkaError::Changelog(format!("offset committer failed: {e}")))?,
+                .map_err(|e| KafkaError::Committer(format!("its task failed: {e}")))?,
             None => Ok(()),
         }
     }

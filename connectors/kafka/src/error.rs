@@ -15,6 +15,9 @@ pub enum KafkaError {
     /// A processor's state changelog could not be written, read or applied.
     #[error("state changelog: {0}")]
     Changelog(String),
+    /// The background offset committer of a single task stopped (see `committer`).
+    #[error("offset committer: {0}")]
+    Committer(String),
     /// A librdkafka call failed.
     #[error("{context}: {source}")]
     Client {
@@ -81,6 +84,7 @@ impl KafkaError {
             KafkaError::Config(_)
             | KafkaError::Mock(_)
             | KafkaError::Changelog(_)
+            | KafkaError::Committer(_)
             | KafkaError::Io { .. } => ErrorClass::Fatal,
             KafkaError::Provision { .. } => ErrorClass::Fatal,
             KafkaError::Unreachable { .. } => ErrorClass::Retryable,
