@@ -17,8 +17,10 @@
 //!      `market_data` holds no record twice (a restarted ingest skips what it published); the
 //!      router and the exchange each marked every step; the run traded;
 //!  (c) Postgres stores every record of every topic exactly once, and its positions, cash and
-//!      portfolio value equal an independent recomputation from the fills topic and last closes;
-//!  (d) positions, cash and portfolio value are the same in every run.
+//!      portfolio value equal an independent recomputation from the fills topic and last closes,
+//!      as does every portfolio snapshot (one per account and lockstep instant, valued from the
+//!      fills and closes up to it);
+//!  (d) positions, cash, portfolio value and the portfolio snapshots are the same in every run.
 //! It prints its figures (records per topic, kills per processor, restarts, times) and, for
 //! anything that differs, the counts of missing / extra / conflicting ids and a few examples.
 //!
@@ -34,8 +36,9 @@ mod common;
 
 use anyhow::{Context, Result};
 use common::{
-    Book, Broker, Proc, Rec, Rng, books, check_books, count, distinct, read_topic, run_ingest,
-    run_stage, short, start_broker, start_registry, wait_drained,
+    Book, Broker, Proc, Rec, Rng, Snapshot, books, check_books, check_snapshots, count, distinct,
+    portfolio_snapshots, read_topic, run_ingest, run_stage, short, start_broker, start_registry,
+    wait_drained,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -94,6 +97,8 @@ struct Outcome {
     topics: BTreeMap<Topic, Vec<Rec>>,
     dlq: BTreeMap<String, i64>,
     books: BTreeMap<String, Book>,
+    /// Every portfolio snapshot, by account and time.
+    snapshots: Vec<Snapshot>,
     /// Violations of (b) and (c) within the run.
     problems: Vec<String>,
     kills: BTreeMap<&'static str, usize>,
@@ -458,6 +463,17 @@ async fn storage_problems(pool: &sqlx::PgPool, run: &Outcome) -> Result<Vec<Stri
             .into_iter()
             .map(|p| format!("books: {p}")),
     );
+    problems.extend(
+        check_snapshots(
+            pool,
+            &run.snapshots,
+            run.recs(Topic::Fills),
+            run.recs(Topic::MarketData),
+        )
+        .await?
+        .into_iter()
+        .map(|p| format!("snapshots: {p}")),
+    );
     Ok(problems)
 }
 
@@ -584,6 +600,7 @@ async fn run_once(
         topics,
         dlq,
         books: books(db.pool()).await?,
+        snapshots: portfolio_snapshots(db.pool()).await?,
         problems,
         kills: kill_counts,
         secs,
@@ -681,6 +698,32 @@ async fn sigkilled_processors_lose_and_duplicate_nothing() -> Result<()> {
             failures.push(format!(
                 "(d) books of {} differ from {}: {:?} against {:?}",
                 other.label, clean.label, other.books, clean.books
+            ));
+        }
+        let first_difference = clean
+            .snapshots
+            .iter()
+            .zip(&other.snapshots)
+            .find(|(a, b)| a != b);
+        let snapshots_same =
+            clean.snapshots.len() == other.snapshots.len() && first_difference.is_none();
+        println!(
+            "   portfolio snapshots ({}): {}",
+            clean.snapshots.len(),
+            if snapshots_same {
+                "identical"
+            } else {
+                "DIFFERENT"
+            }
+        );
+        if !snapshots_same {
+            failures.push(format!(
+                "(d) portfolio snapshots of {} differ from {}: {} against {} rows, first difference {:?}",
+                other.label,
+                clean.label,
+                other.snapshots.len(),
+                clean.snapshots.len(),
+                first_difference
             ));
         }
     }

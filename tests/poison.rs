@@ -370,7 +370,9 @@ async fn every_bad_record_is_dead_lettered_and_every_good_one_processed() -> Res
     spawn_core!(tradestream_exchange::ExchangeProcessor::new(
         tradestream_exchange::ExchangeConfig::default()
     )?);
-    let sink_inputs: Vec<Topic> = Topic::ALL.to_vec();
+    let sink_inputs: Vec<Topic> = tradestream_schemas::topics::stage_inputs("sink")
+        .context("the sink's inputs")?
+        .to_vec();
     inputs.insert(tradestream_sink::PROCESSOR, sink_inputs.clone());
     let mut sink = {
         let (kafka, codec, pool, metrics, shutdown) = (

@@ -22,7 +22,8 @@ pub enum Topic {
     /// does not store it.
     Controls,
     /// Lockstep marks of the router and the exchange, keyed by processor. Control-plane like
-    /// `controls`: not in [`Topic::ALL`].
+    /// `controls`: not in [`Topic::ALL`] and not stored as a table, but the sink reads the
+    /// exchange's marks to settle portfolio snapshots per instant.
     Progress,
 }
 
@@ -47,7 +48,18 @@ pub const STAGE_INPUTS: [(&str, &[Topic]); 5] = [
         "exchange",
         &[Topic::Orders, Topic::MarketData, Topic::Progress],
     ),
-    ("sink", &Topic::ALL),
+    (
+        "sink",
+        &[
+            Topic::MarketData,
+            Topic::Features,
+            Topic::TradingSignals,
+            Topic::Anomalies,
+            Topic::Orders,
+            Topic::Fills,
+            Topic::Progress,
+        ],
+    ),
 ];
 
 /// The watched topics (see [`STAGE_INPUTS`]) among `inputs`, in their order.

@@ -650,6 +650,134 @@ pub async fn check_books(
     Ok(problems)
 }
 
+/// A portfolio snapshot as compared between runs: account, time, total value, cash and
+/// positions value (normalized).
+pub type Snapshot = (String, DateTime<Utc>, Decimal, Decimal, Decimal);
+
+/// Every portfolio snapshot Postgres holds, by account and time.
+pub async fn portfolio_snapshots(pool: &sqlx::PgPool) -> Result<Vec<Snapshot>> {
+    let rows: Vec<Snapshot> = sqlx::query_as(
+        "SELECT account_id, snapshot_time, total_value, cash, positions_value
+           FROM portfolio_snapshots ORDER BY account_id, snapshot_time, snapshot_id",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(a, at, v, c, p)| (a, at, v.normalize(), c.normalize(), p.normalize()))
+        .collect())
+}
+
+/// The settled snapshots (sql/0060) recomputed from the topics alone and compared with
+/// `stored`: at every lockstep instant, for each account that holds a position then or traded
+/// then, cash from the fills up to it and each held symbol's last close up to it. Returns the
+/// problems found (the first few differences).
+pub async fn check_snapshots(
+    pool: &sqlx::PgPool,
+    stored: &[Snapshot],
+    fills: &[Rec],
+    market_data: &[Rec],
+) -> Result<Vec<String>> {
+    let capital: BTreeMap<String, Decimal> =
+        sqlx::query_as("SELECT account_id, initial_capital FROM accounts")
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .collect();
+    let mut bars: BTreeMap<DateTime<Utc>, BTreeMap<String, Decimal>> = BTreeMap::new();
+    for r in market_data {
+        if let AnyRecord::MarketData(m) = &r.record
+            && m.step > 0
+        {
+            bars.entry(m.event_time)
+                .or_default()
+                .insert(m.symbol.as_str().to_string(), m.close);
+        }
+    }
+    let mut by_time: BTreeMap<DateTime<Utc>, BTreeMap<&str, &tradestream_schemas::Fill>> =
+        BTreeMap::new();
+    for r in fills {
+        if let AnyRecord::Fill(f) = &r.record {
+            by_time
+                .entry(f.fill_time)
+                .or_default()
+                .insert(f.fill_id.as_str(), f);
+        }
+    }
+    let mut cash: BTreeMap<String, Decimal> = BTreeMap::new();
+    let mut held: BTreeMap<(String, String), Decimal> = BTreeMap::new();
+    let mut last_price: BTreeMap<String, Decimal> = BTreeMap::new();
+    let mut want: Vec<Snapshot> = Vec::new();
+    let mut applied = by_time.iter().peekable();
+    for (at, closes) in &bars {
+        let mut traded: std::collections::BTreeSet<String> = Default::default();
+        while let Some((t, day)) = applied.peek() {
+            if *t > at {
+                break;
+            }
+            for f in day.values() {
+                let account = f.account.as_str().to_string();
+                let Some(initial) = capital.get(&account) else {
+                    continue;
+                };
+                let q = if matches!(f.side, tradestream_schemas::Side::Buy) {
+                    f.quantity
+                } else {
+                    -f.quantity
+                };
+                *cash.entry(account.clone()).or_insert(*initial) -= q * f.price + f.commission;
+                *held
+                    .entry((account.clone(), f.symbol.as_str().to_string()))
+                    .or_default() += q;
+                last_price
+                    .entry(f.symbol.as_str().to_string())
+                    .or_insert(f.price);
+                if *t == at {
+                    traded.insert(account);
+                }
+            }
+            applied.next();
+        }
+        for (symbol, close) in closes {
+            last_price.insert(symbol.clone(), *close);
+        }
+        for (account, initial) in &capital {
+            let value: Vec<Decimal> = held
+                .iter()
+                .filter(|((a, _), q)| a == account && !q.is_zero())
+                .map(|((_, s), q)| *q * last_price.get(s).copied().unwrap_or_default())
+                .collect();
+            if value.is_empty() && !traded.contains(account) {
+                continue;
+            }
+            let c = cash.get(account).copied().unwrap_or(*initial);
+            let v: Decimal = value.iter().sum();
+            want.push((
+                account.clone(),
+                *at,
+                (c + v).normalize(),
+                c.normalize(),
+                v.normalize(),
+            ));
+        }
+    }
+    want.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    let mut problems = Vec::new();
+    if want.len() != stored.len() {
+        problems.push(format!(
+            "{} portfolio snapshots in Postgres, {} from the topics",
+            stored.len(),
+            want.len()
+        ));
+    }
+    for (got, w) in stored.iter().zip(&want).filter(|(g, w)| g != w).take(3) {
+        problems.push(format!(
+            "snapshot {got:?} in Postgres, {w:?} from the topics"
+        ));
+    }
+    Ok(problems)
+}
+
 /// Distinct ids of `recs` mapped to their content, plus the ids seen with two different
 /// contents and the number of repeated copies (same id, same content).
 pub struct Distinct<'a> {

@@ -1,5 +1,6 @@
-//! The sink's Kafka runner: the six topics written by [`SinkWriter`] in four lanes (see
-//! [`LANES`]) that run side by side, dead letters to `<topic>.dlq`.
+//! The sink's Kafka runner: the six data topics and the lockstep marks on `progress`, written
+//! by [`SinkWriter`] in four lanes (see [`LANES`]) that run side by side, dead letters to
+//! `<topic>.dlq`.
 //!
 //! Delivery: the database is the source of truth for progress. At start each lane's consumer
 //! is `assign`ed every partition of its topics (partition counts from the cluster metadata) at
@@ -149,13 +150,14 @@ pub async fn run_sink(
 }
 
 /// The topics each lane writes: one consumer, one connection and one transaction per batch
-/// each, running side by side so the database works on several batches at once. Fills and
-/// market data share a lane because both move the books (fills through their trigger, bars
-/// through marks), and their order decides the portfolio snapshots; the other tables are
-/// independent of one another. A topic's stored offsets are written only by its own lane, so
-/// each lane's transaction still holds its rows and their offsets together.
+/// each, running side by side so the database works on several batches at once. Fills, market
+/// data and the lockstep marks on `progress` share a lane because all three move the books
+/// (fills through their trigger, bars through marks) and settle the portfolio snapshots (an
+/// instant is settled once its bars and the exchange's mark with its fills are stored); the
+/// other tables are independent of one another. A topic's stored offsets are written only by
+/// its own lane, so each lane's transaction still holds its rows and their offsets together.
 const LANES: [&[Topic]; 4] = [
-    &[Topic::MarketData, Topic::Fills],
+    &[Topic::MarketData, Topic::Fills, Topic::Progress],
     &[Topic::Features],
     &[Topic::TradingSignals, Topic::Anomalies],
     &[Topic::Orders],

@@ -69,6 +69,8 @@ pub struct BatchOutcome {
     pub dead_letters: Vec<DeadLetterRecord>,
     /// Positions marked to market.
     pub marks: u64,
+    /// Portfolio snapshots written for lockstep instants that became settled.
+    pub snapshots: u64,
     /// Next offset stored per (topic, partition) (never moves backwards).
     pub offsets: Vec<(Topic, i32, i64)>,
 }
@@ -133,6 +135,7 @@ struct Applied {
     written: BTreeMap<Topic, u64>,
     applied: u64,
     marks: u64,
+    snapshots: u64,
 }
 
 impl SinkWriter {
@@ -204,7 +207,18 @@ impl SinkWriter {
             duplicates: (batch.len() - pending.len()) as u64,
             ..BatchOutcome::default()
         };
-        apply_bisecting(&mut tx, batch, pending, &mut outcome).await?;
+        // The books' snapshots are settled per instant (see `settle_steps`), not written as
+        // fills and sequenced bars arrive.
+        let books = pending.iter().any(|i| {
+            matches!(
+                batch[*i].0,
+                Topic::MarketData | Topic::Fills | Topic::Progress
+            )
+        });
+        if books {
+            set_snapshots(&mut tx, false).await?;
+        }
+        apply_bisecting(&mut tx, group, batch, pending, &mut outcome).await?;
 
         let (topics, partitions, offsets): (Vec<&str>, Vec<i32>, Vec<i64>) =
             next.iter().map(|((t, p), n)| (t.name(), *p, *n)).collect();
@@ -298,6 +312,7 @@ async fn lock_offsets<'a>(
 /// order is kept) until the refused record stands alone.
 async fn apply_bisecting(
     tx: &mut PgConnection,
+    group: &str,
     batch: &[BatchItem],
     pending: Vec<usize>,
     outcome: &mut BatchOutcome,
@@ -322,7 +337,7 @@ async fn apply_bisecting(
         sqlx::query("SAVEPOINT sink_segment")
             .execute(&mut *tx)
             .await?;
-        match apply_segment(tx, batch, &segment).await {
+        match apply_segment(tx, group, batch, &segment).await {
             Ok(applied) => {
                 sqlx::query("RELEASE SAVEPOINT sink_segment")
                     .execute(&mut *tx)
@@ -332,6 +347,7 @@ async fn apply_bisecting(
                 }
                 outcome.duplicates += applied.applied;
                 outcome.marks += applied.marks;
+                outcome.snapshots += applied.snapshots;
             }
             Err(failure) => {
                 sqlx::query("ROLLBACK TO SAVEPOINT sink_segment")
@@ -369,6 +385,7 @@ async fn apply_bisecting(
 /// records that changed nothing (already stored by id) — the caller adds them to duplicates.
 async fn apply_segment(
     tx: &mut PgConnection,
+    group: &str,
     batch: &[BatchItem],
     segment: &[usize],
 ) -> Result<Applied, ApplyError> {
@@ -386,54 +403,169 @@ async fn apply_segment(
     out.written
         .insert(Topic::Orders, apply_orders(tx, &records).await?);
 
-    // Fills and marks, in batch order: consecutive runs of each become one statement.
+    // Fills and marks, in batch order: consecutive runs of each become one statement. An
+    // exchange's lockstep mark brings its step's fills (stored once, whichever copy comes
+    // first); sequenced bars mark without snapshots, their instant is settled below.
     let mut marked: HashSet<&str> = HashSet::new();
     let mut fills_written = 0;
-    let mut run: Vec<&AnyRecord> = Vec::new();
-    let mut run_is_fills = false;
+    let mut mark_fills_written = 0;
+    let mut progress_records = 0u64;
+    let mut steps: BTreeMap<i64, StepNote> = BTreeMap::new();
+    let mut run: Vec<Effect<'_>> = Vec::new();
+    let mut run_kind = RunKind::Fills;
     for (_, record) in &records {
-        let is_fill = match record {
-            AnyRecord::Fill(_) => true,
+        let (kind, effects): (RunKind, Vec<Effect<'_>>) = match record {
+            AnyRecord::Fill(f) => (RunKind::Fills, vec![Effect::Fill(f, false)]),
+            AnyRecord::Progress(p) => {
+                progress_records += 1;
+                if p.processor != tradestream_schemas::Progress::EXCHANGE {
+                    continue;
+                }
+                let note = steps
+                    .entry(p.step)
+                    .or_insert_with(|| StepNote::new(p.event_time));
+                note.marked = true;
+                (
+                    RunKind::Fills,
+                    p.fills.iter().map(|f| Effect::Fill(f, true)).collect(),
+                )
+            }
             AnyRecord::MarketData(md)
                 if new_bars.contains(md.record_id.as_str())
                     && marked.insert(md.record_id.as_str()) =>
             {
-                false
+                if md.step > 0 {
+                    let note = steps
+                        .entry(md.step)
+                        .or_insert_with(|| StepNote::new(md.event_time));
+                    note.bars += 1;
+                    note.expected.get_or_insert(md.step_bars);
+                }
+                (
+                    RunKind::Marks {
+                        snapshots: md.step == 0,
+                    },
+                    vec![Effect::Bar(md)],
+                )
             }
             _ => continue,
         };
-        if is_fill != run_is_fills && !run.is_empty() {
-            flush_run(tx, &run, run_is_fills, &mut fills_written, &mut out.marks).await?;
+        if kind != run_kind && !run.is_empty() {
+            let n = flush_run(tx, &run, run_kind, &mut out.marks).await?;
+            fills_written += n.0;
+            mark_fills_written += n.1;
             run.clear();
         }
-        run_is_fills = is_fill;
-        run.push(record);
+        run_kind = kind;
+        run.extend(effects);
     }
-    flush_run(tx, &run, run_is_fills, &mut fills_written, &mut out.marks).await?;
-    out.written.insert(Topic::Fills, fills_written);
+    let n = flush_run(tx, &run, run_kind, &mut out.marks).await?;
+    fills_written += n.0;
+    mark_fills_written += n.1;
+    out.written
+        .insert(Topic::Fills, fills_written + mark_fills_written);
+    if !steps.is_empty() {
+        out.snapshots = settle_steps(tx, group, &steps).await?;
+    }
 
     out.written.retain(|_, n| *n > 0);
-    let written: u64 = out.written.values().sum();
-    out.applied = (records.len() as u64).saturating_sub(written);
+    let written: u64 = out.written.values().sum::<u64>() - mark_fills_written;
+    out.applied = (records.len() as u64)
+        .saturating_sub(progress_records)
+        .saturating_sub(written);
     Ok(out)
 }
 
+/// One change to the books, in batch order.
+enum Effect<'a> {
+    /// A fill; `true` when it came in an exchange's mark (see [`insert_fills`]).
+    Fill(&'a tradestream_schemas::Fill, bool),
+    /// A newly stored bar to mark positions at.
+    Bar(&'a tradestream_schemas::MarketData),
+}
+
+/// What a run of effects is applied with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunKind {
+    Fills,
+    /// `snapshots`: the bars are unsequenced, so the marks write snapshots as they happen.
+    Marks {
+        snapshots: bool,
+    },
+}
+
+/// What one segment stored of a lockstep step (see `settle_steps` in sql/0060).
+struct StepNote {
+    event_time: DateTime<Utc>,
+    expected: Option<i32>,
+    bars: i32,
+    marked: bool,
+}
+
+impl StepNote {
+    fn new(event_time: DateTime<Utc>) -> Self {
+        Self {
+            event_time,
+            expected: None,
+            bars: 0,
+            marked: false,
+        }
+    }
+}
+
+/// Applies a run; returns the fills newly stored from topics and from marks.
 async fn flush_run(
     tx: &mut PgConnection,
-    run: &[&AnyRecord],
-    fills: bool,
-    fills_written: &mut u64,
+    run: &[Effect<'_>],
+    kind: RunKind,
     marks: &mut u64,
-) -> Result<(), ApplyError> {
+) -> Result<(u64, u64), ApplyError> {
     if run.is_empty() {
-        return Ok(());
+        return Ok((0, 0));
     }
-    if fills {
-        *fills_written += insert_fills(tx, run).await?;
-    } else {
-        *marks += mark_positions(tx, run).await?;
+    match kind {
+        RunKind::Fills => insert_fills(tx, run).await,
+        RunKind::Marks { snapshots } => {
+            if snapshots {
+                set_snapshots(tx, true).await?;
+            }
+            let marked = mark_positions(tx, run).await;
+            if snapshots {
+                set_snapshots(tx, false).await?;
+            }
+            *marks += marked?;
+            Ok((0, 0))
+        }
     }
+}
+
+/// Turns the arrival snapshots of the fill trigger and of `mark_to_market_batch` on or off
+/// for the rest of the transaction (`tradestream.snapshots`, sql/0060).
+async fn set_snapshots(tx: &mut PgConnection, on: bool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT set_config('tradestream.snapshots', $1, true)")
+        .bind(if on { "on" } else { "off" })
+        .execute(&mut *tx)
+        .await?;
     Ok(())
+}
+
+/// Records the segment's lockstep progress and writes the snapshots of every step that is
+/// now settled; returns how many.
+async fn settle_steps(
+    tx: &mut PgConnection,
+    group: &str,
+    steps: &BTreeMap<i64, StepNote>,
+) -> Result<u64, ApplyError> {
+    let n: i64 = sqlx::query_scalar("SELECT settle_steps($1, $2, $3, $4, $5, $6)")
+        .bind(group)
+        .bind(steps.keys().copied().collect::<Vec<i64>>())
+        .bind(steps.values().map(|s| s.event_time).collect::<Vec<_>>())
+        .bind(steps.values().map(|s| s.expected).collect::<Vec<_>>())
+        .bind(steps.values().map(|s| s.bars).collect::<Vec<i32>>())
+        .bind(steps.values().map(|s| s.marked).collect::<Vec<bool>>())
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(n.unsigned_abs())
 }
 
 fn kind_str(k: MarketDataKind) -> &'static str {
@@ -908,66 +1040,95 @@ async fn apply_orders(
 }
 
 /// Inserts a run of fills in order (the trigger applies each to cash and positions); returns
-/// how many were new.
-async fn insert_fills(tx: &mut PgConnection, run: &[&AnyRecord]) -> Result<u64, ApplyError> {
-    let fills: Vec<&tradestream_schemas::Fill> = run
+/// how many were new from topics and from exchange marks. A fill from a mark for an account
+/// the database does not have is skipped: its copy on `fills` is the one dead-lettered.
+async fn insert_fills(tx: &mut PgConnection, run: &[Effect<'_>]) -> Result<(u64, u64), ApplyError> {
+    let fills: Vec<(&tradestream_schemas::Fill, bool)> = run
         .iter()
-        .filter_map(|r| match r {
-            AnyRecord::Fill(f) => Some(f),
-            _ => None,
+        .filter_map(|e| match e {
+            Effect::Fill(f, from_mark) => Some((*f, *from_mark)),
+            Effect::Bar(_) => None,
         })
         .collect();
-    let done = sqlx::query(
+    let inserted: Vec<bool> = sqlx::query_scalar(
         "INSERT INTO fills (fill_id, order_id, account_id, symbol, side, quantity, price,
                             commission, liquidity, fill_time)
          SELECT u.fill_id, u.order_id, u.account_id, u.symbol, u.side, u.quantity, u.price,
                 u.commission, u.liquidity, u.fill_time
            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                       $6::numeric[], $7::numeric[], $8::numeric[], $9::text[], $10::timestamptz[])
+                       $6::numeric[], $7::numeric[], $8::numeric[], $9::text[], $10::timestamptz[],
+                       $11::bool[])
                 WITH ORDINALITY
                 AS u(fill_id, order_id, account_id, symbol, side, quantity, price, commission,
-                     liquidity, fill_time, ord)
+                     liquidity, fill_time, from_mark, ord)
+          WHERE NOT u.from_mark
+             OR EXISTS (SELECT 1 FROM accounts a WHERE a.account_id = u.account_id)
           ORDER BY u.ord
-         ON CONFLICT (fill_id) DO NOTHING",
+         ON CONFLICT (fill_id) DO NOTHING
+         RETURNING fill_id IN (SELECT unnest($12::text[]))",
     )
-    .bind(fills.iter().map(|f| f.fill_id.as_str()).collect::<Vec<_>>())
     .bind(
         fills
             .iter()
-            .map(|f| f.order_id.as_str())
+            .map(|f| f.0.fill_id.as_str())
             .collect::<Vec<_>>(),
     )
-    .bind(fills.iter().map(|f| f.account.as_str()).collect::<Vec<_>>())
-    .bind(fills.iter().map(|f| f.symbol.as_str()).collect::<Vec<_>>())
-    .bind(fills.iter().map(|f| f.side.as_str()).collect::<Vec<_>>())
-    .bind(fills.iter().map(|f| f.quantity).collect::<Vec<_>>())
-    .bind(fills.iter().map(|f| f.price).collect::<Vec<_>>())
-    .bind(fills.iter().map(|f| f.commission).collect::<Vec<_>>())
     .bind(
         fills
             .iter()
-            .map(|f| liquidity_str(f.liquidity))
+            .map(|f| f.0.order_id.as_str())
             .collect::<Vec<_>>(),
     )
-    .bind(fills.iter().map(|f| f.fill_time).collect::<Vec<_>>())
-    .execute(&mut *tx)
+    .bind(
+        fills
+            .iter()
+            .map(|f| f.0.account.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        fills
+            .iter()
+            .map(|f| f.0.symbol.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(fills.iter().map(|f| f.0.side.as_str()).collect::<Vec<_>>())
+    .bind(fills.iter().map(|f| f.0.quantity).collect::<Vec<_>>())
+    .bind(fills.iter().map(|f| f.0.price).collect::<Vec<_>>())
+    .bind(fills.iter().map(|f| f.0.commission).collect::<Vec<_>>())
+    .bind(
+        fills
+            .iter()
+            .map(|f| liquidity_str(f.0.liquidity))
+            .collect::<Vec<_>>(),
+    )
+    .bind(fills.iter().map(|f| f.0.fill_time).collect::<Vec<_>>())
+    .bind(fills.iter().map(|f| f.1).collect::<Vec<_>>())
+    .bind(
+        fills
+            .iter()
+            .filter(|f| f.1)
+            .map(|f| f.0.fill_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(&mut *tx)
     .await?;
-    Ok(done.rows_affected())
+    let from_marks = inserted.iter().filter(|m| **m).count() as u64;
+    Ok((inserted.len() as u64 - from_marks, from_marks))
 }
 
-/// Marks positions at each market-data record of a run, in order, with one
-/// `mark_to_market_batch` (the effect of one `mark_to_market` per bar, without updating the same
-/// rows once per bar); returns the number of positions marked.
-async fn mark_positions(tx: &mut PgConnection, run: &[&AnyRecord]) -> Result<u64, ApplyError> {
+/// Marks positions at each bar of a run, in order, with one `mark_to_market_batch` (the effect
+/// of one `mark_to_market` per bar, without updating the same rows once per bar); returns the
+/// number of positions marked.
+async fn mark_positions(tx: &mut PgConnection, run: &[Effect<'_>]) -> Result<u64, ApplyError> {
     let marks: Vec<Mark<'_>> = run
         .iter()
-        .filter_map(|r| match r {
-            AnyRecord::MarketData(md) => Some(Mark {
+        .filter_map(|e| match e {
+            Effect::Bar(md) => Some(Mark {
                 symbol: &md.symbol,
                 price: md.close,
                 at: md.event_time,
             }),
-            _ => None,
+            Effect::Fill(..) => None,
         })
         .collect();
     mark_to_market_batch(&mut *tx, &marks)
