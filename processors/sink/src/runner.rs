@@ -1,5 +1,5 @@
 //! The sink's Kafka runner: the six data topics and the lockstep marks on `progress`, written
-//! by [`SinkWriter`] in four lanes (see [`LANES`]) that run side by side, dead letters to
+//! by [`SinkWriter`] in four lanes (see `LANES`) that run side by side, dead letters to
 //! `<topic>.dlq`.
 //!
 //! Delivery: the database is the source of truth for progress. At start each lane's consumer

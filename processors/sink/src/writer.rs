@@ -1,4 +1,4 @@
-//! [`SinkWriter`]: one batch of records from the six topics into Postgres in ONE transaction,
+//! [`SinkWriter`]: one batch of records from the six topics (and `progress`) into Postgres in ONE transaction,
 //! idempotently, with the consumed offsets stored in the same transaction.
 //!
 //! Why a replay never changes anything:
@@ -10,11 +10,15 @@
 //!   only rows actually inserted fire the fill trigger or mark positions.
 //!
 //! Order of effects: fills (whose trigger moves cash and positions) and marks
-//! (`mark_to_market` for every newly stored market-data record whose symbol has positions)
-//! are applied in batch order, so the books end the same however a stream is cut into
-//! batches. Every mark writes a portfolio snapshot per position, exactly as the per-bar
-//! series of `get_portfolio_stats` needs. The other tables are independent of one another and
-//! are written with one multi-row `UNNEST` insert each.
+//! (`mark_to_market_batch` for the newly stored market data) are applied in batch order, so
+//! the books end the same however a stream is cut into batches; an exchange's lockstep mark on
+//! `progress` brings its step's fills (stored once by id, whichever copy comes first).
+//! Portfolio snapshots are not written as fills and sequenced bars arrive (the transaction
+//! sets `tradestream.snapshots = 'off'`): `settle_steps` (sql/0060) counts each step's stored
+//! bars and exchange mark and writes the snapshots of every step that became complete, valued
+//! from the fills and closes up to its instant, so they do not depend on arrival order.
+//! Unsequenced bars (step 0) mark with snapshots, as they arrive. The other tables are
+//! independent of one another and are written with one multi-row `UNNEST` insert each.
 //!
 //! Refused records: a record the database refuses with a dead-letter-class error (see
 //! `tradestream_postgres::PostgresError::class`) is isolated by bisection under savepoints
