@@ -20,7 +20,9 @@
 //!      portfolio value equal an independent recomputation from the fills topic and last closes,
 //!      as does every portfolio snapshot (one per account and lockstep instant, valued from the
 //!      fills and closes up to it);
-//!  (d) positions, cash, portfolio value and the portfolio snapshots are the same in every run.
+//!  (d) positions, cash, portfolio value and the portfolio snapshots are the same in every run,
+//!      and so are the rows of `orders` (current state), `positions` and `accounts` (all but
+//!      their wall-clock and last-change times).
 //! It prints its figures (records per topic, kills per processor, restarts, times) and, for
 //! anything that differs, the counts of missing / extra / conflicting ids and a few examples.
 //!
@@ -36,9 +38,9 @@ mod common;
 
 use anyhow::{Context, Result};
 use common::{
-    Book, Broker, Proc, Rec, Rng, Snapshot, books, check_books, check_snapshots, count, distinct,
-    portfolio_snapshots, read_topic, run_ingest, run_stage, short, start_broker, start_registry,
-    wait_drained,
+    Book, Broker, Proc, Rec, Rng, Snapshot, books, check_books, check_snapshots, count,
+    derived_tables, distinct, portfolio_snapshots, read_topic, run_ingest, run_stage, short,
+    start_broker, start_registry, wait_drained,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -99,6 +101,8 @@ struct Outcome {
     books: BTreeMap<String, Book>,
     /// Every portfolio snapshot, by account and time.
     snapshots: Vec<Snapshot>,
+    /// Orders' current state, positions and accounts, row by row (see `derived_tables`).
+    derived: BTreeMap<&'static str, Vec<String>>,
     /// Violations of (b) and (c) within the run.
     problems: Vec<String>,
     kills: BTreeMap<&'static str, usize>,
@@ -601,6 +605,7 @@ async fn run_once(
         dlq,
         books: books(db.pool()).await?,
         snapshots: portfolio_snapshots(db.pool()).await?,
+        derived: derived_tables(db.pool()).await?,
         problems,
         kills: kill_counts,
         secs,
@@ -716,6 +721,30 @@ async fn sigkilled_processors_lose_and_duplicate_nothing() -> Result<()> {
                 "DIFFERENT"
             }
         );
+        for (table, rows) in &clean.derived {
+            let theirs = other
+                .derived
+                .get(table)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let first = rows.iter().zip(theirs).find(|(a, b)| a != b);
+            let same = rows.len() == theirs.len() && first.is_none();
+            println!(
+                "   postgres {table} ({} rows): {}",
+                rows.len(),
+                if same { "identical" } else { "DIFFERENT" }
+            );
+            if !same {
+                failures.push(format!(
+                    "(d) postgres {table} of {} differs from {}: {} against {} rows, first difference {:?}",
+                    other.label,
+                    clean.label,
+                    theirs.len(),
+                    rows.len(),
+                    first
+                ));
+            }
+        }
         if !snapshots_same {
             failures.push(format!(
                 "(d) portfolio snapshots of {} differ from {}: {} against {} rows, first difference {:?}",

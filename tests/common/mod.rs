@@ -778,6 +778,28 @@ pub async fn check_snapshots(
     Ok(problems)
 }
 
+/// The tables whose rows the sink derives rather than copies (orders' current state,
+/// positions, accounts), one JSON text per row in key order, without the columns that hold
+/// wall-clock times or the time of the last change (a fill and a mark may come in either
+/// order).
+pub async fn derived_tables(pool: &sqlx::PgPool) -> Result<BTreeMap<&'static str, Vec<String>>> {
+    let specs: [(&'static str, &str, &str); 3] = [
+        ("orders", "order_id", "'{}'"),
+        ("positions", "account_id, symbol", "'{updated_at}'"),
+        ("accounts", "account_id", "'{created_at,updated_at}'"),
+    ];
+    let mut out = BTreeMap::new();
+    for (table, order, drop) in specs {
+        let rows: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT (to_jsonb(t) - {drop}::text[])::text FROM {table} t ORDER BY {order}"
+        ))
+        .fetch_all(pool)
+        .await?;
+        out.insert(table, rows);
+    }
+    Ok(out)
+}
+
 /// Distinct ids of `recs` mapped to their content, plus the ids seen with two different
 /// contents and the number of repeated copies (same id, same content).
 pub struct Distinct<'a> {
