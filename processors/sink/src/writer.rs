@@ -443,7 +443,8 @@ async fn apply_segment(
                         .entry(md.step)
                         .or_insert_with(|| StepNote::new(md.event_time));
                     note.bars += 1;
-                    note.expected.get_or_insert(md.step_bars);
+                    // As the router and the exchange count it: a step has at least one bar.
+                    note.expected.get_or_insert(md.step_bars.max(1));
                 }
                 (
                     RunKind::Marks {

@@ -397,3 +397,47 @@ async fn a_step_settles_only_with_all_its_bars_and_the_exchange_mark() {
     assert_eq!((step, time), (2, Some(t(2))));
     db.cleanup().await;
 }
+
+/// A sequenced bar that does not say how many bars its step has counts as a step of one, as
+/// the router and the exchange count it, instead of failing a constraint and being
+/// dead-lettered.
+#[tokio::test]
+async fn a_step_without_its_bar_count_is_a_step_of_one() {
+    let db = TestDatabase::new().await.expect("db");
+    let pool = db.pool();
+    create(pool, "acct-a", CAPITAL).await;
+    let writer = SinkWriter::new(pool.clone());
+    let mut b = bar("AAA", 1, dec!(50));
+    b.step = 1;
+    b.step_bars = 0;
+    let f = fill(
+        "f-1",
+        "acct-a",
+        "AAA",
+        Side::Buy,
+        dec!(2),
+        dec!(49),
+        dec!(1),
+        1,
+    );
+    let batch = vec![
+        (
+            Topic::Progress,
+            0,
+            0,
+            Progress::new(Progress::EXCHANGE, 1, t(1), Vec::new(), vec![f]).into(),
+        ),
+        (Topic::MarketData, 0, 0, b.into()),
+    ];
+    let out = writer.write_batch(GROUP, &batch).await.expect("write");
+    assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
+    assert_eq!(out.snapshots, 1);
+    assert_eq!(out.written.get(&Topic::Fills), Some(&1), "the mark's fill");
+    let rows = snapshots(pool).await;
+    // 100000 − (2 × 49 + 1) in cash, 2 AAA at 50.
+    assert_eq!(
+        (rows[0].2, rows[0].3, rows[0].4),
+        (dec!(100001), dec!(99901), dec!(100))
+    );
+    db.cleanup().await;
+}
