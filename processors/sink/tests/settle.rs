@@ -441,3 +441,71 @@ async fn a_step_without_its_bar_count_is_a_step_of_one() {
     );
     db.cleanup().await;
 }
+
+/// The operator's way past a step that can never settle (docs/operations.md, item 8): moving
+/// `settled_step` onto it lets the next batch settle the steps after it.
+#[tokio::test]
+async fn moving_settled_step_past_a_lost_mark_resumes_settling() {
+    let db = TestDatabase::new().await.expect("db");
+    let pool = db.pool();
+    create(pool, "acct-a", CAPITAL).await;
+    let writer = SinkWriter::new(pool.clone());
+    let sequenced = |s: i64, close: Decimal| {
+        let mut b = bar("AAA", s, close);
+        b.step = s;
+        b.step_bars = 1;
+        AnyRecord::from(b)
+    };
+    let mark = |s: i64, fills: Vec<Fill>| {
+        AnyRecord::from(Progress::new(
+            Progress::EXCHANGE,
+            s,
+            t(s),
+            Vec::new(),
+            fills,
+        ))
+    };
+    let f = fill(
+        "f-1",
+        "acct-a",
+        "AAA",
+        Side::Buy,
+        dec!(1),
+        dec!(10),
+        dec!(0),
+        1,
+    );
+    // Step 2's mark never comes.
+    let batch = vec![
+        (Topic::MarketData, 0, 0, sequenced(1, dec!(10))),
+        (Topic::Progress, 0, 0, mark(1, vec![f])),
+        (Topic::MarketData, 0, 1, sequenced(2, dec!(20))),
+        (Topic::MarketData, 0, 2, sequenced(3, dec!(30))),
+        (Topic::Progress, 0, 1, mark(3, Vec::new())),
+    ];
+    let out = writer.write_batch(GROUP, &batch).await.expect("write");
+    assert_eq!(out.snapshots, 1, "step 1 only");
+    let stuck: i64 = sqlx::query_scalar("SELECT min(step) FROM lockstep_steps")
+        .fetch_one(pool)
+        .await
+        .expect("stuck");
+    assert_eq!(stuck, 2);
+    sqlx::query("UPDATE portfolio_settlement SET settled_step = $1 WHERE consumer_group = $2")
+        .bind(stuck)
+        .bind(GROUP)
+        .execute(pool)
+        .await
+        .expect("skip");
+    let out = writer
+        .write_batch(GROUP, &[(Topic::MarketData, 0, 3, sequenced(4, dec!(40)))])
+        .await
+        .expect("next batch");
+    assert_eq!(
+        out.snapshots, 1,
+        "step 3 settled, step 4 waits for its mark"
+    );
+    let times: Vec<chrono::DateTime<chrono::Utc>> =
+        snapshots(pool).await.into_iter().map(|r| r.1).collect();
+    assert_eq!(times, vec![t(1), t(3)]);
+    db.cleanup().await;
+}
