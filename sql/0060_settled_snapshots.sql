@@ -27,11 +27,21 @@
 -- still write them, for every other writer (psql, tests, tools). Unsequenced market data
 -- (step 0) is marked with snapshots on, as before.
 
--- A new position's first price is the symbol's newest stored close at or after the fill's
--- time when there is one (the price marks in time order would have left: an instant's fills
--- come before its bar's close), else the fill price. Before, it was always the fill price,
--- so a fill stored after its instant's bar left the position at its fill price until the
--- next bar, and a run's final value depended on which came first.
+-- The last price mark_to_market_batch marked each symbol at, in the order it marked them
+-- (whether or not anybody held the symbol then).
+CREATE TABLE symbol_marks (
+    symbol TEXT NOT NULL,
+    price  NUMERIC(28,8) NOT NULL,
+    at     TIMESTAMPTZ NOT NULL,
+    CONSTRAINT symbol_marks_pkey PRIMARY KEY (symbol)
+);
+
+-- A new position's first price is its symbol's last mark when that mark is at or after the
+-- fill's time (the price marks in time order would have left: an instant's fills come before
+-- its bar's close), else the fill price. Before, it was always the fill price, so a fill
+-- stored after its instant's bar had been marked left the position at its fill price until
+-- the next bar, and a run's final value depended on which came first. Marks applied, not
+-- bars stored: a writer stores a batch's bars before applying its fills and marks in order.
 CREATE OR REPLACE FUNCTION apply_fill() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -58,11 +68,9 @@ BEGIN
        FOR UPDATE;
 
     IF NOT FOUND THEN
-        SELECT m.close INTO mark
-          FROM market_data m
-         WHERE m.symbol = NEW.symbol AND m.event_time >= NEW.fill_time
-         ORDER BY m.event_time DESC
-         LIMIT 1;
+        SELECT m.price INTO mark
+          FROM symbol_marks m
+         WHERE m.symbol = NEW.symbol AND m.at >= NEW.fill_time;
         INSERT INTO positions (account_id, symbol, quantity, avg_price, realized_pnl, commission,
                                current_price, unrealized_pnl, updated_at)
         VALUES (NEW.account_id, NEW.symbol, q, round(p, 8), 0, NEW.commission,
@@ -105,7 +113,7 @@ END;
 $$;
 
 COMMENT ON FUNCTION apply_fill() IS
-    'AFTER INSERT ON fills: cash -= q*p + commission (q signed: + BUY, - SELL), then the position: adding moves avg_price to round((|Q|*A + |q|*p)/(|Q|+|q|), 8); reducing realizes min(|q|,|Q|)*(p - A)*sign(Q), a flat position has avg 0 and a flip re-opens at p; a new position''s current_price is the symbol''s newest stored close at or after the fill time (the fill price without one), afterwards the last mark; unrealized_pnl = Q*(current_price - avg_price).';
+    'AFTER INSERT ON fills: cash -= q*p + commission (q signed: + BUY, - SELL), then the position: adding moves avg_price to round((|Q|*A + |q|*p)/(|Q|+|q|), 8); reducing realizes min(|q|,|Q|)*(p - A)*sign(Q), a flat position has avg 0 and a flip re-opens at p; a new position''s current_price is its symbol''s last mark (symbol_marks) when that is at or after the fill time, else the fill price, afterwards the last mark; unrealized_pnl = Q*(current_price - avg_price).';
 
 -- The snapshot of update_portfolio_value is skipped under tradestream.snapshots = 'off'; the
 -- account's total value is kept either way.
@@ -153,7 +161,8 @@ $$;
 COMMENT ON FUNCTION update_portfolio_value() IS
     'AFTER INSERT/UPDATE/DELETE ON positions: accounts.total_value = cash + sum(quantity*current_price) over the account''s positions, and (unless the transaction set tradestream.snapshots = ''off'') a portfolio_snapshots row (total_value, cash, positions_value, total_pnl = total_value - initial_capital, total_return = round(total_pnl/initial_capital, 8)) at the position''s updated_at.';
 
--- mark_to_market_batch as in 0050, its snapshots skipped under tradestream.snapshots = 'off'.
+-- mark_to_market_batch as in 0050, its snapshots skipped under tradestream.snapshots = 'off',
+-- and each symbol's last mark kept in symbol_marks.
 CREATE OR REPLACE FUNCTION mark_to_market_batch(p_symbols TEXT[], p_prices NUMERIC[], p_times TIMESTAMPTZ[])
 RETURNS BIGINT
 LANGUAGE plpgsql AS $$
@@ -227,6 +236,14 @@ BEGIN
          ORDER BY v.ord, v.account_id
     )
     SELECT count(*) INTO n FROM marks;
+
+    INSERT INTO symbol_marks AS s (symbol, price, at)
+    SELECT DISTINCT ON (u.symbol) u.symbol, u.price, u.at
+      FROM unnest(p_symbols, p_prices, p_times) WITH ORDINALITY AS u(symbol, price, at, ord)
+     WHERE u.price > 0 AND u.at IS NOT NULL
+     ORDER BY u.symbol, u.ord DESC
+    ON CONFLICT (symbol) DO UPDATE SET price = EXCLUDED.price, at = EXCLUDED.at;
+
     IF n = 0 THEN
         RETURN 0;
     END IF;
@@ -255,7 +272,7 @@ END;
 $$;
 
 COMMENT ON FUNCTION mark_to_market_batch(TEXT[], NUMERIC[], TIMESTAMPTZ[]) IS
-    'Marks positions at each (symbol, price, time) of the arrays in order: each position and account is left at its last mark, exactly as one mark_to_market per element would leave them, and (unless the transaction set tradestream.snapshots = ''off'') each account gets one portfolio snapshot per run of its consecutive marks with the same time (the value after the last of the run). Returns the number of (mark, position) pairs; TS003 for a non-positive price or a NULL time of a symbol with positions, or arrays of different lengths.';
+    'Marks positions at each (symbol, price, time) of the arrays in order: each position and account is left at its last mark, exactly as one mark_to_market per element would leave them, each symbol''s last mark is kept in symbol_marks, and (unless the transaction set tradestream.snapshots = ''off'') each account gets one portfolio snapshot per run of its consecutive marks with the same time (the value after the last of the run). Returns the number of (mark, position) pairs; TS003 for a non-positive price or a NULL time of a symbol with positions, or arrays of different lengths.';
 
 -- Settlement bookkeeping, per sink consumer group (a group's offsets are its own, and a second
 -- group over the same database starts its own count).

@@ -221,7 +221,7 @@ async fn snapshots(pool: &sqlx::PgPool) -> Vec<Row> {
 async fn reset(pool: &sqlx::PgPool) {
     sqlx::query(
         "TRUNCATE market_data, fills, positions, portfolio_snapshots, consumed_offsets,
-                  lockstep_steps, portfolio_settlement, accounts RESTART IDENTITY CASCADE",
+                  lockstep_steps, portfolio_settlement, symbol_marks, accounts RESTART IDENTITY CASCADE",
     )
     .execute(pool)
     .await

@@ -504,7 +504,8 @@ fn stream(ops: &[Op]) -> Vec<BatchItem> {
 async fn reset(pool: &sqlx::PgPool) {
     sqlx::query(
         "TRUNCATE market_data, features, signals, anomalies, orders, order_events, fills,
-                  positions, portfolio_snapshots, consumed_offsets, accounts RESTART IDENTITY",
+                  positions, portfolio_snapshots, consumed_offsets, symbol_marks, lockstep_steps,
+                  portfolio_settlement, accounts RESTART IDENTITY",
     )
     .execute(pool)
     .await

@@ -99,11 +99,12 @@ pub fn database_property_runner(default_cases: u32) -> proptest::test_runner::Te
     })
 }
 
-/// Empties the books (fills, positions, snapshots, orders, accounts; ids restart) and opens
+/// Empties the books (fills, positions, snapshots, orders, marks, accounts; ids restart) and opens
 /// `accounts` again, each with `capital` and allowed to short.
 pub async fn reset_books(pool: &PgPool, accounts: &[&str], capital: Decimal) -> anyhow::Result<()> {
     sqlx::query(
-        "TRUNCATE fills, positions, portfolio_snapshots, orders, accounts RESTART IDENTITY CASCADE",
+        "TRUNCATE fills, positions, portfolio_snapshots, orders, symbol_marks, accounts
+         RESTART IDENTITY CASCADE",
     )
     .execute(pool)
     .await?;

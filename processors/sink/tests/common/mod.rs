@@ -104,7 +104,7 @@ pub async fn create(pool: &PgPool, acct: &str, capital: Decimal) {
 /// Every table the sink writes (or its triggers do), as JSON, without the columns that hold
 /// wall-clock times or sequence numbers.
 pub async fn tables(pool: &PgPool) -> BTreeMap<&'static str, String> {
-    let specs: [(&str, &str, &str); 11] = [
+    let specs: [(&str, &str, &str); 12] = [
         ("market_data", "record_id", "'{}'"),
         ("features", "record_id", "'{ingested_at}'"),
         ("signals", "signal_id", "'{ingested_at}'"),
@@ -113,6 +113,7 @@ pub async fn tables(pool: &PgPool) -> BTreeMap<&'static str, String> {
         ("order_events", "event_id", "'{ingested_at}'"),
         ("fills", "fill_id", "'{ingested_at}'"),
         ("positions", "account_id, symbol", "'{}'"),
+        ("symbol_marks", "symbol", "'{}'"),
         ("accounts", "account_id", "'{created_at,updated_at}'"),
         // Each account's series in its order. Across accounts the order of rows at one
         // instant is not part of the result: one mark updates the positions of several
