@@ -60,6 +60,19 @@ fn step() -> impl Strategy<Value = Step> {
         })
 }
 
+/// A bar of lockstep step `s` (dated day `s`), one of the `step_bars` bars of its step.
+fn sequenced(sym: &str, s: i64, step_bars: i32, close: Decimal) -> MarketData {
+    let mut b = bar(sym, s, close);
+    b.step = s;
+    b.step_bars = step_bars;
+    b
+}
+
+/// The exchange's lockstep mark of step `s`, carrying the fills the step caused.
+fn exchange_mark(s: i64, fills: Vec<Fill>) -> Progress {
+    Progress::new(Progress::EXCHANGE, s, t(s), Vec::new(), fills)
+}
+
 /// Each partition's records in order: market data on two partitions (by symbol), fills on two
 /// (by account), progress on one (the exchange's marks, with a router mark now and then).
 fn partitions(steps: &[Step]) -> Vec<Vec<(Topic, i32, AnyRecord)>> {
@@ -67,9 +80,7 @@ fn partitions(steps: &[Step]) -> Vec<Vec<(Topic, i32, AnyRecord)>> {
     for (i, st) in steps.iter().enumerate() {
         let s = i as i64 + 1;
         for (sym, close) in &st.closes {
-            let mut b = bar(SYMBOLS[*sym], s, *close);
-            b.step = s;
-            b.step_bars = st.closes.len() as i32;
+            let b = sequenced(SYMBOLS[*sym], s, st.closes.len() as i32, *close);
             let p = (*sym % 2) as i32;
             parts[p as usize].push((Topic::MarketData, p, b.into()));
         }
@@ -94,8 +105,7 @@ fn partitions(steps: &[Step]) -> Vec<Vec<(Topic, i32, AnyRecord)>> {
             let r = Progress::new(Progress::ROUTER, s, t(s), Vec::new(), Vec::new());
             parts[4].push((Topic::Progress, 0, r.into()));
         }
-        let m = Progress::new(Progress::EXCHANGE, s, t(s), Vec::new(), fills);
-        parts[4].push((Topic::Progress, 0, m.into()));
+        parts[4].push((Topic::Progress, 0, exchange_mark(s, fills).into()));
     }
     parts
 }
@@ -218,19 +228,6 @@ async fn snapshots(pool: &sqlx::PgPool) -> Vec<Row> {
         .collect()
 }
 
-async fn reset(pool: &sqlx::PgPool) {
-    sqlx::query(
-        "TRUNCATE market_data, fills, positions, portfolio_snapshots, consumed_offsets,
-                  lockstep_steps, portfolio_settlement, symbol_marks, accounts RESTART IDENTITY CASCADE",
-    )
-    .execute(pool)
-    .await
-    .expect("truncate");
-    for a in ACCOUNTS {
-        create(pool, a, CAPITAL).await;
-    }
-}
-
 /// Writes `items` in batches of the sizes `cuts` cycles through.
 async fn write(
     writer: &SinkWriter,
@@ -275,7 +272,7 @@ fn settled_snapshots_do_not_depend_on_arrival_order_and_match_the_input() {
             let want = expected(&steps);
 
             // In step order: every partition's step s before any of step s + 1.
-            reset(&pool).await;
+            reset(&pool, &ACCOUNTS, CAPITAL).await;
             let ordered = arrival(&parts, &[0, 1, 2, 3, 4], &[]);
             let mut by_step = ordered.clone();
             by_step.sort_by_key(|(_, _, _, r)| match r {
@@ -294,7 +291,7 @@ fn settled_snapshots_do_not_depend_on_arrival_order_and_match_the_input() {
             prop_assert_eq!(&got, &want, "snapshots against the input");
 
             // Any other arrival order and batching.
-            reset(&pool).await;
+            reset(&pool, &ACCOUNTS, CAPITAL).await;
             let mixed = arrival(&parts, &picks, &again);
             write(&writer, &mixed, &cuts).await?;
             prop_assert_eq!(
@@ -323,12 +320,6 @@ async fn a_step_settles_only_with_all_its_bars_and_the_exchange_mark() {
     let pool = db.pool();
     create(pool, "acct-a", CAPITAL).await;
     let writer = SinkWriter::new(pool.clone());
-    let sequenced = |sym: &str, s: i64, close: Decimal| {
-        let mut b = bar(sym, s, close);
-        b.step = s;
-        b.step_bars = 2;
-        AnyRecord::from(b)
-    };
     let f = fill(
         "f-1",
         "acct-a",
@@ -340,7 +331,12 @@ async fn a_step_settles_only_with_all_its_bars_and_the_exchange_mark() {
         1,
     );
     let batches: Vec<Vec<(Topic, i32, i64, AnyRecord)>> = vec![
-        vec![(Topic::MarketData, 0, 0, sequenced("AAA", 1, dec!(101)))],
+        vec![(
+            Topic::MarketData,
+            0,
+            0,
+            sequenced("AAA", 1, 2, dec!(101)).into(),
+        )],
         vec![(Topic::Fills, 0, 0, f.clone().into())],
         vec![(
             Topic::Progress,
@@ -348,23 +344,28 @@ async fn a_step_settles_only_with_all_its_bars_and_the_exchange_mark() {
             0,
             Progress::new(Progress::ROUTER, 1, t(1), Vec::new(), Vec::new()).into(),
         )],
+        vec![(Topic::Progress, 0, 1, exchange_mark(1, vec![f]).into())],
         vec![(
-            Topic::Progress,
-            0,
+            Topic::MarketData,
             1,
-            Progress::new(Progress::EXCHANGE, 1, t(1), Vec::new(), vec![f]).into(),
-        )],
-        vec![(Topic::MarketData, 1, 0, sequenced("BBB", 1, dec!(7)))],
-        vec![
-            (Topic::MarketData, 0, 1, sequenced("AAA", 2, dec!(99))),
-            (Topic::MarketData, 1, 1, sequenced("BBB", 2, dec!(8))),
-        ],
-        vec![(
-            Topic::Progress,
             0,
-            2,
-            Progress::new(Progress::EXCHANGE, 2, t(2), Vec::new(), Vec::new()).into(),
+            sequenced("BBB", 1, 2, dec!(7)).into(),
         )],
+        vec![
+            (
+                Topic::MarketData,
+                0,
+                1,
+                sequenced("AAA", 2, 2, dec!(99)).into(),
+            ),
+            (
+                Topic::MarketData,
+                1,
+                1,
+                sequenced("BBB", 2, 2, dec!(8)).into(),
+            ),
+        ],
+        vec![(Topic::Progress, 0, 2, exchange_mark(2, Vec::new()).into())],
     ];
     let mut settled = Vec::new();
     for batch in &batches {
@@ -407,9 +408,7 @@ async fn a_step_without_its_bar_count_is_a_step_of_one() {
     let pool = db.pool();
     create(pool, "acct-a", CAPITAL).await;
     let writer = SinkWriter::new(pool.clone());
-    let mut b = bar("AAA", 1, dec!(50));
-    b.step = 1;
-    b.step_bars = 0;
+    let b = sequenced("AAA", 1, 0, dec!(50));
     let f = fill(
         "f-1",
         "acct-a",
@@ -421,12 +420,7 @@ async fn a_step_without_its_bar_count_is_a_step_of_one() {
         1,
     );
     let batch = vec![
-        (
-            Topic::Progress,
-            0,
-            0,
-            Progress::new(Progress::EXCHANGE, 1, t(1), Vec::new(), vec![f]).into(),
-        ),
+        (Topic::Progress, 0, 0, exchange_mark(1, vec![f]).into()),
         (Topic::MarketData, 0, 0, b.into()),
     ];
     let out = writer.write_batch(GROUP, &batch).await.expect("write");
@@ -450,21 +444,7 @@ async fn moving_settled_step_past_a_lost_mark_resumes_settling() {
     let pool = db.pool();
     create(pool, "acct-a", CAPITAL).await;
     let writer = SinkWriter::new(pool.clone());
-    let sequenced = |s: i64, close: Decimal| {
-        let mut b = bar("AAA", s, close);
-        b.step = s;
-        b.step_bars = 1;
-        AnyRecord::from(b)
-    };
-    let mark = |s: i64, fills: Vec<Fill>| {
-        AnyRecord::from(Progress::new(
-            Progress::EXCHANGE,
-            s,
-            t(s),
-            Vec::new(),
-            fills,
-        ))
-    };
+    let aaa = |s: i64, close: Decimal| AnyRecord::from(sequenced("AAA", s, 1, close));
     let f = fill(
         "f-1",
         "acct-a",
@@ -477,11 +457,11 @@ async fn moving_settled_step_past_a_lost_mark_resumes_settling() {
     );
     // Step 2's mark never comes.
     let batch = vec![
-        (Topic::MarketData, 0, 0, sequenced(1, dec!(10))),
-        (Topic::Progress, 0, 0, mark(1, vec![f])),
-        (Topic::MarketData, 0, 1, sequenced(2, dec!(20))),
-        (Topic::MarketData, 0, 2, sequenced(3, dec!(30))),
-        (Topic::Progress, 0, 1, mark(3, Vec::new())),
+        (Topic::MarketData, 0, 0, aaa(1, dec!(10))),
+        (Topic::Progress, 0, 0, exchange_mark(1, vec![f]).into()),
+        (Topic::MarketData, 0, 1, aaa(2, dec!(20))),
+        (Topic::MarketData, 0, 2, aaa(3, dec!(30))),
+        (Topic::Progress, 0, 1, exchange_mark(3, Vec::new()).into()),
     ];
     let out = writer.write_batch(GROUP, &batch).await.expect("write");
     assert_eq!(out.snapshots, 1, "step 1 only");
@@ -497,7 +477,7 @@ async fn moving_settled_step_past_a_lost_mark_resumes_settling() {
         .await
         .expect("skip");
     let out = writer
-        .write_batch(GROUP, &[(Topic::MarketData, 0, 3, sequenced(4, dec!(40)))])
+        .write_batch(GROUP, &[(Topic::MarketData, 0, 3, aaa(4, dec!(40)))])
         .await
         .expect("next batch");
     assert_eq!(

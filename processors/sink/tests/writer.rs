@@ -501,20 +501,6 @@ fn stream(ops: &[Op]) -> Vec<BatchItem> {
         .collect()
 }
 
-async fn reset(pool: &sqlx::PgPool) {
-    sqlx::query(
-        "TRUNCATE market_data, features, signals, anomalies, orders, order_events, fills,
-                  positions, portfolio_snapshots, consumed_offsets, symbol_marks, lockstep_steps,
-                  portfolio_settlement, accounts RESTART IDENTITY",
-    )
-    .execute(pool)
-    .await
-    .expect("truncate");
-    for a in ACCOUNTS {
-        create(pool, a, dec!(100000)).await;
-    }
-}
-
 #[test]
 fn batching_and_replays_end_with_the_same_tables_as_one_clean_pass() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -532,7 +518,7 @@ fn batching_and_replays_end_with_the_same_tables_as_one_clean_pass() {
     let result = runner.run(&strategy, |(ops, cuts)| {
         rt.block_on(async {
             let items = stream(&ops);
-            reset(&pool).await;
+            reset(&pool, &ACCOUNTS, dec!(100000)).await;
             let clean = writer
                 .write_batch(GROUP, &items)
                 .await
@@ -546,7 +532,7 @@ fn batching_and_replays_end_with_the_same_tables_as_one_clean_pass() {
 
             // Batches of random sizes; after each, a "crash" may re-deliver up to `back`
             // earlier records (same offsets) in the next batch.
-            reset(&pool).await;
+            reset(&pool, &ACCOUNTS, dec!(100000)).await;
             let mut dead_cut: Vec<String> = Vec::new();
             let (mut at, mut cut) = (0usize, 0usize);
             while at < items.len() {

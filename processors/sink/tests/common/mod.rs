@@ -101,6 +101,23 @@ pub async fn create(pool: &PgPool, acct: &str, capital: Decimal) {
         .expect("account");
 }
 
+/// Empties every table the sink writes (or its triggers and settlement do; ids restart) and
+/// opens `accounts` again with `capital` each. One list, so a table the sink starts writing
+/// cannot be left out of one test's reset and leak rows into its next case.
+pub async fn reset(pool: &PgPool, accounts: &[&str], capital: Decimal) {
+    sqlx::query(
+        "TRUNCATE market_data, features, signals, anomalies, orders, order_events, fills,
+                  positions, portfolio_snapshots, consumed_offsets, symbol_marks, lockstep_steps,
+                  portfolio_settlement, accounts RESTART IDENTITY CASCADE",
+    )
+    .execute(pool)
+    .await
+    .expect("truncate");
+    for a in accounts {
+        create(pool, a, capital).await;
+    }
+}
+
 /// Every table the sink writes (or its triggers do), as JSON, without the columns that hold
 /// wall-clock times or sequence numbers.
 pub async fn tables(pool: &PgPool) -> BTreeMap<&'static str, String> {
