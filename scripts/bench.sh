@@ -22,4 +22,4 @@ echo "== latency at 1k records/s: bar produced -> its fill received"
 "$bin" bench latency --records "${BENCH_LATENCY_RECORDS:-30000}" --symbols 10 --rate 1000 --kafka-linger-ms 0 --log-level warn
 echo "== core micro-benchmarks (cargo bench)"
 cargo bench --locked -p tradestream-features
-cargo bench --locked -p tradestream-exchange --bench venue_loop
+cargo bench --locked -p tradestream-trading --bench trading_core

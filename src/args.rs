@@ -217,9 +217,14 @@ pub(crate) struct LogArgs {
     /// Log format.
     #[arg(long, env = "TRADESTREAM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub(crate) log_format: LogFormat,
-    /// Log filter, e.g. `info` or `tradestream=debug,rdkafka=warn`.
-    #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
-    pub(crate) log_level: String,
+    /// Log filter, e.g. `info` or `tradestream=debug,rdkafka=warn` (default `info`). `demo`
+    /// writes its logs to `.tradestream/demo.log` unless this or `--log-file` is given, so the
+    /// terminal shows progress and the summary.
+    #[arg(long, env = "RUST_LOG", global = true)]
+    pub(crate) log_level: Option<String>,
+    /// Write logs to this file instead of stderr (appended).
+    #[arg(long, env = "TRADESTREAM_LOG_FILE", global = true)]
+    pub(crate) log_file: Option<PathBuf>,
 }
 
 /// Log formats.
@@ -310,7 +315,7 @@ pub(crate) struct KafkaArgs {
     #[arg(long, env = "TRADESTREAM_BATCH_LINGER_MS", default_value_t = 1)]
     pub(crate) batch_linger_ms: u64,
     /// Consumer tasks per per-partition processor (features, scorer) in one process; the
-    /// router and the exchange always run one.
+    /// trading core always runs one.
     #[arg(long, env = "TRADESTREAM_STREAM_TASKS", default_value_t = 1)]
     pub(crate) stream_tasks: usize,
     /// MiB of each partition's log the embedded mock broker keeps (without KAFKA_BROKERS);

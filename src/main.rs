@@ -17,7 +17,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> std::process::ExitCode {
     let cli = args::Cli::parse();
     commands::config::remember_cli(&cli.command);
-    if let Err(e) = logging::init(&cli.log) {
+    let default_log = matches!(cli.command, args::Command::Demo(_))
+        .then(|| std::path::Path::new(".tradestream/demo.log"));
+    if let Err(e) = logging::init(&cli.log, default_log) {
         eprintln!("error: {e:#}");
         return std::process::ExitCode::from(2);
     }

@@ -1,24 +1,25 @@
 //! Crash harness (issue 4): the whole pipeline as separate OS processes — `tradestream broker`,
-//! one shared `tradestream registry`, `tradestream run features|scorer|router|exchange|sink`
+//! one shared `tradestream registry`, `tradestream run features|scorer|trading|sink`
 //! and `tradestream ingest` publishing a seed-fixed synthetic feed — SIGKILLed at random
 //! moments and restarted (ingest too, while it publishes: it resumes from what the topic
 //! holds), then compared with clean runs over the same input.
 //!
 //! The harness runs the clean pipeline twice first (a second clean run shows the result does
-//! not depend on timing), then the crash run. The router and the exchange run in lockstep
-//! (see `tradestream_router::lockstep`), so every topic is a function of the input. What it
+//! not depend on timing), then the crash run. The trading core takes one market instant at a
+//! time behind its barrier (see `tradestream_trading`), so every topic is a function of the
+//! input. What it
 //! asserts:
 //!  (a) every topic — `market_data`, `features`, `trading_signals`, `anomalies`, `orders`,
-//!      `fills` and the lockstep marks on `progress` — holds the same set of (id → record)
+//!      `fills` and the settlement marks on `progress` — holds the same set of (id → record)
 //!      in every run;
 //!  (b) on every topic no id carries two different records; every bar has exactly one
 //!      features record; every signal and anomaly comes from a features record; every order
 //!      traces to a signal (or its bracket parent), every fill to an order; every DLQ is empty;
 //!      `market_data` holds no record twice (a restarted ingest skips what it published); the
-//!      router and the exchange each marked every step; the run traded;
+//!      trading core marked every instant; the run traded;
 //!  (c) Postgres stores every record of every topic exactly once, and its positions, cash and
 //!      portfolio value equal an independent recomputation from the fills topic and last closes,
-//!      as does every portfolio snapshot (one per account and lockstep instant, valued from the
+//!      as does every portfolio snapshot (one per account and market instant, valued from the
 //!      fills and closes up to it);
 //!  (d) positions, cash, portfolio value and the portfolio snapshots are the same in every run,
 //!      and so are the rows of `orders` (current state), `positions` and `accounts` (all but
@@ -49,7 +50,7 @@ use tradestream_postgres::testing::TestDatabase;
 use tradestream_schemas::topics::STAGE_INPUTS;
 use tradestream_schemas::{AnyRecord, Codec, OriginKind, Progress, Topic};
 
-const STAGES: [&str; 5] = ["features", "scorer", "router", "exchange", "sink"];
+const STAGES: [&str; 4] = ["features", "scorer", "trading", "sink"];
 const GROUP_PREFIX: &str = "tradestream";
 /// Examples printed per kind of difference.
 const EXAMPLES: usize = 3;
@@ -240,7 +241,7 @@ impl Diff {
 /// (b): within one run, conflicting ids, lineage and the DLQs.
 fn lineage_problems(run: &Outcome) -> Vec<String> {
     let mut problems = Vec::new();
-    // Lockstep: the router and the exchange each finished every step of the market data.
+    // The trading core settled every instant of the market data.
     let steps = run
         .recs(Topic::MarketData)
         .iter()
@@ -250,22 +251,20 @@ fn lineage_problems(run: &Outcome) -> Vec<String> {
         })
         .max()
         .unwrap_or(0);
-    for processor in [Progress::ROUTER, Progress::EXCHANGE] {
-        let marked: BTreeSet<i64> = run
-            .recs(Topic::Progress)
-            .iter()
-            .filter_map(|r| match &r.record {
-                AnyRecord::Progress(p) if p.processor == processor => Some(p.step),
-                _ => None,
-            })
-            .collect();
-        if marked.len() as i64 != steps || marked.last().copied().unwrap_or(0) != steps {
-            problems.push(format!(
-                "progress: the {processor} marked {} of the {steps} steps (last {:?})",
-                marked.len(),
-                marked.last()
-            ));
-        }
+    let marked: BTreeSet<i64> = run
+        .recs(Topic::Progress)
+        .iter()
+        .filter_map(|r| match &r.record {
+            AnyRecord::Progress(p) if p.processor == Progress::TRADING => Some(p.step),
+            _ => None,
+        })
+        .collect();
+    if marked.len() as i64 != steps || marked.last().copied().unwrap_or(0) != steps {
+        problems.push(format!(
+            "progress: the trading core marked {} of the {steps} instants (last {:?})",
+            marked.len(),
+            marked.last()
+        ));
     }
     if run.recs(Topic::Orders).is_empty() || run.recs(Topic::Fills).is_empty() {
         problems.push("the run traded nothing: no orders or no fills".into());

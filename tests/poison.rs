@@ -1,4 +1,4 @@
-//! Poison input, end to end: every processor (features, scorer, router, exchange under the
+//! Poison input, end to end: every processor (features, scorer, the trading core under the
 //! generic runner; the sink under its Postgres runner) runs against a real mock broker, a real
 //! schema registry and real Postgres while thousands of bad records are interleaved with the
 //! good ones on every input topic — bytes that are not Avro, Confluent frames with unknown
@@ -364,11 +364,11 @@ async fn every_bad_record_is_dead_lettered_and_every_good_one_processed() -> Res
         models,
         &tradestream_scorer::ScorerConfig::default()
     )?);
-    spawn_core!(tradestream_router::RouterProcessor::new(
-        router_config.clone()
-    )?);
-    spawn_core!(tradestream_exchange::ExchangeProcessor::new(
-        tradestream_exchange::ExchangeConfig::default()
+    spawn_core!(tradestream_trading::TradingCore::new(
+        tradestream_trading::TradingConfig {
+            router: router_config.clone(),
+            exchange: tradestream_exchange::ExchangeConfig::default(),
+        }
     )?);
     let sink_inputs: Vec<Topic> = tradestream_schemas::topics::stage_inputs("sink")
         .context("the sink's inputs")?

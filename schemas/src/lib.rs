@@ -19,7 +19,7 @@ pub use codec::Codec;
 pub use error::SchemaError;
 pub use feature_values::{FeatureName, FeatureValues};
 pub use ids::{AccountId, InvalidId, Symbol};
-pub use processor::{AnyRecord, LockstepStatus, ProcessError, Processor, TaskScope};
+pub use processor::{AnyRecord, BarrierStatus, ProcessError, Processor, TaskScope};
 pub use records::*;
 pub use topics::{KeyField, Topic};
 

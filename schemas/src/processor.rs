@@ -165,10 +165,10 @@ pub trait Processor: Send {
         Ok(None)
     }
 
-    /// Where the core stands in lockstep, for the runner's gauges; `None` for a core that
-    /// does not go step by step (or has it switched off). The runner reads it once per
-    /// batch, so it must be cheap.
-    fn lockstep(&self) -> Option<LockstepStatus> {
+    /// Where the core's instant barrier stands, for the runner's gauges; `None` for a core
+    /// that does not hold inputs per market instant. The runner reads it once per batch, so
+    /// it must be cheap.
+    fn barrier(&self) -> Option<BarrierStatus> {
         None
     }
 
@@ -182,12 +182,13 @@ pub trait Processor: Send {
     }
 }
 
-/// A lockstep core's progress (see [`Processor::lockstep`]).
+/// Where an instant barrier stands (see [`Processor::barrier`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LockstepStatus {
-    /// The last step finished (its mark published); 0 before the first.
+pub struct BarrierStatus {
+    /// The last instant (step) processed; 0 before the first.
     pub done: i64,
-    /// Steps whose inputs are held, waiting for the rest of their inputs or the peer's mark.
+    /// Instants whose inputs are held, waiting for the rest of their inputs or an earlier
+    /// instant.
     pub held: usize,
 }
 

@@ -714,31 +714,30 @@ impl Record for Control {
     }
 }
 
-/// `progress`: a lockstep mark. The router and the exchange each publish one per step they
-/// finish, carrying what the other must apply before its next step, so both decide every
-/// step on exactly the same inputs whatever the timing (see `docs/operations.md`).
+/// `progress`: a settlement mark. The trading core publishes one per sequenced market
+/// instant it has processed, carrying the instant's fills, so the sink knows when every fill
+/// of the instant is stored and can settle its portfolio snapshots (see `docs/operations.md`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     /// `progress:<processor>:<step>`.
     pub record_id: String,
-    /// Who finished the step ([`Progress::ROUTER`] or [`Progress::EXCHANGE`]).
+    /// Who processed the instant ([`Progress::TRADING`]).
     pub processor: String,
     /// The step finished.
     pub step: i64,
     /// Event time of the step's bars.
     #[serde(with = "chrono::serde::ts_microseconds")]
     pub event_time: DateTime<Utc>,
-    /// Order events for the peer, in publishing order (each also on `orders`).
+    /// Unused since the trading core replaced the router-exchange lockstep: always empty,
+    /// kept so the schema stays compatible.
     pub orders: Vec<Order>,
-    /// Fills for the peer (each also on `fills`).
+    /// The instant's fills, in publishing order (each also on `fills`).
     pub fills: Vec<Fill>,
 }
 
 impl Progress {
-    /// The router's marks.
-    pub const ROUTER: &'static str = "router";
-    /// The exchange's marks.
-    pub const EXCHANGE: &'static str = "exchange";
+    /// The trading core's settlement marks: one per sequenced instant, with its fills.
+    pub const TRADING: &'static str = "trading";
 
     /// A mark of `processor` for `step`.
     pub fn new(
@@ -773,11 +772,11 @@ impl Record for Progress {
     }
     fn validate(&self) -> Result<(), ValidationError> {
         const R: &str = "Progress";
-        if self.processor != Self::ROUTER && self.processor != Self::EXCHANGE {
+        if self.processor != Self::TRADING {
             return Err(invalid(
                 R,
                 "processor",
-                format!("must be router or exchange, got {:?}", self.processor),
+                format!("must be {}, got {:?}", Self::TRADING, self.processor),
             ));
         }
         if self.step < 1 {

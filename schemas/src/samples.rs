@@ -153,14 +153,14 @@ pub fn control() -> Control {
     }
 }
 
-/// The exchange's mark of step 3 with one order update and one fill.
+/// The trading core's settlement mark of step 3 with one order update and one fill.
 pub fn progress() -> Progress {
     let mut update = order();
     update.status = OrderStatus::PartiallyFilled;
     update.sequence = 2;
     update.event_id = "order:1:2".into();
     update.filled_quantity = dec("1.5");
-    Progress::new(Progress::EXCHANGE, 3, t0(), vec![update], vec![fill()])
+    Progress::new(Progress::TRADING, 3, t0(), vec![update], vec![fill()])
 }
 
 /// A dead letter for an undecodable market-data record.

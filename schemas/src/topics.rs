@@ -21,32 +21,21 @@ pub enum Topic {
     /// provisioned and registered like the others, but not in [`Topic::ALL`], so the sink
     /// does not store it.
     Controls,
-    /// Lockstep marks of the router and the exchange, keyed by processor. Control-plane like
-    /// `controls`: not in [`Topic::ALL`] and not stored as a table, but the sink reads the
-    /// exchange's marks to settle portfolio snapshots per instant.
+    /// Settlement marks of the trading core (one per sequenced instant, with its fills),
+    /// keyed by processor. Control-plane like `controls`: not in [`Topic::ALL`] and not
+    /// stored as a table, but the sink reads them to settle portfolio snapshots per instant.
     Progress,
 }
 
 /// The topics each pipeline stage's consumer group (`<prefix>-<stage>`) reads, `controls`
-/// aside: what the demo, the benchmarks and the tests watch to know the pipeline has drained
-/// (the router and the exchange are not done before they consumed each other's last
-/// `progress` mark). Each processor's tests check that its core's inputs match its entry.
-pub const STAGE_INPUTS: [(&str, &[Topic]); 5] = [
+/// aside: what the demo, the benchmarks and the tests watch to know the pipeline has drained.
+/// Each processor's tests check that its core's inputs match its entry.
+pub const STAGE_INPUTS: [(&str, &[Topic]); 4] = [
     ("features", &[Topic::MarketData]),
     ("scorer", &[Topic::Features]),
     (
-        "router",
-        &[
-            Topic::TradingSignals,
-            Topic::Orders,
-            Topic::Fills,
-            Topic::MarketData,
-            Topic::Progress,
-        ],
-    ),
-    (
-        "exchange",
-        &[Topic::Orders, Topic::MarketData, Topic::Progress],
+        "trading",
+        &[Topic::MarketData, Topic::TradingSignals, Topic::Orders],
     ),
     (
         "sink",
@@ -88,7 +77,7 @@ pub enum KeyField {
     Account,
     /// The control's name: keeps each control's commands in order on one partition.
     ControlName,
-    /// The processor that wrote a lockstep mark: each one's marks stay in step order.
+    /// The processor that wrote a settlement mark: its marks stay in step order.
     Processor,
 }
 

@@ -105,7 +105,7 @@ def compose_model(report: Report) -> dict | None:
     # Structure the issue asks for.
     services = model["services"]
     for name in ("kafka", "schema-registry", "registry", "postgres", "migrate", "topics", "features",
-                 "scorer", "router", "exchange", "sink", "ingest", "api", "prometheus", "grafana"):
+                 "scorer", "trading", "sink", "ingest", "api", "prometheus", "grafana"):
         if name not in services:
             report.fail("docker-compose.yml", f"service {name} is missing")
     for name, svc in sorted(services.items()):

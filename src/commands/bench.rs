@@ -7,7 +7,7 @@
 //!   is pre-encoded and fed while the runner consumes; throughput = records / (last output
 //!   acknowledged − first input read), plus the process's CPU per record over that span (the
 //!   steadier figure on a shared machine).
-//! - `pipeline`: every stage (features, scorer, router, exchange, sink) in this process; the
+//! - `pipeline`: every stage (features, scorer, trading, sink) in this process; the
 //!   clock stops when every stage has consumed everything its inputs received.
 //! - `latency`: every stage at a fixed rate (1k records/s by default); for each fill, the time
 //!   from producing the bar it traded on to receiving the fill from Kafka.
@@ -604,7 +604,7 @@ async fn latency(stack: &Stack, args: &BenchArgs) -> anyhow::Result<serde_json::
     let _ = stop.send(true);
     join_all(tasks, &stop).await?;
     // Two clocks per fill: from the bar whose signal made the order (the whole chain:
-    // features → scorer → router → exchange, waiting for the symbol's next bar) and from the
+    // features → scorer → trading core, waiting for the symbol's next bar) and from the
     // bar the fill traded on (the venue's reaction).
     let by_id: HashMap<&str, Instant> = items
         .iter()

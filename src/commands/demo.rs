@@ -14,42 +14,26 @@ use anyhow::Context;
 use rust_decimal::Decimal;
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
-use tradestream_ingest::{
-    CsvFormat, CsvReplay, Pace, SourceItem, SyntheticConfig, SyntheticFeed, merge_by_event_time,
-    publish,
-};
+use tradestream_ingest::{CsvFormat, CsvReplay, Pace, publish};
 use tradestream_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use tradestream_kafka::rdkafka::{Offset, TopicPartitionList};
 use tradestream_kafka::{Kafka, Metrics};
 use tradestream_schemas::topics::STAGE_INPUTS;
 use tradestream_schemas::{Symbol, Topic};
 
-/// Bars per symbol published before waiting for the stages to catch up: well inside the
-/// exchange's per-symbol bar buffer (default 256).
-const CHUNK_BARS_PER_SYMBOL: usize = 200;
-
-fn status_line(text: &str) {
-    if std::io::stderr().is_terminal() {
-        eprint!("\r\x1b[2K  {text}");
-        let _ = std::io::stderr().flush();
+/// A progress bar on the terminal (hidden when stderr is not one).
+fn progress_bar(total: u64, what: &'static str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "  {bar:30.cyan/blue} {pos:>7}/{len:7} {msg} ({per_sec}, {elapsed})",
+    ) {
+        bar.set_style(style);
     }
-}
-
-fn bar(done: u64, total: u64) -> String {
-    let width = 30u64;
-    let filled = (done * width)
-        .checked_div(total)
-        .unwrap_or(width)
-        .min(width) as usize;
-    format!(
-        "[{}{}] {done}/{total}",
-        "#".repeat(filled),
-        ".".repeat(width as usize - filled)
-    )
+    bar.set_message(what);
+    bar
 }
 
 /// Long-lived clients for watching the pipeline's progress: one for watermarks and one per
@@ -108,6 +92,29 @@ impl Progress {
                 .keys()
                 .map(|t| Ok((t.clone(), self.ends(t)?.iter().sum())))
                 .collect()
+        })
+    }
+
+    /// How many records of `topic` `group` has committed, over every partition.
+    pub(crate) fn consumed(&self, group: &str, topic: Topic) -> anyhow::Result<u64> {
+        let Some((_, _, consumer)) = self.groups.iter().find(|(g, _, _)| *g == group) else {
+            return Ok(0);
+        };
+        let n = self.partitions.get(topic.name()).copied().unwrap_or(0);
+        tokio::task::block_in_place(|| {
+            let mut tpl = TopicPartitionList::new();
+            for p in 0..n {
+                tpl.add_partition(topic.name(), p);
+            }
+            let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+            Ok(committed
+                .elements()
+                .iter()
+                .map(|e| match e.offset() {
+                    Offset::Offset(o) => u64::try_from(o).unwrap_or(0),
+                    _ => 0,
+                })
+                .sum())
         })
     }
 
@@ -220,6 +227,9 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     eprintln!("  schema registry  {}", stack.registry_url);
     eprintln!("  metrics          http://{metrics_address}/metrics");
+    if let Some(file) = crate::logging::file() {
+        eprintln!("  logs             {}", file.display());
+    }
     // --- REST API (issue 5): served while the demo runs; stops with the stages. ---
     let api = super::api::spawn(
         &args.api,
@@ -264,30 +274,13 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     )
     .read(file, now)
     .map_err(|e| anyhow::anyhow!("{}: {e}", args.data.display()))?;
-    let first_time = csv
-        .iter()
-        .find_map(|r| r.as_ref().ok().map(|m| m.event_time));
-    let mut sources: Vec<Vec<SourceItem>> = vec![csv];
     let synthetic: Vec<String> = args
         .synthetic
         .iter()
         .filter(|s| !s.trim().is_empty())
         .cloned()
         .collect();
-    if !synthetic.is_empty() {
-        let bars = sources[0].len() as u64;
-        let cfg = SyntheticConfig {
-            symbols: synthetic.clone(),
-            seed: args.seed,
-            start: first_time.unwrap_or(now),
-            bars_per_symbol: Some(bars),
-            ..SyntheticConfig::default()
-        };
-        let mut feed = SyntheticFeed::new(cfg)?;
-        sources.push(std::iter::from_fn(|| feed.next_at(now)).map(Ok).collect());
-    }
-    let mut items = merge_by_event_time(sources);
-    tradestream_ingest::number_item_steps(&mut items);
+    let items = tradestream_ingest::with_synthetic(csv, &synthetic, args.seed, now)?;
     let total = items.len() as u64;
     eprintln!(
         "  replaying {total} bars: {} ({symbol}) + {} synthetic symbols",
@@ -296,78 +289,44 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     let progress = Progress::new(&stack.kafka, &prefix)?;
     let pipeline_started = Instant::now();
-    // Replay in chunks and let the router and the exchange catch up before the next one, as
-    // they would with live data: their cross-topic buffers (the exchange matches orders
-    // against the bars after them) are sized for live lag, not for a whole history at once.
-    let mut published = tradestream_ingest::PublishStats::default();
-    let chunk_size = CHUNK_BARS_PER_SYMBOL * (1 + synthetic.len());
-    let mut items = items.into_iter().peekable();
-    while items.peek().is_some() {
-        let chunk: Vec<SourceItem> = items.by_ref().take(chunk_size).collect();
-        let done = published.published + published.dead_lettered;
-        let stats = publish(
-            &stack.kafka,
-            &stack.codec,
-            &metrics,
-            chunk,
-            Pace::AsFastAsPossible,
-            std::future::pending(),
-            |s| {
-                status_line(&format!(
-                    "market_data published {}",
-                    bar(done + s.published + s.dead_lettered, total)
-                ));
-            },
-        )
-        .await?;
-        published.published += stats.published;
-        published.dead_lettered += stats.dead_lettered;
-        tracing::debug!(
-            published = published.published,
-            "chunk published; waiting for the stages"
-        );
-        while !progress.caught_up(&["features", "scorer", "router", "exchange"])? {
-            if tasks.len() < Stage::ALL.len() + 1 {
-                let _ = stop.send(true);
-                join_all(tasks, &stop).await?;
-                anyhow::bail!("a pipeline stage stopped before the demo finished");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+    // The whole history at once: the trading core holds each instant until its bars and
+    // signals are all in, however far market data runs ahead of the signals. (Publishing 250
+    // instants at a time and draining every stage in between took twice as long: the sink's
+    // per-instant settlement is the demo's bottleneck, docs/benchmarks.md.)
+    let bar = progress_bar(total, "published");
+    let published = publish(
+        &stack.kafka,
+        &stack.codec,
+        &metrics,
+        items,
+        Pace::AsFastAsPossible,
+        std::future::pending(),
+        |s| bar.set_position(s.published + s.dead_lettered),
+    )
+    .await?;
+    bar.finish_and_clear();
     let publish_secs = pipeline_started.elapsed().as_secs_f64();
-    if std::io::stderr().is_terminal() {
-        eprintln!();
-    }
-    eprintln!(
-        "  published {} records in {publish_secs:.1} s; waiting for every stage to catch up ...",
-        published.published
+    tracing::info!(
+        published = published.published,
+        publish_secs,
+        "market data published"
     );
 
     // Wait until every group has consumed everything (twice in a row: outputs of one stage
-    // are inputs of the next).
+    // are inputs of the next); the bar follows the bars the sink has stored.
+    let bar = progress_bar(published.published, "bars through the pipeline");
     let mut stable = 0;
     let deadline = Instant::now() + Duration::from_secs(600);
     while stable < 2 {
         if tasks.len() < Stage::ALL.len() + 1 {
             // A stage ended early: that is a failure; collect it.
+            bar.abandon();
             let _ = stop.send(true);
             join_all(tasks, &stop).await?;
             anyhow::bail!("a pipeline stage stopped before the demo finished");
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let totals = progress.totals()?;
-        let line: Vec<String> = Topic::ALL
-            .iter()
-            .map(|t| {
-                format!(
-                    "{} {}",
-                    t.name(),
-                    totals.get(t.name()).copied().unwrap_or(0)
-                )
-            })
-            .collect();
-        status_line(&line.join(" | "));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        bar.set_position(progress.consumed("sink", Topic::MarketData)?);
         stable = if progress.caught_up(&[])? {
             stable + 1
         } else {
@@ -377,10 +336,8 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             anyhow::bail!("the pipeline did not drain within 10 minutes");
         }
     }
+    bar.finish_and_clear();
     let pipeline_secs = pipeline_started.elapsed().as_secs_f64();
-    if std::io::stderr().is_terminal() {
-        eprintln!();
-    }
     let _ = stop.send(true);
     join_all(tasks, &stop).await?;
     let _ = metrics_task.await;

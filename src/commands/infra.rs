@@ -30,7 +30,7 @@ pub(crate) async fn broker(args: BrokerArgs) -> anyhow::Result<()> {
     let mut specs = standard_topics(kafka.config());
     // The mock has no CreateTopics: the stateful processors' changelogs for the default
     // groups are created here (others with --topic NAME.changelog:1).
-    for stage in ["features", "router", "exchange"] {
+    for stage in ["features", "trading"] {
         specs.push(tradestream_kafka::TopicSpec {
             name: tradestream_kafka::changelog::changelog_topic(&format!("tradestream-{stage}")),
             partitions: 1,

@@ -8,14 +8,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tradestream_exchange::{ExchangeConfig, ExchangeProcessor};
+use tradestream_exchange::ExchangeConfig;
 use tradestream_features::{FeaturesConfig, FeaturesProcessor};
 use tradestream_kafka::{Kafka, Metrics, RunnerConfig, run_processor};
-use tradestream_router::{RouterConfig, RouterProcessor};
+use tradestream_router::RouterConfig;
 use tradestream_schemas::Codec;
 use tradestream_schemas::TaskScope;
 use tradestream_scorer::{ModelHandle, Scorer, ScorerConfig};
 use tradestream_sink::{SinkConfig, run_sink};
+use tradestream_trading::{TradingConfig, TradingCore};
 
 /// Settings of every processor, read from `--config FILE` (TOML); every section optional.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -27,10 +28,10 @@ pub(crate) struct PipelineConfig {
     /// `[scorer]`.
     #[serde(default)]
     pub(crate) scorer: ScorerConfig,
-    /// `[router]` (accounts, risk limits, sizing).
+    /// `[router]`: the trading core's accounts, risk limits and sizing.
     #[serde(default)]
     pub(crate) router: RouterConfig,
-    /// `[exchange]`.
+    /// `[exchange]`: the trading core's paper venue.
     #[serde(default)]
     pub(crate) exchange: ExchangeConfig,
     /// `[sink]`.
@@ -51,6 +52,14 @@ impl PipelineConfig {
         overrides: &[super::config::Override],
     ) -> anyhow::Result<Self> {
         super::config::effective(path, overrides, Self::linked)
+    }
+
+    /// The trading core's settings (`[router]` and `[exchange]`).
+    pub(crate) fn trading(&self) -> TradingConfig {
+        TradingConfig {
+            router: self.router.clone(),
+            exchange: self.exchange.clone(),
+        }
     }
 
     /// One source of truth for shorting: the router's `allow_short` accounts are margin
@@ -74,31 +83,24 @@ pub(crate) enum Stage {
     Features,
     /// features → trading_signals + anomalies.
     Scorer,
-    /// signals, manual orders, fills → orders.
-    Router,
-    /// orders + market_data → fills + order updates.
-    Exchange,
+    /// market_data + signals + manual orders + controls → orders + fills (risk checks,
+    /// order state and the paper venue, one instant at a time).
+    Trading,
     /// all topics → Postgres.
     Sink,
 }
 
 impl Stage {
     /// Every stage, in pipeline order.
-    pub(crate) const ALL: [Stage; 5] = [
-        Stage::Features,
-        Stage::Scorer,
-        Stage::Router,
-        Stage::Exchange,
-        Stage::Sink,
-    ];
+    pub(crate) const ALL: [Stage; 4] =
+        [Stage::Features, Stage::Scorer, Stage::Trading, Stage::Sink];
 
     /// Name used for groups and metrics.
     pub(crate) fn name(self) -> &'static str {
         match self {
             Stage::Features => "features",
             Stage::Scorer => "scorer",
-            Stage::Router => "router",
-            Stage::Exchange => "exchange",
+            Stage::Trading => "trading",
             Stage::Sink => "sink",
         }
     }
@@ -196,12 +198,8 @@ pub(crate) fn spawn_stage(
             }
             spawn_runners(tasks, ctx, core, runner, stage, shutdown);
         }
-        Stage::Router => {
-            let core = RouterProcessor::new(ctx.config.router.clone())?;
-            spawn_runners(tasks, ctx, core, runner, stage, shutdown);
-        }
-        Stage::Exchange => {
-            let core = ExchangeProcessor::new(ctx.config.exchange.clone())?;
+        Stage::Trading => {
+            let core = TradingCore::new(ctx.config.trading())?;
             spawn_runners(tasks, ctx, core, runner, stage, shutdown);
         }
         Stage::Sink => {

@@ -669,7 +669,7 @@ pub async fn portfolio_snapshots(pool: &sqlx::PgPool) -> Result<Vec<Snapshot>> {
 }
 
 /// The settled snapshots (sql/0060) recomputed from the topics alone and compared with
-/// `stored`: at every lockstep instant, for each account that holds a position then or traded
+/// `stored`: at every market instant, for each account that holds a position then or traded
 /// then, cash from the fills up to it and each held symbol's last close up to it. Returns the
 /// problems found (the first few differences).
 pub async fn check_snapshots(

@@ -1,13 +1,11 @@
-//! Input offsets committed beside the loop, for a single stateful task (the router, the
-//! exchange).
+//! Input offsets committed beside the loop, for a single stateful task (the trading core).
 //!
 //! Why: such a task takes its next batch only once this one's outputs are acknowledged, and
-//! a synchronous commit after that took 1.1 – 1.2 ms of every router batch on the embedded
-//! broker, the largest of its own costs (docs/benchmarks.md). In lockstep a peer's mark that
-//! arrives meanwhile waits for it. Yet for such a task the committed offsets are only where
-//! reading resumes: its changelog says which inputs it applied (every batch is logged before
-//! its outputs exist), and a restarted task skips every input below the positions it
-//! restored. A commit that trails a few batches behind therefore costs a restart only a few
+//! a synchronous commit after that took 1.1 – 1.2 ms of every batch on the embedded broker,
+//! the largest of its own costs (docs/benchmarks.md). Yet for such a task the committed
+//! offsets are only where reading resumes: its changelog says which inputs it applied (every
+//! batch is logged before its outputs exist), and a restarted task skips every input below
+//! the positions it restored. A commit that trails a few batches behind therefore costs a restart only a few
 //! records read again and skipped, never a record lost or decided twice.
 //!
 //! Committing each batch asynchronously (`CommitMode::Async`) was tried and made the

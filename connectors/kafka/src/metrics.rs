@@ -36,11 +36,11 @@ pub struct Metrics {
     pub state_replayed: IntCounterVec,
     /// `tradestream_state_snapshot_bytes_total{processor}`: snapshot bytes written (compressed).
     pub snapshot_bytes: IntCounterVec,
-    /// `tradestream_lockstep_step{processor}`: the last step the router or the exchange
-    /// finished. Flat while market data flows means lockstep is stalled.
-    pub lockstep_step: IntGaugeVec,
-    /// `tradestream_lockstep_steps_held{processor}`: steps whose inputs it holds, waiting.
-    pub lockstep_held: IntGaugeVec,
+    /// `tradestream_instant_step{processor}`: the last market instant the trading core
+    /// processed. Flat while market data flows means it waits for a missing bar or signal.
+    pub instant_step: IntGaugeVec,
+    /// `tradestream_instants_held{processor}`: instants whose inputs it holds, waiting.
+    pub instants_held: IntGaugeVec,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -153,16 +153,16 @@ impl Metrics {
                 "State snapshot bytes written to the changelog (compressed).",
                 &["processor"],
             ),
-            lockstep_step: gauge(
+            instant_step: gauge(
                 &registry,
-                "tradestream_lockstep_step",
-                "The last lockstep step the processor finished (router, exchange).",
+                "tradestream_instant_step",
+                "The last market instant (step) the trading core processed.",
                 &["processor"],
             ),
-            lockstep_held: gauge(
+            instants_held: gauge(
                 &registry,
-                "tradestream_lockstep_steps_held",
-                "Lockstep steps whose inputs the processor holds, waiting for the rest or the peer's mark.",
+                "tradestream_instants_held",
+                "Market instants whose inputs the trading core holds, waiting for the rest or an earlier instant.",
                 &["processor"],
             ),
             processing_seconds,

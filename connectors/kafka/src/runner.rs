@@ -206,8 +206,7 @@ struct Output {
 impl Output {
     /// `waits_for_acks`: the task takes its next batch only once this one's outputs are
     /// acknowledged (a single stateful task), so `linger.ms` would only delay it: its
-    /// producer sends at once. The router and the exchange are such tasks, and in lockstep
-    /// every step waits for a mark to travel from one to the other. Such a task's commits
+    /// producer sends at once. The trading core is such a task. Such a task's commits
     /// are made by a [`Committer`] for `consumer`.
     async fn new(
         kafka: &Kafka,
@@ -579,9 +578,9 @@ async fn run_loop<P: Processor + Clone + Sync + 'static>(
     } else {
         config.max_in_flight
     };
-    // A lockstep core's progress, for operators to see a stalled lockstep (set per batch;
+    // An instant barrier's progress, for operators to see a stalled one (set per batch;
     // created on its first report, so other processors export no such series).
-    let mut lockstep_gauges = None;
+    let mut barrier_gauges = None;
     // Completions of batches whose outputs are produced, oldest first.
     let mut in_flight: VecDeque<BoxFuture<'_, Result<BatchOutcome, KafkaError>>> = VecDeque::new();
     loop {
@@ -615,8 +614,8 @@ async fn run_loop<P: Processor + Clone + Sync + 'static>(
         };
         let mut batch = Vec::with_capacity(config.max_batch);
         batch.push(first);
-        // A single stateful task waits for its acknowledgements anyway and, in lockstep, for
-        // the peer's mark: lingering for more input would only add to every round trip.
+        // A single stateful task waits for its acknowledgements anyway: lingering for more
+        // input would only add to every batch's latency.
         let linger = if single {
             Duration::ZERO
         } else {
@@ -636,11 +635,11 @@ async fn run_loop<P: Processor + Clone + Sync + 'static>(
         }
         let started = Instant::now();
         let produced = run_batch(&ctx, &consumer, &mut tasks, batch, &mut stats).await?;
-        if single && let Some(status) = tasks.by_key.get(ALL).and_then(|t| t.core.lockstep()) {
-            let (step, held) = lockstep_gauges.get_or_insert_with(|| {
+        if single && let Some(status) = tasks.by_key.get(ALL).and_then(|t| t.core.barrier()) {
+            let (step, held) = barrier_gauges.get_or_insert_with(|| {
                 (
-                    metrics.lockstep_step.with_label_values(&[name]),
-                    metrics.lockstep_held.with_label_values(&[name]),
+                    metrics.instant_step.with_label_values(&[name]),
+                    metrics.instants_held.with_label_values(&[name]),
                 )
             });
             step.set(status.done);

@@ -1,6 +1,8 @@
 //! Property test: random sequences of fills (buys, partial sells, closes, flips) and price marks
 //! over three symbols, checked after every step against an independent Rust model of the
-//! accounting rules, with exact `Decimal` equality.
+//! accounting rules, with exact `Decimal` equality; and against the trading core's own books
+//! (`tradestream_router::Book`, what its risk checks decide on), so the books in Rust and the
+//! books the SQL triggers keep cannot drift apart.
 
 mod common;
 
@@ -242,10 +244,21 @@ impl Model {
     }
 }
 
-async fn compare(pool: &sqlx::PgPool, model: &Model, step: usize) -> Result<()> {
+async fn compare(
+    pool: &sqlx::PgPool,
+    model: &Model,
+    book: &tradestream_router::Book,
+    step: usize,
+) -> Result<()> {
     let account = portfolio::account(pool, &acct(ACCOUNT))
         .await?
         .context("account")?;
+    anyhow::ensure!(
+        account.cash == book.cash,
+        "step {step}: cash db {} trading core's books {}",
+        account.cash,
+        book.cash
+    );
     anyhow::ensure!(
         account.cash == model.cash,
         "step {step}: cash db {} model {}",
@@ -278,7 +291,29 @@ async fn compare(pool: &sqlx::PgPool, model: &Model, step: usize) -> Result<()> 
             unrealized_pnl: p.unrealized_pnl,
         };
         anyhow::ensure!(&db == m, "step {step}: {}: db {db:?} model {m:?}", p.symbol);
+        let core = book.positions.get(&p.symbol).copied().unwrap_or_default();
+        let stored = tradestream_router::Position {
+            quantity: p.quantity,
+            avg_price: p.avg_price,
+            realized_pnl: p.realized_pnl,
+            commission: p.commission,
+        };
+        anyhow::ensure!(
+            core == stored,
+            "step {step}: {}: db {stored:?} trading core's books {core:?}",
+            p.symbol
+        );
     }
+    let marks: BTreeMap<String, Decimal> = positions
+        .iter()
+        .filter_map(|p| p.current_price.map(|c| (p.symbol.to_string(), c)))
+        .collect();
+    let equity = book.equity(|s| marks.get(s.as_str()).copied());
+    anyhow::ensure!(
+        account.total_value == equity,
+        "step {step}: total_value db {} trading core's equity {equity}",
+        account.total_value
+    );
 
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM portfolio_snapshots")
         .fetch_one(pool)
@@ -314,7 +349,8 @@ async fn compare(pool: &sqlx::PgPool, model: &Model, step: usize) -> Result<()> 
 async fn run_case(pool: &sqlx::PgPool, steps: &[Step]) -> Result<()> {
     reset_books(pool, &[ACCOUNT], INITIAL_CAPITAL).await?;
     let mut model = Model::new();
-    compare(pool, &model, 0).await?;
+    let mut book = tradestream_router::Book::new(INITIAL_CAPITAL);
+    compare(pool, &model, &book, 0).await?;
     for (i, step) in steps.iter().enumerate() {
         let time = at(1, 0) + chrono::Duration::hours(i as i64);
         match step {
@@ -342,6 +378,7 @@ async fn run_case(pool: &sqlx::PgPool, steps: &[Step]) -> Result<()> {
                 );
                 anyhow::ensure!(portfolio::insert_fill(pool, &f).await?, "fill {i} stored");
                 model.fill(symbol, side, quantity, price, *commission);
+                book.apply_fill(&sym(symbol), side, quantity, price, *commission)?;
             }
             Step::Mark { symbol, price } => {
                 let symbol = SYMBOLS[*symbol];
@@ -353,7 +390,7 @@ async fn run_case(pool: &sqlx::PgPool, steps: &[Step]) -> Result<()> {
                 );
             }
         }
-        compare(pool, &model, i + 1)
+        compare(pool, &model, &book, i + 1)
             .await
             .with_context(|| format!("after {step:?}"))?;
     }

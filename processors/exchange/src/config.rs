@@ -97,15 +97,6 @@ pub struct ExchangeConfig {
     /// Event-time hours a finished order is remembered at least (see `dedup_orders`).
     #[serde(default = "default_dedup_horizon_hours")]
     pub dedup_horizon_hours: u32,
-    /// Fill sequenced market data step by step with the router (`progress` marks), so fills
-    /// do not depend on when orders arrive (see docs/operations.md). Set it the same on the
-    /// router: a router in lockstep waits for the exchange's marks.
-    #[serde(default = "default_lockstep")]
-    pub lockstep: bool,
-}
-
-fn default_lockstep() -> bool {
-    true
 }
 
 impl Default for ExchangeConfig {
@@ -121,7 +112,6 @@ impl Default for ExchangeConfig {
             short_accounts: BTreeSet::new(),
             dedup_orders: default_dedup_orders(),
             dedup_horizon_hours: default_dedup_horizon_hours(),
-            lockstep: default_lockstep(),
         }
     }
 }

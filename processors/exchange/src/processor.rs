@@ -8,10 +8,9 @@
 //! applied to a symbol's orders one bar at a time, in (created_time, order_id) order, so OCO
 //! and parent/child effects do not depend on arrival order either.
 //!
-//! Sequenced market data goes further (see [`tradestream_router::lockstep`]): step `k`'s bars
-//! are filled only after the router's mark of step `k − 1` has been applied (its orders and
-//! cancel requests, in order), and the step's fills and updates go back to the router in the
-//! venue's own mark, so no order is ever late and no cancel races a bar.
+//! In the pipeline the trading core (`tradestream-trading`) calls it once per market instant
+//! with the instant's bars, then with the orders decided on them, so no order is ever late
+//! and no cancel races a bar; the buffers matter where inputs arrive in their own order.
 //!
 //! Outputs: `fills` (`fill_id = order_id:fill:n`, n from 0) and the order's next states on
 //! `orders` (sequence = last seen + 1, cumulative `filled_quantity`).
@@ -33,19 +32,18 @@ use crate::matching::{OrderPrices, Prices, evaluate, slip};
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use tradestream_router::Commission;
 use tradestream_router::error::status_name;
 use tradestream_router::forgetting::Forgetting;
-use tradestream_router::lockstep::{Lockstep, within_step};
 use tradestream_schemas::{
-    AccountId, AnyRecord, Fill, LockstepStatus, MarketData, Order, OrderStatus, OriginKind,
-    ProcessError, Processor, Progress, Record, Side, Symbol, TaskScope, TimeInForce, Topic,
+    AccountId, AnyRecord, Fill, MarketData, Order, OrderStatus, OriginKind, ProcessError,
+    Processor, Record, Side, Symbol, TaskScope, TimeInForce, Topic,
 };
 
 /// Version of the snapshot layout, the first byte of every snapshot; bump it whenever a
 /// serialized state type changes shape, so an old snapshot is refused instead of misread.
-pub const SNAPSHOT_FORMAT: u8 = 1;
+pub const SNAPSHOT_FORMAT: u8 = 2;
 
 /// An order the venue holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,7 +90,7 @@ impl Finished {
 pub struct ExchangeProcessor {
     config: ExchangeConfig,
     commission: Commission,
-    bars: BTreeMap<Symbol, Vec<MarketData>>,
+    bars: BTreeMap<Symbol, VecDeque<MarketData>>,
     held: BTreeMap<String, Held>,
     finished: BTreeMap<String, Finished>,
     /// Bracket parent → the child that executed first (its siblings are canceled, including
@@ -113,36 +111,23 @@ pub struct ExchangeProcessor {
     /// in about event-time order, while a resting order can end on any later bar, so ends
     /// say little about which orders may still arrive again.
     forgetting: Forgetting,
-    /// Steps of sequenced market data and the router's marks (see
-    /// [`tradestream_router::lockstep`]).
-    lockstep: Lockstep,
-    /// Whether the step after `lockstep.done` has begun (the router's mark of the step
-    /// before it applied).
-    step_started: bool,
-    /// What the step under way has published so far: its mark carries it to the router.
-    step_orders: Vec<Order>,
-    step_fills: Vec<Fill>,
 }
 
 /// The snapshotted state, borrowed for writing (ordered maps: equal states, equal bytes).
 #[derive(Serialize)]
 struct SnapshotRef<'a> {
-    bars: &'a BTreeMap<Symbol, Vec<MarketData>>,
+    bars: &'a BTreeMap<Symbol, VecDeque<MarketData>>,
     held: &'a BTreeMap<String, Held>,
     finished: &'a BTreeMap<String, Finished>,
     oco_done: &'a BTreeMap<String, String>,
     ledgers: &'a BTreeMap<Symbol, BTreeMap<AccountId, Ledger>>,
     forgotten_through: Option<DateTime<Utc>>,
-    lockstep: &'a Lockstep,
-    step_started: bool,
-    step_orders: &'a [Order],
-    step_fills: &'a [Fill],
 }
 
 /// The snapshotted state, owned for reading.
 #[derive(Deserialize)]
 struct SnapshotOwned {
-    bars: BTreeMap<Symbol, Vec<MarketData>>,
+    bars: BTreeMap<Symbol, VecDeque<MarketData>>,
     held: BTreeMap<String, Held>,
     finished: BTreeMap<String, Finished>,
     oco_done: BTreeMap<String, String>,
@@ -150,15 +135,6 @@ struct SnapshotOwned {
     /// Absent from snapshots of builds that forgot nothing.
     #[serde(default)]
     forgotten_through: Option<DateTime<Utc>>,
-    /// Absent from snapshots of builds before lockstep.
-    #[serde(default)]
-    lockstep: Lockstep,
-    #[serde(default)]
-    step_started: bool,
-    #[serde(default)]
-    step_orders: Vec<Order>,
-    #[serde(default)]
-    step_fills: Vec<Fill>,
 }
 
 /// Adds a held order to the indexes derived from the held orders.
@@ -207,10 +183,6 @@ impl ExchangeProcessor {
             by_symbol: BTreeMap::new(),
             deferred: BTreeSet::new(),
             forgetting: Forgetting::default(),
-            lockstep: Lockstep::default(),
-            step_started: false,
-            step_orders: Vec::new(),
-            step_fills: Vec::new(),
         })
     }
 
@@ -296,10 +268,6 @@ impl ExchangeProcessor {
             oco_done: &self.oco_done,
             ledgers: &self.ledgers,
             forgotten_through: self.forgetting.through(),
-            lockstep: &self.lockstep,
-            step_started: self.step_started,
-            step_orders: &self.step_orders,
-            step_fills: &self.step_fills,
         };
         tradestream_schemas::snapshot::encode(SNAPSHOT_FORMAT, &state)
             .map_err(ExchangeError::Snapshot)
@@ -312,8 +280,9 @@ impl ExchangeProcessor {
         let state: SnapshotOwned = tradestream_schemas::snapshot::decode(SNAPSHOT_FORMAT, bytes)
             .map_err(ExchangeError::Snapshot)?;
         if let Some(symbol) = state.bars.iter().find_map(|(s, bars)| {
-            bars.windows(2)
-                .any(|w| w[0].event_time >= w[1].event_time)
+            bars.iter()
+                .zip(bars.iter().skip(1))
+                .any(|(a, b)| a.event_time >= b.event_time)
                 .then_some(s)
         }) {
             return Err(ExchangeError::Snapshot(format!(
@@ -326,10 +295,6 @@ impl ExchangeProcessor {
         self.oco_done = state.oco_done;
         self.ledgers = state.ledgers;
         self.forgetting.set_through(state.forgotten_through);
-        self.lockstep = state.lockstep;
-        self.step_started = state.step_started;
-        self.step_orders = state.step_orders;
-        self.step_fills = state.step_fills;
         self.reindex();
         Ok(())
     }
@@ -339,7 +304,8 @@ impl ExchangeProcessor {
         self.held.keys().map(String::as_str).collect()
     }
 
-    fn on_order(&mut self, o: &Order) -> Result<Vec<AnyRecord>, ExchangeError> {
+    /// An ACCEPTED order to hold, a cancel request, or anything else (ignored).
+    pub fn on_order(&mut self, o: &Order) -> Result<Vec<AnyRecord>, ExchangeError> {
         match o.status {
             OrderStatus::Accepted => self.on_accepted(o),
             OrderStatus::Canceled => Ok(self.on_cancel(o)),
@@ -435,8 +401,8 @@ impl ExchangeProcessor {
     /// Runs deferred bracket children against the bars they missed. [`Processor::process`]
     /// calls it before every record except a sibling of the deferred children, so the whole
     /// OCO group catches up together; a backtester should call it once at the end of input.
-    pub fn flush(&mut self) -> Result<Vec<AnyRecord>, ProcessError> {
-        Ok(self.flush_except(None)?)
+    pub fn flush(&mut self) -> Result<Vec<AnyRecord>, ExchangeError> {
+        self.flush_except(None)
     }
 
     fn flush_except(&mut self, parent: Option<&str>) -> Result<Vec<AnyRecord>, ExchangeError> {
@@ -521,9 +487,34 @@ impl ExchangeProcessor {
         out
     }
 
-    fn on_market_data(&mut self, m: &MarketData) -> Result<Vec<AnyRecord>, ExchangeError> {
+    /// Fills the held orders of the bar's symbol that may trade on it.
+    pub fn on_market_data(&mut self, m: &MarketData) -> Result<Vec<AnyRecord>, ExchangeError> {
         m.validate()?;
-        let buffer = self.bars.entry(m.symbol.clone()).or_default();
+        // A ring per symbol: the newest bar goes to the back, the oldest leaves the front,
+        // both O(1) (a Vec moved the whole buffer on every bar once full).
+        let buffer = match self.bars.get_mut(&m.symbol) {
+            Some(buffer) => buffer,
+            None => self.bars.entry(m.symbol.clone()).or_default(),
+        };
+        // The common case, and the only one in the trading core: a bar newer than any held.
+        if buffer.back().is_none_or(|b| b.event_time < m.event_time) {
+            if buffer.len() >= self.config.bar_buffer {
+                buffer.pop_front();
+                // Nothing fills before the oldest kept bar any more (this one, when it is
+                // the only one kept).
+                let oldest = buffer.front().map_or(m.event_time, |b| b.event_time);
+                for ledger in self
+                    .ledgers
+                    .get_mut(&m.symbol)
+                    .into_iter()
+                    .flat_map(BTreeMap::values_mut)
+                {
+                    ledger.compact(oldest);
+                }
+            }
+            buffer.push_back(m.clone());
+            return self.apply_bar(m);
+        }
         let pos = buffer.partition_point(|b| b.event_time < m.event_time);
         if buffer
             .get(pos)
@@ -537,7 +528,7 @@ impl ExchangeProcessor {
             let excess = buffer.len() - self.config.bar_buffer;
             buffer.drain(..excess);
             // Nothing fills before the oldest kept bar any more.
-            if let Some(oldest) = buffer.first().map(|b| b.event_time) {
+            if let Some(oldest) = buffer.front().map(|b| b.event_time) {
                 for ledger in self
                     .ledgers
                     .get_mut(&m.symbol)
@@ -575,7 +566,7 @@ impl ExchangeProcessor {
         let start = bars.partition_point(|b| b.event_time <= floor);
         let mut out = Vec::new();
         let mut result = Ok(());
-        for bar in &bars[start..] {
+        for bar in bars.range(start..) {
             match self.apply_bar(bar) {
                 Ok(records) => out.extend(records),
                 Err(e) => {
@@ -791,114 +782,13 @@ impl ExchangeProcessor {
     }
 }
 
-/// Lockstep (see [`tradestream_router::lockstep`]).
-impl ExchangeProcessor {
-    /// Routes an input through lockstep; `None` leaves it to arrival order.
-    fn lockstep_input(
-        &mut self,
-        input: &AnyRecord,
-    ) -> Result<Option<Vec<AnyRecord>>, ExchangeError> {
-        match input {
-            AnyRecord::MarketData(m) if m.step > 0 => {
-                m.validate()?;
-                self.lockstep.add_bar(m, "exchange", "router");
-            }
-            AnyRecord::Progress(p) => {
-                if p.processor == Progress::ROUTER {
-                    p.validate()?;
-                    // The router's mark of step k is applied when step k + 1 begins.
-                    let applied = self.lockstep.done - i64::from(!self.step_started);
-                    self.lockstep.add_peer(p, applied);
-                }
-            }
-            // The router's orders and relayed cancels come in its marks once lockstep
-            // governs; the rest of `orders` is our own updates echoed back.
-            AnyRecord::Order(_) if self.lockstep.engaged() => return Ok(Some(Vec::new())),
-            _ => return Ok(None),
-        }
-        Ok(Some(self.advance()?))
-    }
-
-    /// Runs every step it can: a step begins with the router's mark of the step before
-    /// (its orders, in order), then fills the step's bars as they arrive; once it has them
-    /// all, its mark carries everything the step published to the router.
-    fn advance(&mut self) -> Result<Vec<AnyRecord>, ExchangeError> {
-        let mut out = Vec::new();
-        loop {
-            let k = self.lockstep.next();
-            if !self.step_started {
-                if k > 1 {
-                    let Some(mark) = self.lockstep.peer.remove(&(k - 1)) else {
-                        break;
-                    };
-                    for o in &mark.orders {
-                        let r = self.on_order(o);
-                        self.step_output(r, "order event", &o.event_id, &mut out)?;
-                    }
-                    let r = self.flush_except(None);
-                    self.step_output(r, "deferred orders", "", &mut out)?;
-                }
-                self.step_started = true;
-            }
-            let Some(step) = self.lockstep.steps.get_mut(&k) else {
-                break;
-            };
-            let bars = std::mem::take(&mut step.bars);
-            step.processed.extend(bars.keys().cloned());
-            let complete = step.has_all_bars();
-            for bar in bars.values() {
-                let r = self.on_market_data(bar);
-                self.step_output(r, "bar", &bar.record_id, &mut out)?;
-            }
-            if !complete {
-                break;
-            }
-            // The step's bars are filled as they arrive, so whose outputs came first depends
-            // on timing; the mark lists them by symbol (a stable sort: each symbol's in the
-            // order they happened, those of the router's mark before those of its bar), the
-            // same in every run. A restart republishes a mark under its id, so it must not
-            // depend on timing (the crash harness compares `progress` too).
-            let mut orders = std::mem::take(&mut self.step_orders);
-            orders.sort_by(|a, b| a.symbol.cmp(&b.symbol));
-            let mut mark = self.lockstep.finish(Progress::EXCHANGE, orders);
-            let mut fills = std::mem::take(&mut self.step_fills);
-            fills.sort_by(|a, b| a.symbol.cmp(&b.symbol));
-            mark.fills = fills;
-            out.push(AnyRecord::Progress(mark));
-            self.step_started = false;
-        }
-        Ok(out)
-    }
-
-    /// Publishes what one input of a step produced and keeps it for the step's mark (errors:
-    /// see [`within_step`]).
-    fn step_output(
-        &mut self,
-        result: Result<Vec<AnyRecord>, ExchangeError>,
-        what: &str,
-        id: &str,
-        out: &mut Vec<AnyRecord>,
-    ) -> Result<(), ExchangeError> {
-        let records = within_step(result, ExchangeError::class, what, id)?.unwrap_or_default();
-        for r in &records {
-            match r {
-                AnyRecord::Order(o) => self.step_orders.push(o.clone()),
-                AnyRecord::Fill(f) => self.step_fills.push(f.clone()),
-                _ => {}
-            }
-        }
-        out.extend(records);
-        Ok(())
-    }
-}
-
 impl Processor for ExchangeProcessor {
     fn name(&self) -> &'static str {
         "exchange"
     }
 
     fn inputs(&self) -> &'static [Topic] {
-        &[Topic::Orders, Topic::MarketData, Topic::Progress]
+        &[Topic::Orders, Topic::MarketData]
     }
 
     fn process(
@@ -906,14 +796,6 @@ impl Processor for ExchangeProcessor {
         input: &AnyRecord,
         _now: DateTime<Utc>,
     ) -> Result<Vec<AnyRecord>, ProcessError> {
-        if self.config.lockstep
-            && let Some(out) = self.lockstep_input(input)?
-        {
-            return Ok(out);
-        }
-        if let AnyRecord::Progress(_) = input {
-            return Ok(Vec::new());
-        }
         let sibling_of = match input {
             AnyRecord::Order(o)
                 if o.origin_kind == OriginKind::Bracket && o.status == OrderStatus::Accepted =>
@@ -947,10 +829,6 @@ impl Processor for ExchangeProcessor {
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), ProcessError> {
         Ok(self.restore_bytes(snapshot)?)
-    }
-
-    fn lockstep(&self) -> Option<LockstepStatus> {
-        self.config.lockstep.then(|| self.lockstep.status())
     }
 }
 

@@ -118,15 +118,6 @@ fn venue(f: impl FnOnce(&mut ExchangeConfig)) -> Result<ExchangeProcessor, Excha
     ExchangeProcessor::new(c)
 }
 
-#[test]
-fn reads_what_the_pipeline_watches_it_read() -> Result<(), ExchangeError> {
-    assert_eq!(
-        tradestream_schemas::topics::data_inputs(venue(|_| {})?.inputs()),
-        tradestream_schemas::topics::stage_inputs("exchange").expect("listed")
-    );
-    Ok(())
-}
-
 #[derive(Debug, Default, PartialEq)]
 struct Out {
     fills: Vec<Fill>,

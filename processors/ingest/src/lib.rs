@@ -11,4 +11,4 @@ pub use publish::{
     AlreadyPublished, IngestError, Pace, PublishStats, SourceItem, merge_by_event_time,
     number_item_steps, number_steps, publish,
 };
-pub use synthetic::{SyntheticConfig, SyntheticConfigError, SyntheticFeed};
+pub use synthetic::{SyntheticConfig, SyntheticConfigError, SyntheticFeed, with_synthetic};

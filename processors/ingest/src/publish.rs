@@ -164,10 +164,10 @@ pub fn merge_by_event_time(sources: Vec<Vec<SourceItem>>) -> Vec<SourceItem> {
     all.into_iter().map(|(_, _, item)| item).collect()
 }
 
-/// Numbers the lockstep steps of a stream in publishing order: every run of bars with one
-/// event time is a step, numbered from 1 without gaps, each bar told how many bars its step
-/// has (`step`, `step_bars`). The router and the exchange process sequenced bars a step at a
-/// time (see docs/operations.md), which is what makes their decisions independent of timing.
+/// Numbers the market instants (steps) of a stream in publishing order: every run of bars
+/// with one event time is a step, numbered from 1 without gaps, each bar told how many bars
+/// its step has (`step`, `step_bars`). The trading core processes sequenced bars a step at a
+/// time (see docs/operations.md), which is what makes its decisions independent of timing.
 /// Call it on the whole source, before skipping what a previous run already published, so a
 /// resumed ingest numbers the rest exactly as the first run did. Refusals take no step.
 pub fn number_steps<'a>(bars: impl IntoIterator<Item = &'a mut MarketData>) {

@@ -583,6 +583,47 @@ fn draw_bar(path: &mut SymbolPath, p: &Params, poisson: Option<&Poisson<f64>>) -
     }
 }
 
+/// A replayed source with synthetic symbols over the same dates: `symbols` each get as many
+/// bars as `source` has items, starting at its first bar, seeded by `seed`; everything is
+/// merged by event time and numbered by instant ([`crate::number_item_steps`]). This is the
+/// market `tradestream demo` publishes, and what the in-process driver replays to prove it
+/// decides as the Kafka pipeline does.
+pub fn with_synthetic(
+    source: Vec<crate::SourceItem>,
+    symbols: &[String],
+    seed: u64,
+    ingest_time: DateTime<Utc>,
+) -> Result<Vec<crate::SourceItem>, SyntheticConfigError> {
+    let first_time = source
+        .iter()
+        .find_map(|r| r.as_ref().ok().map(|m| m.event_time));
+    let bars = source.len() as u64;
+    let mut sources = vec![source];
+    let symbols: Vec<String> = symbols
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .cloned()
+        .collect();
+    if !symbols.is_empty() {
+        let cfg = SyntheticConfig {
+            symbols,
+            seed,
+            start: first_time.unwrap_or(ingest_time),
+            bars_per_symbol: Some(bars),
+            ..SyntheticConfig::default()
+        };
+        let mut feed = SyntheticFeed::new(cfg)?;
+        sources.push(
+            std::iter::from_fn(|| feed.next_at(ingest_time))
+                .map(Ok)
+                .collect(),
+        );
+    }
+    let mut items = crate::merge_by_event_time(sources);
+    crate::number_item_steps(&mut items);
+    Ok(items)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

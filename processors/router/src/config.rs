@@ -129,11 +129,6 @@ pub struct RouterConfig {
     /// Event-time hours a finished order is remembered at least (see `dedup_orders`).
     #[serde(default = "default_dedup_horizon_hours")]
     pub dedup_horizon_hours: u32,
-    /// Decide sequenced market data step by step with the exchange (`progress` marks), so
-    /// orders, fills and books do not depend on timing (see docs/operations.md). Set it the
-    /// same on the exchange: a router in lockstep waits for the exchange's marks.
-    #[serde(default = "default_true")]
-    pub lockstep: bool,
 }
 
 impl Default for RouterConfig {
@@ -152,7 +147,6 @@ impl Default for RouterConfig {
             kill_switch: false,
             dedup_orders: default_dedup_orders(),
             dedup_horizon_hours: default_dedup_horizon_hours(),
-            lockstep: true,
         }
     }
 }

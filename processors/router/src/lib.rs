@@ -8,7 +8,6 @@ pub mod amount;
 pub mod config;
 pub mod error;
 pub mod forgetting;
-pub mod lockstep;
 pub mod processor;
 pub mod reason;
 pub mod sizing;

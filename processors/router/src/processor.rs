@@ -7,11 +7,9 @@
 //! `created_time`), never a clock, so a replay of the same inputs in the same order produces
 //! the same orders, byte for byte.
 //!
-//! Sequenced market data (bars with a lockstep `step`) is decided step by step with the
-//! exchange (see [`crate::lockstep`]): a step's signals are decided, by symbol, only once the
-//! router holds all of the step's bars and signals and the exchange's mark of the step before,
-//! whose fills and order updates it applies first. The orders and fills therefore do not
-//! depend on the order the topics arrive in, only on the market data.
+//! It decides in the order it is called: the trading core (`tradestream-trading`) calls it
+//! once per market instant, after the venue's fills of that instant, which is what makes the
+//! orders and fills independent of how the input topics interleave.
 //!
 //! Pending orders count against limits as if they filled (worst case), so two quick signals
 //! cannot together break a limit neither breaks alone. Bracket children are excluded from
@@ -36,7 +34,6 @@ use crate::accounting::{Book, Commission, check_available_funds, mul, required_c
 use crate::config::{AccountConfig, RouterConfig, SignalOrderType};
 use crate::error::{RouterError, status_name};
 use crate::forgetting::Forgetting;
-use crate::lockstep::{Lockstep, within_step};
 use crate::reason::RejectReason;
 use crate::sizing::{SizingInput, size};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -44,14 +41,13 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use tradestream_schemas::{
-    AccountId, AnyRecord, Control, Fill, LockstepStatus, MarketData, Order, OrderStatus, OrderType,
-    OriginKind, ProcessError, Processor, Progress, Record, Side, SignalSide, Symbol, TaskScope,
-    Topic, TradingSignal,
+    AccountId, AnyRecord, Control, Fill, MarketData, Order, OrderStatus, OrderType, OriginKind,
+    ProcessError, Processor, Record, Side, SignalSide, Symbol, TaskScope, Topic, TradingSignal,
 };
 
 /// Version of the snapshot layout, the first byte of every snapshot; bump it whenever a
 /// serialized state type changes shape, so an old snapshot is refused instead of misread.
-pub const SNAPSHOT_FORMAT: u8 = 2;
+pub const SNAPSHOT_FORMAT: u8 = 3;
 
 /// Per-account state. The configuration parts are not snapshotted: a restore takes them
 /// from the configuration of the core it restores into.
@@ -156,8 +152,6 @@ pub struct RouterProcessor {
     forgetting: Forgetting,
     /// Ids of the controls applied, so a redelivered command cannot undo a later one.
     applied_controls: BTreeSet<String>,
-    /// Steps of sequenced market data and the exchange's marks (see [`crate::lockstep`]).
-    lockstep: Lockstep,
     kill_switch: Option<String>,
 }
 
@@ -215,7 +209,6 @@ struct SnapshotRef<'a> {
     forgetting: &'a Forgetting,
     applied_controls: &'a BTreeSet<String>,
     kill_switch: &'a Option<String>,
-    lockstep: &'a Lockstep,
 }
 
 /// The snapshotted state, owned for reading.
@@ -230,8 +223,6 @@ struct SnapshotOwned {
     forgetting: Forgetting,
     applied_controls: BTreeSet<String>,
     kill_switch: Option<String>,
-    #[serde(default)]
-    lockstep: Lockstep,
 }
 
 /// An order about to be risk-checked.
@@ -289,7 +280,6 @@ impl RouterProcessor {
             forgetting: Forgetting::default(),
             applied_controls: BTreeSet::new(),
             kill_switch,
-            lockstep: Lockstep::default(),
         })
     }
 
@@ -305,7 +295,6 @@ impl RouterProcessor {
             forgetting: &self.forgetting,
             applied_controls: &self.applied_controls,
             kill_switch: &self.kill_switch,
-            lockstep: &self.lockstep,
         };
         tradestream_schemas::snapshot::encode(SNAPSHOT_FORMAT, &state)
             .map_err(RouterError::Snapshot)
@@ -353,7 +342,6 @@ impl RouterProcessor {
             .rebuild(self.finished.iter().map(|(id, f)| (f.at, id.clone())));
         self.applied_controls = state.applied_controls;
         self.kill_switch = state.kill_switch;
-        self.lockstep = state.lockstep;
         Ok(())
     }
 
@@ -524,7 +512,8 @@ impl RouterProcessor {
         }
     }
 
-    fn on_market_data(&mut self, m: &MarketData) -> Result<Vec<AnyRecord>, RouterError> {
+    /// Applies a bar's close (marks, sessions, risk state); produces nothing.
+    pub fn on_market_data(&mut self, m: &MarketData) -> Result<Vec<AnyRecord>, RouterError> {
         m.validate()?;
         self.apply_close(&m.symbol, m.event_time, m.close, true);
         Ok(Vec::new())
@@ -545,14 +534,23 @@ impl RouterProcessor {
         if !newer {
             return;
         }
-        let history = self.history.entry(symbol.clone()).or_default();
+        // Looked up before inserting: a symbol's key is cloned once, not on every bar.
+        let history = match self.history.get_mut(symbol) {
+            Some(h) => h,
+            None => self.history.entry(symbol.clone()).or_default(),
+        };
         if history.len() >= MARK_HISTORY {
             history.pop_front();
         }
         history.push_back((at, close));
         self.as_of = Some(at);
         self.roll_sessions(at);
-        self.marks.insert(symbol.clone(), (at, close));
+        match self.marks.get_mut(symbol) {
+            Some(mark) => *mark = (at, close),
+            None => {
+                self.marks.insert(symbol.clone(), (at, close));
+            }
+        }
         let holders: Vec<AccountId> = self
             .accounts
             .iter()
@@ -570,7 +568,8 @@ impl RouterProcessor {
         self.as_of = None;
     }
 
-    fn on_fill(&mut self, f: &Fill) -> Result<Vec<AnyRecord>, RouterError> {
+    /// Applies a venue fill to its account's book; a copy changes nothing.
+    pub fn on_fill(&mut self, f: &Fill) -> Result<Vec<AnyRecord>, RouterError> {
         f.validate()?;
         if !self.accounts.contains_key(&f.account) {
             return Err(RouterError::UnknownAccount {
@@ -602,7 +601,8 @@ impl RouterProcessor {
         Ok(Vec::new())
     }
 
-    fn on_order(&mut self, o: &Order) -> Result<Vec<AnyRecord>, RouterError> {
+    /// A manual NEW request (decided now) or a later state of a known order (applied).
+    pub fn on_order(&mut self, o: &Order) -> Result<Vec<AnyRecord>, RouterError> {
         if o.status == OrderStatus::New {
             return self.on_manual(o);
         }
@@ -755,7 +755,8 @@ impl RouterProcessor {
         self.decide(candidate, at)
     }
 
-    fn on_signal(&mut self, s: &TradingSignal) -> Result<Vec<AnyRecord>, RouterError> {
+    /// Decides a model signal: an order (with its bracket), a rejection or nothing.
+    pub fn on_signal(&mut self, s: &TradingSignal) -> Result<Vec<AnyRecord>, RouterError> {
         s.validate()?;
         self.apply_close(&s.symbol, s.event_time, s.reference_price, false);
         self.as_of = Some(s.event_time);
@@ -764,13 +765,15 @@ impl RouterProcessor {
         out
     }
 
+    /// `s` is validated by [`Self::on_signal`].
     fn on_signal_as_of(&mut self, s: &TradingSignal) -> Result<Vec<AnyRecord>, RouterError> {
-        s.validate()?;
+        // Most signals are HOLD: settled before building the order id.
+        if s.side == SignalSide::Hold || s.confidence < self.config.min_confidence {
+            return Ok(Vec::new());
+        }
         let order_id = format!("order:{}", s.signal_id);
-        if s.side == SignalSide::Hold
-            || self.known(&order_id)
+        if self.known(&order_id)
             || self.forgotten(&order_id, s.event_time)
-            || s.confidence < self.config.min_confidence
         {
             return Ok(Vec::new());
         }
@@ -1224,131 +1227,6 @@ impl RouterProcessor {
     }
 }
 
-/// Lockstep (see [`crate::lockstep`]).
-impl RouterProcessor {
-    /// Routes an input through lockstep; `None` leaves it to arrival order.
-    fn lockstep_input(
-        &mut self,
-        input: &AnyRecord,
-    ) -> Result<Option<Vec<AnyRecord>>, ProcessError> {
-        match input {
-            AnyRecord::MarketData(m) if m.step > 0 => {
-                m.validate().map_err(RouterError::from)?;
-                self.lockstep.add_bar(m, "router", "exchange");
-            }
-            AnyRecord::Signal(s) if s.step > 0 => {
-                s.validate().map_err(RouterError::from)?;
-                self.lockstep.add_signal(s);
-            }
-            AnyRecord::Progress(p) => {
-                if p.processor == Progress::EXCHANGE {
-                    p.validate().map_err(RouterError::from)?;
-                    let applied = self.lockstep.done - 1;
-                    self.lockstep.add_peer(p, applied);
-                }
-            }
-            // The venue's fills and order updates come in its marks once lockstep governs.
-            AnyRecord::Fill(_) if self.lockstep.engaged() => return Ok(Some(Vec::new())),
-            AnyRecord::Order(o) if self.lockstep.engaged() => {
-                return Ok(Some(self.lockstep_order(o)?));
-            }
-            _ => return Ok(None),
-        }
-        Ok(Some(self.advance()?))
-    }
-
-    /// An order event from `orders` while lockstep governs: manual requests are decided on
-    /// arrival and their orders carried by the next mark; a cancel request from the API is
-    /// relayed the same way (the venue takes orders only from marks); the venue's updates
-    /// arrive again in its marks and our own events echo back, so both are skipped here.
-    fn lockstep_order(&mut self, o: &Order) -> Result<Vec<AnyRecord>, RouterError> {
-        match o.status {
-            OrderStatus::New => {
-                let out = self.on_manual(o)?;
-                self.lockstep.carry.extend(for_venue(&out));
-                Ok(out)
-            }
-            OrderStatus::Canceled => {
-                if let Some(t) = self.live.get_mut(&o.order_id)
-                    && o.sequence <= t.last.sequence
-                    && !t.cancel_requested
-                {
-                    t.cancel_requested = true;
-                    self.lockstep.carry.push(o.clone());
-                }
-                Ok(Vec::new())
-            }
-            _ => Ok(Vec::new()),
-        }
-    }
-
-    /// Decides every step whose inputs are complete and whose previous step the venue has
-    /// finished: the venue's fills and updates of the previous step, then the step's bars,
-    /// then its signals, by symbol; then the step's mark.
-    fn advance(&mut self) -> Result<Vec<AnyRecord>, ProcessError> {
-        let mut out = Vec::new();
-        loop {
-            let k = self.lockstep.next();
-            let Some(step) = self.lockstep.steps.get_mut(&k) else {
-                break;
-            };
-            let complete =
-                step.has_all_bars() && step.bars.keys().all(|s| step.signals.contains_key(s));
-            if !complete || (k > 1 && !self.lockstep.peer.contains_key(&(k - 1))) {
-                break;
-            }
-            let bars = std::mem::take(&mut step.bars);
-            let signals = std::mem::take(&mut step.signals);
-            if let Some(mark) = self.lockstep.peer.remove(&(k - 1)) {
-                for f in &mark.fills {
-                    within_step(self.on_fill(f), RouterError::class, "fill", &f.fill_id)?;
-                }
-                for o in &mark.orders {
-                    within_step(
-                        self.on_order(o),
-                        RouterError::class,
-                        "order event",
-                        &o.event_id,
-                    )?;
-                }
-            }
-            for bar in bars.values() {
-                within_step(
-                    self.on_market_data(bar),
-                    RouterError::class,
-                    "bar",
-                    &bar.record_id,
-                )?;
-            }
-            let mut decided = Vec::new();
-            for s in signals.values() {
-                if let Some(orders) = within_step(
-                    self.on_signal(s),
-                    RouterError::class,
-                    "signal",
-                    &s.signal_id,
-                )? {
-                    decided.extend(orders);
-                }
-            }
-            let mark = self.lockstep.finish(Progress::ROUTER, for_venue(&decided));
-            out.extend(decided);
-            out.push(AnyRecord::Progress(mark));
-        }
-        Ok(out)
-    }
-}
-
-/// The orders of `out` the venue must see: everything but rejections.
-fn for_venue(out: &[AnyRecord]) -> Vec<Order> {
-    out.iter()
-        .filter_map(|r| match r {
-            AnyRecord::Order(o) if o.status != OrderStatus::Rejected => Some(o.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 impl Processor for RouterProcessor {
     fn name(&self) -> &'static str {
         "router"
@@ -1361,7 +1239,6 @@ impl Processor for RouterProcessor {
             Topic::Fills,
             Topic::MarketData,
             Topic::Controls,
-            Topic::Progress,
         ]
     }
 
@@ -1370,13 +1247,7 @@ impl Processor for RouterProcessor {
         input: &AnyRecord,
         _now: DateTime<Utc>,
     ) -> Result<Vec<AnyRecord>, ProcessError> {
-        if self.config.lockstep
-            && let Some(out) = self.lockstep_input(input)?
-        {
-            return Ok(out);
-        }
         let out = match input {
-            AnyRecord::Progress(_) => return Ok(Vec::new()),
             AnyRecord::Signal(s) => self.on_signal(s),
             AnyRecord::Order(o) => self.on_order(o),
             AnyRecord::Fill(f) => self.on_fill(f),
@@ -1403,10 +1274,6 @@ impl Processor for RouterProcessor {
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), ProcessError> {
         Ok(self.restore_bytes(snapshot)?)
-    }
-
-    fn lockstep(&self) -> Option<LockstepStatus> {
-        self.config.lockstep.then(|| self.lockstep.status())
     }
 }
 

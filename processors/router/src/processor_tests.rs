@@ -175,16 +175,6 @@ fn router(f: impl FnOnce(&mut RouterConfig)) -> Result<RouterProcessor, RouterEr
     RouterProcessor::new(c)
 }
 
-#[test]
-fn reads_what_the_pipeline_watches_it_read() -> Result<(), RouterError> {
-    // Controls aside: a control-plane topic nobody waits on to drain.
-    assert_eq!(
-        tradestream_schemas::topics::data_inputs(router(|_| {})?.inputs()),
-        tradestream_schemas::topics::stage_inputs("router").expect("listed")
-    );
-    Ok(())
-}
-
 fn limits(f: impl FnOnce(&mut RiskLimits)) -> impl FnOnce(&mut RouterConfig) {
     move |c: &mut RouterConfig| {
         if let Some(a) = c.accounts.get_mut(&demo()) {

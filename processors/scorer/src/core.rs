@@ -92,7 +92,7 @@ impl Scorer {
                 (side, confidence, levels, reason)
             }
             // A sequenced bar always gets a signal, HOLD while the model has no input: the
-            // router decides a lockstep step once it holds one signal per bar of the step.
+            // trading core processes an instant once it holds one signal per bar of the instant.
             None if f.step > 0 => (
                 SignalSide::Hold,
                 0.0,

@@ -1,4 +1,4 @@
-//! The sink's Kafka runner: the six data topics and the lockstep marks on `progress`, written
+//! The sink's Kafka runner: the six data topics and the settlement marks on `progress`, written
 //! by [`SinkWriter`] in four lanes (see `LANES`) that run side by side, dead letters to
 //! `<topic>.dlq`.
 //!
@@ -151,9 +151,9 @@ pub async fn run_sink(
 
 /// The topics each lane writes: one consumer, one connection and one transaction per batch
 /// each, running side by side so the database works on several batches at once. Fills, market
-/// data and the lockstep marks on `progress` share a lane because all three move the books
+/// data and the settlement marks on `progress` share a lane because all three move the books
 /// (fills through their trigger, bars through marks) and settle the portfolio snapshots (an
-/// instant is settled once its bars and the exchange's mark with its fills are stored); the
+/// instant is settled once its bars and its settlement mark with its fills are stored); the
 /// other tables are independent of one another. A topic's stored offsets are written only by
 /// its own lane, so each lane's transaction still holds its rows and their offsets together.
 const LANES: [&[Topic]; 4] = [

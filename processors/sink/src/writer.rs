@@ -11,7 +11,7 @@
 //!
 //! Order of effects: fills (whose trigger moves cash and positions) and marks
 //! (`mark_to_market_batch` for the newly stored market data) are applied in batch order, so
-//! the books end the same however a stream is cut into batches; an exchange's lockstep mark on
+//! the books end the same however a stream is cut into batches; a trading core's settlement mark on
 //! `progress` brings its step's fills (stored once by id, whichever copy comes first).
 //! Portfolio snapshots are not written as fills and sequenced bars arrive (the transaction
 //! sets `tradestream.snapshots = 'off'`): `settle_steps` (sql/0060) counts each step's stored
@@ -73,7 +73,7 @@ pub struct BatchOutcome {
     pub dead_letters: Vec<DeadLetterRecord>,
     /// Positions marked to market.
     pub marks: u64,
-    /// Portfolio snapshots written for lockstep instants that became settled.
+    /// Portfolio snapshots written for market instants that became settled.
     pub snapshots: u64,
     /// Next offset stored per (topic, partition) (never moves backwards).
     pub offsets: Vec<(Topic, i32, i64)>,
@@ -408,7 +408,7 @@ async fn apply_segment(
         .insert(Topic::Orders, apply_orders(tx, &records).await?);
 
     // Fills and marks, in batch order: consecutive runs of each become one statement. An
-    // exchange's lockstep mark brings its step's fills (stored once, whichever copy comes
+    // trading core's settlement mark brings its step's fills (stored once, whichever copy comes
     // first); sequenced bars mark without snapshots, their instant is settled below.
     let mut marked: HashSet<&str> = HashSet::new();
     let mut fills_written = 0;
@@ -422,7 +422,7 @@ async fn apply_segment(
             AnyRecord::Fill(f) => (RunKind::Fills, vec![Effect::Fill(f, false)]),
             AnyRecord::Progress(p) => {
                 progress_records += 1;
-                if p.processor != tradestream_schemas::Progress::EXCHANGE {
+                if p.processor != tradestream_schemas::Progress::TRADING {
                     continue;
                 }
                 let note = steps
@@ -443,7 +443,7 @@ async fn apply_segment(
                         .entry(md.step)
                         .or_insert_with(|| StepNote::new(md.event_time));
                     note.bars += 1;
-                    // As the router and the exchange count it: a step has at least one bar.
+                    // As the trading core counts it: a step has at least one bar.
                     note.expected.get_or_insert(md.step_bars.max(1));
                 }
                 (
@@ -499,7 +499,7 @@ enum RunKind {
     },
 }
 
-/// What one segment stored of a lockstep step (see `settle_steps` in sql/0060).
+/// What one segment stored of a market instant (step) (see `settle_steps` in sql/0060).
 struct StepNote {
     event_time: DateTime<Utc>,
     expected: Option<i32>,
@@ -554,7 +554,7 @@ async fn set_snapshots(tx: &mut PgConnection, on: bool) -> Result<(), sqlx::Erro
     Ok(())
 }
 
-/// Records the segment's lockstep progress and writes the snapshots of every step that is
+/// Records the segment's settlement progress and writes the snapshots of every step that is
 /// now settled; returns how many.
 async fn settle_steps(
     tx: &mut PgConnection,

@@ -1,5 +1,5 @@
 //! Settled portfolio snapshots (sql/0060) against a real Postgres: whatever order the sink
-//! receives a lockstep run's bars, fills and exchange marks in (each partition in its own
+//! receives a sequenced run's bars, fills and settlement marks in (each partition in its own
 //! order, merged at random, cut into random batches, fills re-delivered), it writes the same
 //! snapshots, and they equal the books recomputed here from the input alone: per instant, the
 //! fills up to it and each held symbol's last close.
@@ -21,7 +21,7 @@ const ACCOUNTS: [&str; 2] = ["acct-a", "acct-b"];
 const SYMBOLS: [&str; 3] = ["AAA", "BBB", "CCC"];
 const CAPITAL: Decimal = dec!(100000);
 
-/// One lockstep step: which symbols have a bar (and its close), and the fills it caused.
+/// One market instant (step): which symbols have a bar (and its close), and the fills it caused.
 #[derive(Debug, Clone)]
 struct Step {
     closes: Vec<(usize, Decimal)>,
@@ -60,7 +60,7 @@ fn step() -> impl Strategy<Value = Step> {
         })
 }
 
-/// A bar of lockstep step `s` (dated day `s`), one of the `step_bars` bars of its step.
+/// A bar of step `s` (dated day `s`), one of the `step_bars` bars of its step.
 fn sequenced(sym: &str, s: i64, step_bars: i32, close: Decimal) -> MarketData {
     let mut b = bar(sym, s, close);
     b.step = s;
@@ -68,13 +68,13 @@ fn sequenced(sym: &str, s: i64, step_bars: i32, close: Decimal) -> MarketData {
     b
 }
 
-/// The exchange's lockstep mark of step `s`, carrying the fills the step caused.
-fn exchange_mark(s: i64, fills: Vec<Fill>) -> Progress {
-    Progress::new(Progress::EXCHANGE, s, t(s), Vec::new(), fills)
+/// The trading core's settlement mark of step `s`, carrying the fills the step caused.
+fn settlement_mark(s: i64, fills: Vec<Fill>) -> Progress {
+    Progress::new(Progress::TRADING, s, t(s), Vec::new(), fills)
 }
 
 /// Each partition's records in order: market data on two partitions (by symbol), fills on two
-/// (by account), progress on one (the exchange's marks, with a router mark now and then).
+/// (by account), progress on one (the trading core's settlement marks).
 fn partitions(steps: &[Step]) -> Vec<Vec<(Topic, i32, AnyRecord)>> {
     let mut parts: Vec<Vec<(Topic, i32, AnyRecord)>> = vec![Vec::new(); 5];
     for (i, st) in steps.iter().enumerate() {
@@ -101,11 +101,7 @@ fn partitions(steps: &[Step]) -> Vec<Vec<(Topic, i32, AnyRecord)>> {
             fills.push(f);
         }
         fills.sort_by(|a, b| a.symbol.cmp(&b.symbol));
-        if s % 3 == 0 {
-            let r = Progress::new(Progress::ROUTER, s, t(s), Vec::new(), Vec::new());
-            parts[4].push((Topic::Progress, 0, r.into()));
-        }
-        parts[4].push((Topic::Progress, 0, exchange_mark(s, fills).into()));
+        parts[4].push((Topic::Progress, 0, settlement_mark(s, fills).into()));
     }
     parts
 }
@@ -313,9 +309,9 @@ fn settled_snapshots_do_not_depend_on_arrival_order_and_match_the_input() {
     }
 }
 
-/// A step waits for its last bar and for the exchange's mark; a router mark settles nothing.
+/// A step waits for its last bar and for the trading core's settlement mark.
 #[tokio::test]
-async fn a_step_settles_only_with_all_its_bars_and_the_exchange_mark() {
+async fn a_step_settles_only_with_all_its_bars_and_the_settlement_mark() {
     let db = TestDatabase::new().await.expect("db");
     let pool = db.pool();
     create(pool, "acct-a", CAPITAL).await;
@@ -338,13 +334,7 @@ async fn a_step_settles_only_with_all_its_bars_and_the_exchange_mark() {
             sequenced("AAA", 1, 2, dec!(101)).into(),
         )],
         vec![(Topic::Fills, 0, 0, f.clone().into())],
-        vec![(
-            Topic::Progress,
-            0,
-            0,
-            Progress::new(Progress::ROUTER, 1, t(1), Vec::new(), Vec::new()).into(),
-        )],
-        vec![(Topic::Progress, 0, 1, exchange_mark(1, vec![f]).into())],
+        vec![(Topic::Progress, 0, 0, settlement_mark(1, vec![f]).into())],
         vec![(
             Topic::MarketData,
             1,
@@ -365,7 +355,7 @@ async fn a_step_settles_only_with_all_its_bars_and_the_exchange_mark() {
                 sequenced("BBB", 2, 2, dec!(8)).into(),
             ),
         ],
-        vec![(Topic::Progress, 0, 2, exchange_mark(2, Vec::new()).into())],
+        vec![(Topic::Progress, 0, 1, settlement_mark(2, Vec::new()).into())],
     ];
     let mut settled = Vec::new();
     for batch in &batches {
@@ -375,8 +365,8 @@ async fn a_step_settles_only_with_all_its_bars_and_the_exchange_mark() {
     }
     assert_eq!(
         settled,
-        vec![0, 0, 0, 0, 1, 0, 1],
-        "step 1 settled with its last bar, step 2 with the exchange's mark"
+        vec![0, 0, 0, 1, 0, 1],
+        "step 1 settled with its last bar, step 2 with its settlement mark"
     );
     let rows = snapshots(pool).await;
     let rows: Vec<_> = rows.iter().map(|r| (r.1, r.2, r.3, r.4)).collect();
@@ -400,7 +390,7 @@ async fn a_step_settles_only_with_all_its_bars_and_the_exchange_mark() {
 }
 
 /// A sequenced bar that does not say how many bars its step has counts as a step of one, as
-/// the router and the exchange count it, instead of failing a constraint and being
+/// the trading core counts it, instead of failing a constraint and being
 /// dead-lettered.
 #[tokio::test]
 async fn a_step_without_its_bar_count_is_a_step_of_one() {
@@ -420,7 +410,7 @@ async fn a_step_without_its_bar_count_is_a_step_of_one() {
         1,
     );
     let batch = vec![
-        (Topic::Progress, 0, 0, exchange_mark(1, vec![f]).into()),
+        (Topic::Progress, 0, 0, settlement_mark(1, vec![f]).into()),
         (Topic::MarketData, 0, 0, b.into()),
     ];
     let out = writer.write_batch(GROUP, &batch).await.expect("write");
@@ -458,10 +448,10 @@ async fn moving_settled_step_past_a_lost_mark_resumes_settling() {
     // Step 2's mark never comes.
     let batch = vec![
         (Topic::MarketData, 0, 0, aaa(1, dec!(10))),
-        (Topic::Progress, 0, 0, exchange_mark(1, vec![f]).into()),
+        (Topic::Progress, 0, 0, settlement_mark(1, vec![f]).into()),
         (Topic::MarketData, 0, 1, aaa(2, dec!(20))),
         (Topic::MarketData, 0, 2, aaa(3, dec!(30))),
-        (Topic::Progress, 0, 1, exchange_mark(3, Vec::new()).into()),
+        (Topic::Progress, 0, 1, settlement_mark(3, Vec::new()).into()),
     ];
     let out = writer.write_batch(GROUP, &batch).await.expect("write");
     assert_eq!(out.snapshots, 1, "step 1 only");

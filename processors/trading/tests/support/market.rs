@@ -1,6 +1,6 @@
-//! A seeded random market for the router and the exchange: per instant, a bar and a signal
-//! for every symbol, as ingest, features and the scorer would publish them. Shared by the
-//! `lockstep` test and the `venue_loop` bench (which includes this file by path).
+//! A seeded random market for the trading core: per instant, a bar and a signal for every
+//! symbol, as ingest, features and the scorer would publish them. Shared by the `determinism`
+//! test and the `trading_core` bench (which includes this file by path).
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use rust_decimal::Decimal;
@@ -73,7 +73,7 @@ impl Market {
     }
 
     /// Instant `index` (at [`time_of`] it): every symbol's bar and its signal. `step` numbers
-    /// the bars for lockstep (0: unsequenced).
+    /// the bars by instant (0: unsequenced).
     pub(crate) fn instant(&mut self, index: usize, step: i64) -> (Vec<AnyRecord>, Vec<AnyRecord>) {
         let at = time_of(index);
         let n = self.symbols.len();
