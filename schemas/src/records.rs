@@ -733,6 +733,29 @@ pub struct Progress {
     pub orders: Vec<Order>,
     /// The instant's fills, in publishing order (each also on `fills`).
     pub fills: Vec<Fill>,
+    /// Every account holding a position at the end of the instant or trading in it, valued
+    /// at the instant: the instant's portfolio snapshots (absent from marks written before
+    /// the field existed).
+    #[serde(default)]
+    pub accounts: Vec<AccountValue>,
+}
+
+/// One account's books at the end of a market instant, as the trading core holds them. The
+/// amounts are exact decimals of any scale (Avro strings): a quantity times a price can have
+/// more than the 8 decimal places of the schemas' `decimal` type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountValue {
+    /// The account.
+    pub account: AccountId,
+    /// Cash after every fill up to the instant.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub cash: Decimal,
+    /// Σ quantity × the symbol's last close up to the instant, over the held symbols.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub positions_value: Decimal,
+    /// `cash + positions_value`.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub total_value: Decimal,
 }
 
 impl Progress {
@@ -754,6 +777,7 @@ impl Progress {
             event_time,
             orders,
             fills,
+            accounts: Vec::new(),
         }
     }
 }
@@ -791,6 +815,18 @@ impl Record for Progress {
         }
         for f in &self.fills {
             f.validate()?;
+        }
+        for a in &self.accounts {
+            if a.cash + a.positions_value != a.total_value {
+                return Err(invalid(
+                    R,
+                    "accounts.total_value",
+                    format!(
+                        "{}: must be cash + positions_value ({} + {}), got {}",
+                        a.account, a.cash, a.positions_value, a.total_value
+                    ),
+                ));
+            }
         }
         Ok(())
     }

@@ -160,7 +160,14 @@ pub fn progress() -> Progress {
     update.sequence = 2;
     update.event_id = "order:1:2".into();
     update.filled_quantity = dec("1.5");
-    Progress::new(Progress::TRADING, 3, t0(), vec![update], vec![fill()])
+    let mut mark = Progress::new(Progress::TRADING, 3, t0(), vec![update], vec![fill()]);
+    mark.accounts = vec![crate::records::AccountValue {
+        account: account(),
+        cash: dec("990098.50000001"),
+        positions_value: dec("9899.98500000001"),
+        total_value: dec("999998.48500001001"),
+    }];
+    mark
 }
 
 /// A dead letter for an undecodable market-data record.

@@ -28,7 +28,7 @@ use tradestream_schemas::{Symbol, Topic};
 fn progress_bar(total: u64, what: &'static str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(total);
     if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "  {bar:30.cyan/blue} {pos:>7}/{len:7} {msg} ({per_sec}, {elapsed})",
+        "  {bar:30.cyan/blue} {pos:>7}/{len:7} {msg} ({elapsed})",
     ) {
         bar.set_style(style);
     }

@@ -772,9 +772,7 @@ impl RouterProcessor {
             return Ok(Vec::new());
         }
         let order_id = format!("order:{}", s.signal_id);
-        if self.known(&order_id)
-            || self.forgotten(&order_id, s.event_time)
-        {
+        if self.known(&order_id) || self.forgotten(&order_id, s.event_time) {
             return Ok(Vec::new());
         }
         self.roll_sessions(s.event_time);

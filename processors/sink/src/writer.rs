@@ -11,12 +11,12 @@
 //!
 //! Order of effects: fills (whose trigger moves cash and positions) and marks
 //! (`mark_to_market_batch` for the newly stored market data) are applied in batch order, so
-//! the books end the same however a stream is cut into batches; a trading core's settlement mark on
-//! `progress` brings its step's fills (stored once by id, whichever copy comes first).
+//! the books end the same however a stream is cut into batches; a trading core's settlement
+//! mark on `progress` brings its step's fills (stored once by id, whichever copy comes first).
 //! Portfolio snapshots are not written as fills and sequenced bars arrive (the transaction
-//! sets `tradestream.snapshots = 'off'`): `settle_steps` (sql/0060) counts each step's stored
-//! bars and exchange mark and writes the snapshots of every step that became complete, valued
-//! from the fills and closes up to its instant, so they do not depend on arrival order.
+//! sets `tradestream.snapshots = 'off'`): each settlement mark carries every account's value
+//! at its instant, as the trading core's books say, and those are the instant's snapshots
+//! (written once per account and instant), so they do not depend on arrival order.
 //! Unsequenced bars (step 0) mark with snapshots, as they arrive. The other tables are
 //! independent of one another and are written with one multi-row `UNNEST` insert each.
 //!
@@ -73,7 +73,7 @@ pub struct BatchOutcome {
     pub dead_letters: Vec<DeadLetterRecord>,
     /// Positions marked to market.
     pub marks: u64,
-    /// Portfolio snapshots written for market instants that became settled.
+    /// Portfolio snapshots written from the trading core's settlement marks.
     pub snapshots: u64,
     /// Next offset stored per (topic, partition) (never moves backwards).
     pub offsets: Vec<(Topic, i32, i64)>,
@@ -211,7 +211,7 @@ impl SinkWriter {
             duplicates: (batch.len() - pending.len()) as u64,
             ..BatchOutcome::default()
         };
-        // The books' snapshots are settled per instant (see `settle_steps`), not written as
+        // The books' snapshots come per instant from the settlement marks, not written as
         // fills and sequenced bars arrive.
         let books = pending.iter().any(|i| {
             matches!(
@@ -222,7 +222,7 @@ impl SinkWriter {
         if books {
             set_snapshots(&mut tx, false).await?;
         }
-        apply_bisecting(&mut tx, group, batch, pending, &mut outcome).await?;
+        apply_bisecting(&mut tx, batch, pending, &mut outcome).await?;
 
         let (topics, partitions, offsets): (Vec<&str>, Vec<i32>, Vec<i64>) =
             next.iter().map(|((t, p), n)| (t.name(), *p, *n)).collect();
@@ -316,7 +316,6 @@ async fn lock_offsets<'a>(
 /// order is kept) until the refused record stands alone.
 async fn apply_bisecting(
     tx: &mut PgConnection,
-    group: &str,
     batch: &[BatchItem],
     pending: Vec<usize>,
     outcome: &mut BatchOutcome,
@@ -341,7 +340,7 @@ async fn apply_bisecting(
         sqlx::query("SAVEPOINT sink_segment")
             .execute(&mut *tx)
             .await?;
-        match apply_segment(tx, group, batch, &segment).await {
+        match apply_segment(tx, batch, &segment).await {
             Ok(applied) => {
                 sqlx::query("RELEASE SAVEPOINT sink_segment")
                     .execute(&mut *tx)
@@ -389,7 +388,6 @@ async fn apply_bisecting(
 /// records that changed nothing (already stored by id) — the caller adds them to duplicates.
 async fn apply_segment(
     tx: &mut PgConnection,
-    group: &str,
     batch: &[BatchItem],
     segment: &[usize],
 ) -> Result<Applied, ApplyError> {
@@ -407,14 +405,14 @@ async fn apply_segment(
     out.written
         .insert(Topic::Orders, apply_orders(tx, &records).await?);
 
-    // Fills and marks, in batch order: consecutive runs of each become one statement. An
-    // trading core's settlement mark brings its step's fills (stored once, whichever copy comes
-    // first); sequenced bars mark without snapshots, their instant is settled below.
+    // Fills and marks, in batch order: consecutive runs of each become one statement. A
+    // trading core's settlement mark brings its step's fills (stored once, whichever copy
+    // comes first) and its snapshots (written below); sequenced bars mark without snapshots.
     let mut marked: HashSet<&str> = HashSet::new();
     let mut fills_written = 0;
     let mut mark_fills_written = 0;
     let mut progress_records = 0u64;
-    let mut steps: BTreeMap<i64, StepNote> = BTreeMap::new();
+    let mut settled: Vec<&tradestream_schemas::Progress> = Vec::new();
     let mut run: Vec<Effect<'_>> = Vec::new();
     let mut run_kind = RunKind::Fills;
     for (_, record) in &records {
@@ -425,10 +423,7 @@ async fn apply_segment(
                 if p.processor != tradestream_schemas::Progress::TRADING {
                     continue;
                 }
-                let note = steps
-                    .entry(p.step)
-                    .or_insert_with(|| StepNote::new(p.event_time));
-                note.marked = true;
+                settled.push(p);
                 (
                     RunKind::Fills,
                     p.fills.iter().map(|f| Effect::Fill(f, true)).collect(),
@@ -438,14 +433,6 @@ async fn apply_segment(
                 if new_bars.contains(md.record_id.as_str())
                     && marked.insert(md.record_id.as_str()) =>
             {
-                if md.step > 0 {
-                    let note = steps
-                        .entry(md.step)
-                        .or_insert_with(|| StepNote::new(md.event_time));
-                    note.bars += 1;
-                    // As the trading core counts it: a step has at least one bar.
-                    note.expected.get_or_insert(md.step_bars.max(1));
-                }
                 (
                     RunKind::Marks {
                         snapshots: md.step == 0,
@@ -469,8 +456,8 @@ async fn apply_segment(
     mark_fills_written += n.1;
     out.written
         .insert(Topic::Fills, fills_written + mark_fills_written);
-    if !steps.is_empty() {
-        out.snapshots = settle_steps(tx, group, &steps).await?;
+    if !settled.is_empty() {
+        out.snapshots = insert_snapshots(tx, &settled).await?;
     }
 
     out.written.retain(|_, n| *n > 0);
@@ -497,25 +484,6 @@ enum RunKind {
     Marks {
         snapshots: bool,
     },
-}
-
-/// What one segment stored of a market instant (step) (see `settle_steps` in sql/0060).
-struct StepNote {
-    event_time: DateTime<Utc>,
-    expected: Option<i32>,
-    bars: i32,
-    marked: bool,
-}
-
-impl StepNote {
-    fn new(event_time: DateTime<Utc>) -> Self {
-        Self {
-            event_time,
-            expected: None,
-            bars: 0,
-            marked: false,
-        }
-    }
 }
 
 /// Applies a run; returns the fills newly stored from topics and from marks.
@@ -554,22 +522,37 @@ async fn set_snapshots(tx: &mut PgConnection, on: bool) -> Result<(), sqlx::Erro
     Ok(())
 }
 
-/// Records the segment's settlement progress and writes the snapshots of every step that is
-/// now settled; returns how many.
-async fn settle_steps(
+/// Writes the snapshots the settlement marks carry, once per account and instant (a mark
+/// read again after a restart writes nothing); returns how many were new. An account the
+/// database does not have is skipped: its fills are dead-lettered on `fills`.
+async fn insert_snapshots(
     tx: &mut PgConnection,
-    group: &str,
-    steps: &BTreeMap<i64, StepNote>,
+    marks: &[&tradestream_schemas::Progress],
 ) -> Result<u64, ApplyError> {
-    let n: i64 = sqlx::query_scalar("SELECT settle_steps($1, $2, $3, $4, $5, $6)")
-        .bind(group)
-        .bind(steps.keys().copied().collect::<Vec<i64>>())
-        .bind(steps.values().map(|s| s.event_time).collect::<Vec<_>>())
-        .bind(steps.values().map(|s| s.expected).collect::<Vec<_>>())
-        .bind(steps.values().map(|s| s.bars).collect::<Vec<i32>>())
-        .bind(steps.values().map(|s| s.marked).collect::<Vec<bool>>())
+    let mut account = Vec::new();
+    let mut at = Vec::new();
+    let (mut cash, mut positions, mut total) = (Vec::new(), Vec::new(), Vec::new());
+    for m in marks {
+        for a in &m.accounts {
+            account.push(a.account.as_str());
+            at.push(m.event_time);
+            cash.push(a.cash);
+            positions.push(a.positions_value);
+            total.push(a.total_value);
+        }
+    }
+    if account.is_empty() {
+        return Ok(0);
+    }
+    let written = sqlx::query("SELECT write_settled_snapshots($1, $2, $3, $4, $5)")
+        .bind(&account)
+        .bind(&at)
+        .bind(&cash)
+        .bind(&positions)
+        .bind(&total)
         .fetch_one(&mut *tx)
         .await?;
+    let n: i64 = sqlx::Row::try_get(&written, 0)?;
     Ok(n.unsigned_abs())
 }
 

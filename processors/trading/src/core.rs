@@ -20,8 +20,8 @@
 //!
 //! Outputs: the router's orders and the venue's fills and order updates, on `orders` and
 //! `fills` exactly as before the two were composed, and after each sequenced instant one
-//! settlement mark on `progress` carrying the instant's fills, from which the sink settles
-//! the instant's portfolio snapshots.
+//! settlement mark on `progress` carrying the instant's fills and every account's value at
+//! the instant, which the sink writes as the instant's portfolio snapshots.
 //!
 //! Delivery guarantees: the whole state (router, venue, barrier) round-trips through
 //! [`Processor::snapshot`], and every input is idempotent (each part recognises what it has
@@ -35,8 +35,8 @@ use std::fmt::Display;
 use tradestream_exchange::{ExchangeConfig, ExchangeError, ExchangeProcessor};
 use tradestream_router::{AccountView, RouterConfig, RouterError, RouterProcessor};
 use tradestream_schemas::{
-    AccountId, AnyRecord, BarrierStatus, ErrorClass, Fill, MarketData, Order, OrderStatus,
-    ProcessError, Processor, Progress, Record, TaskScope, Topic, TradingSignal,
+    AccountId, AccountValue, AnyRecord, BarrierStatus, ErrorClass, Fill, MarketData, Order,
+    OrderStatus, ProcessError, Processor, Progress, Record, TaskScope, Topic, TradingSignal,
 };
 
 /// Version of the snapshot layout, the first byte of every snapshot; bump it whenever a
@@ -209,14 +209,39 @@ impl TradingCore {
         }
         self.accept(decided, &mut out)?;
         let Outputs { mut records, fills } = out;
-        records.push(AnyRecord::Progress(Progress::new(
+        let mut mark = Progress::new(
             Progress::TRADING,
             instant.step,
             instant.time,
             Vec::new(),
-            fills,
-        )));
+            Vec::new(),
+        );
+        mark.accounts = self.valuations(&fills);
+        mark.fills = fills;
+        records.push(AnyRecord::Progress(mark));
         Ok(records)
+    }
+
+    /// The instant's portfolio snapshots: every account holding a position at its end or
+    /// with a fill in it, valued at each held symbol's last close (the books the risk checks
+    /// use; `connectors/postgres/tests/portfolio_model.rs` keeps them equal to the SQL's).
+    fn valuations(&self, fills: &[Fill]) -> Vec<AccountValue> {
+        self.router
+            .config()
+            .accounts
+            .keys()
+            .filter_map(|id| {
+                let view = self.router.account(id)?;
+                let holds = view.book.positions.values().any(|p| !p.quantity.is_zero());
+                let traded = fills.iter().any(|f| &f.account == id);
+                (holds || traded).then(|| AccountValue {
+                    account: id.clone(),
+                    cash: view.book.cash,
+                    positions_value: view.equity - view.book.cash,
+                    total_value: view.equity,
+                })
+            })
+            .collect()
     }
 
     /// Step 1 and 2 of an instant: the venue fills the bars against the resting orders, the

@@ -107,8 +107,8 @@ pub async fn create(pool: &PgPool, acct: &str, capital: Decimal) {
 pub async fn reset(pool: &PgPool, accounts: &[&str], capital: Decimal) {
     sqlx::query(
         "TRUNCATE market_data, features, signals, anomalies, orders, order_events, fills,
-                  positions, portfolio_snapshots, consumed_offsets, symbol_marks, lockstep_steps,
-                  portfolio_settlement, accounts RESTART IDENTITY CASCADE",
+                  positions, portfolio_snapshots, consumed_offsets, symbol_marks, accounts
+                  RESTART IDENTITY CASCADE",
     )
     .execute(pool)
     .await
