@@ -139,7 +139,8 @@ impl Barrier {
                 signals,
                 expected,
                 "trading: instants are piling up behind step {next}, which still misses bars \
-                 or signals (is the scorer running? was a record of that step dead-lettered?)"
+                 or signals (expected while a replay's market data runs ahead of its signals; \
+                 otherwise: is the scorer running? was a record of that step dead-lettered?)"
             );
         }
     }
