@@ -498,21 +498,16 @@ impl ExchangeProcessor {
         };
         // The common case, and the only one in the trading core: a bar newer than any held.
         if buffer.back().is_none_or(|b| b.event_time < m.event_time) {
+            let mut oldest = None;
             if buffer.len() >= self.config.bar_buffer {
                 buffer.pop_front();
-                // Nothing fills before the oldest kept bar any more (this one, when it is
-                // the only one kept).
-                let oldest = buffer.front().map_or(m.event_time, |b| b.event_time);
-                for ledger in self
-                    .ledgers
-                    .get_mut(&m.symbol)
-                    .into_iter()
-                    .flat_map(BTreeMap::values_mut)
-                {
-                    ledger.compact(oldest);
-                }
+                // This bar is the oldest kept when it is the only one.
+                oldest = Some(buffer.front().map_or(m.event_time, |b| b.event_time));
             }
             buffer.push_back(m.clone());
+            if let Some(oldest) = oldest {
+                self.compact_ledgers(&m.symbol, oldest);
+            }
             return self.apply_bar(m);
         }
         let pos = buffer.partition_point(|b| b.event_time < m.event_time);
@@ -527,22 +522,27 @@ impl ExchangeProcessor {
         if buffer.len() > self.config.bar_buffer {
             let excess = buffer.len() - self.config.bar_buffer;
             buffer.drain(..excess);
-            // Nothing fills before the oldest kept bar any more.
             if let Some(oldest) = buffer.front().map(|b| b.event_time) {
-                for ledger in self
-                    .ledgers
-                    .get_mut(&m.symbol)
-                    .into_iter()
-                    .flat_map(BTreeMap::values_mut)
-                {
-                    ledger.compact(oldest);
-                }
+                self.compact_ledgers(&m.symbol, oldest);
             }
         }
         if newest {
             self.apply_bar(m)
         } else {
             self.catch_up(&m.symbol)
+        }
+    }
+
+    /// Nothing fills before `oldest`, the oldest bar kept of `symbol`, any more: its ledgers
+    /// forget what they booked before it.
+    fn compact_ledgers(&mut self, symbol: &Symbol, oldest: DateTime<Utc>) {
+        for ledger in self
+            .ledgers
+            .get_mut(symbol)
+            .into_iter()
+            .flat_map(BTreeMap::values_mut)
+        {
+            ledger.compact(oldest);
         }
     }
 
