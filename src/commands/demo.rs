@@ -102,18 +102,9 @@ impl Progress {
         };
         let n = self.partitions.get(topic.name()).copied().unwrap_or(0);
         tokio::task::block_in_place(|| {
-            let mut tpl = TopicPartitionList::new();
-            for p in 0..n {
-                tpl.add_partition(topic.name(), p);
-            }
-            let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
-            Ok(committed
-                .elements()
-                .iter()
-                .map(|e| match e.offset() {
-                    Offset::Offset(o) => u64::try_from(o).unwrap_or(0),
-                    _ => 0,
-                })
+            Ok(committed(consumer, topic, n)?
+                .into_iter()
+                .map(|o| u64::try_from(o).unwrap_or(0))
                 .sum())
         })
     }
@@ -128,19 +119,8 @@ impl Progress {
                 }
                 for topic in topics.iter() {
                     let ends = self.ends(topic.name())?;
-                    let mut tpl = TopicPartitionList::new();
-                    for p in 0..ends.len() as i32 {
-                        tpl.add_partition(topic.name(), p);
-                    }
-                    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
-                    for (p, end) in ends.iter().enumerate() {
-                        let done = match committed
-                            .find_partition(topic.name(), p as i32)
-                            .map(|e| e.offset())
-                        {
-                            Some(Offset::Offset(o)) => o,
-                            _ => 0,
-                        };
+                    let done = committed(consumer, *topic, ends.len() as i32)?;
+                    for (p, (done, end)) in done.into_iter().zip(&ends).enumerate() {
                         if done < *end {
                             tracing::debug!(
                                 group,
@@ -158,6 +138,27 @@ impl Progress {
             Ok(true)
         })
     }
+}
+
+/// The offsets `consumer`'s group has committed on partitions `0..partitions` of `topic`, in
+/// partition order (0 where it has none).
+fn committed(consumer: &BaseConsumer, topic: Topic, partitions: i32) -> anyhow::Result<Vec<i64>> {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic.name(), p);
+    }
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok((0..partitions)
+        .map(|p| {
+            match committed
+                .find_partition(topic.name(), p)
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(o)) => o,
+                _ => 0,
+            }
+        })
+        .collect())
 }
 
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {

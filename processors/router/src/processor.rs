@@ -388,10 +388,17 @@ impl RouterProcessor {
         true
     }
 
+    /// One account's books and its equity (cash + positions at their latest closes), without
+    /// the rest of [`Self::account`]'s view: what the trading core values every instant.
+    pub fn valued_book(&self, account: &AccountId) -> Option<(&Book, Decimal)> {
+        let a = self.accounts.get(account)?;
+        Some((&a.book, a.book.equity(|s| self.mark(s))))
+    }
+
     /// A snapshot of one account.
     pub fn account(&self, account: &AccountId) -> Option<AccountView> {
         let a = self.accounts.get(account)?;
-        let equity = a.book.equity(|s| self.mark(s));
+        let (_, equity) = self.valued_book(account)?;
         Some(AccountView {
             book: a.book.clone(),
             equity,

@@ -231,14 +231,14 @@ impl TradingCore {
             .accounts
             .keys()
             .filter_map(|id| {
-                let view = self.router.account(id)?;
-                let holds = view.book.positions.values().any(|p| !p.quantity.is_zero());
+                let (book, equity) = self.router.valued_book(id)?;
+                let holds = book.positions.values().any(|p| !p.quantity.is_zero());
                 let traded = fills.iter().any(|f| &f.account == id);
                 (holds || traded).then(|| AccountValue {
                     account: id.clone(),
-                    cash: view.book.cash,
-                    positions_value: view.equity - view.book.cash,
-                    total_value: view.equity,
+                    cash: book.cash,
+                    positions_value: equity - book.cash,
+                    total_value: equity,
                 })
             })
             .collect()
