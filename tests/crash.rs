@@ -10,13 +10,13 @@
 //! input. What it
 //! asserts:
 //!  (a) every topic — `market_data`, `features`, `trading_signals`, `anomalies`, `orders`,
-//!      `fills` and the settlement marks on `progress` — holds the same set of (id → record)
+//!      `fills` and `valuations` — holds the same set of (id → record)
 //!      in every run;
 //!  (b) on every topic no id carries two different records; every bar has exactly one
 //!      features record; every signal and anomaly comes from a features record; every order
 //!      traces to a signal (or its bracket parent), every fill to an order; every DLQ is empty;
 //!      `market_data` holds no record twice (a restarted ingest skips what it published); the
-//!      trading core marked every instant; the run traded;
+//!      trading core valued the accounts up to the last instant; the run traded;
 //!  (c) Postgres stores every record of every topic exactly once, and its positions, cash and
 //!      portfolio value equal an independent recomputation from the fills topic and last closes,
 //!      as does every portfolio snapshot (one per account and market instant, valued from the
@@ -48,7 +48,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use tradestream_postgres::testing::TestDatabase;
 use tradestream_schemas::topics::STAGE_INPUTS;
-use tradestream_schemas::{AnyRecord, Codec, OriginKind, Progress, Topic};
+use tradestream_schemas::{AnyRecord, Codec, OriginKind, Topic};
 
 const STAGES: [&str; 4] = ["features", "scorer", "trading", "sink"];
 const GROUP_PREFIX: &str = "tradestream";
@@ -241,7 +241,8 @@ impl Diff {
 /// (b): within one run, conflicting ids, lineage and the DLQs.
 fn lineage_problems(run: &Outcome) -> Vec<String> {
     let mut problems = Vec::new();
-    // The trading core settled every instant of the market data.
+    // The trading core processed every instant of the market data: it valued the accounts
+    // it holds positions for up to the last one.
     let steps = run
         .recs(Topic::MarketData)
         .iter()
@@ -251,25 +252,25 @@ fn lineage_problems(run: &Outcome) -> Vec<String> {
         })
         .max()
         .unwrap_or(0);
-    let marked: BTreeSet<i64> = run
-        .recs(Topic::Progress)
+    let valued: BTreeSet<i64> = run
+        .recs(Topic::Valuations)
         .iter()
         .filter_map(|r| match &r.record {
-            AnyRecord::Progress(p) if p.processor == Progress::TRADING => Some(p.step),
+            AnyRecord::Valuation(v) => Some(v.step),
             _ => None,
         })
         .collect();
-    if marked.len() as i64 != steps || marked.last().copied().unwrap_or(0) != steps {
+    if valued.last().copied() != Some(steps) || valued.first().is_some_and(|s| *s < 1) {
         problems.push(format!(
-            "progress: the trading core marked {} of the {steps} instants (last {:?})",
-            marked.len(),
-            marked.last()
+            "valuations: the trading core valued {} instants, the last {:?} of {steps}",
+            valued.len(),
+            valued.last()
         ));
     }
     if run.recs(Topic::Orders).is_empty() || run.recs(Topic::Fills).is_empty() {
         problems.push("the run traded nothing: no orders or no fills".into());
     }
-    for topic in Topic::ALL.into_iter().chain([Topic::Progress]) {
+    for topic in Topic::ALL {
         let d = distinct(run.recs(topic));
         if !d.conflicts.is_empty() {
             let mut p = format!(
@@ -591,7 +592,7 @@ async fn run_once(
     let codec = Codec::new(registry)?;
     let mut topics = BTreeMap::new();
     let mut dlq = BTreeMap::new();
-    for topic in Topic::ALL.into_iter().chain([Topic::Progress]) {
+    for topic in Topic::ALL {
         topics.insert(
             topic,
             read_topic(&broker.kafka, &codec, topic, s.partitions).await?,
@@ -679,11 +680,11 @@ async fn sigkilled_processors_lose_and_duplicate_nothing() -> Result<()> {
         }
     }
 
-    // Lockstep makes every topic, marks included, and the books a function of the input:
+    // The trading core makes every topic, valuations included, and the books a function of the input:
     // a second clean run and the crash run must match the first exactly.
     for other in runs.iter().skip(1).chain(std::iter::once(&crash)) {
         println!("== {} vs {}", other.label, clean.label);
-        for topic in Topic::ALL.into_iter().chain([Topic::Progress]) {
+        for topic in Topic::ALL {
             let d = Diff::of(clean.recs(topic), other.recs(topic));
             if d.is_empty() {
                 println!("   {}: identical", topic.name());

@@ -92,7 +92,7 @@ async fn every_topic_round_trips_through_registry_and_broker() -> Result<()> {
     assert_eq!(
         ids.len(),
         16,
-        "six data topics, `controls`, `progress` and their dead-letter envelopes: {ids:?}"
+        "seven data topics, `controls` and their dead-letter envelopes: {ids:?}"
     );
     round_trip(&stack, samples::market_data()).await?;
     round_trip(&stack, samples::features()).await?;
@@ -101,7 +101,7 @@ async fn every_topic_round_trips_through_registry_and_broker() -> Result<()> {
     round_trip(&stack, samples::order()).await?;
     round_trip(&stack, samples::fill()).await?;
     round_trip(&stack, samples::control()).await?;
-    round_trip(&stack, samples::progress()).await?;
+    round_trip(&stack, samples::valuation()).await?;
     let dead = samples::dead_letter();
     let bytes = stack.codec.encode_dead_letter(&dead).await?;
     assert_eq!(stack.codec.decode_dead_letter(&bytes).await?, dead);

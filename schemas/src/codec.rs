@@ -274,7 +274,7 @@ impl Codec {
             AnyRecord::Order(r) => self.encode(r).await,
             AnyRecord::Fill(r) => self.encode(r).await,
             AnyRecord::Control(r) => self.encode(r).await,
-            AnyRecord::Progress(r) => self.encode(r).await,
+            AnyRecord::Valuation(r) => self.encode(r).await,
         }
     }
 
@@ -288,7 +288,7 @@ impl Codec {
             Topic::Orders => AnyRecord::Order(self.decode(bytes).await?),
             Topic::Fills => AnyRecord::Fill(self.decode(bytes).await?),
             Topic::Controls => AnyRecord::Control(self.decode(bytes).await?),
-            Topic::Progress => AnyRecord::Progress(self.decode(bytes).await?),
+            Topic::Valuations => AnyRecord::Valuation(self.decode(bytes).await?),
         })
     }
 

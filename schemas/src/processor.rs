@@ -11,7 +11,7 @@ use crate::records::*;
 use crate::topics::Topic;
 use chrono::{DateTime, Utc};
 
-/// Any record of the six data topics or of the control-plane topics.
+/// Any record of the data topics or of the control-plane topic.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AnyRecord {
     /// `market_data`.
@@ -28,8 +28,8 @@ pub enum AnyRecord {
     Fill(Fill),
     /// `controls`.
     Control(Control),
-    /// `progress`.
-    Progress(Progress),
+    /// `valuations`.
+    Valuation(Valuation),
 }
 
 macro_rules! dispatch {
@@ -42,7 +42,7 @@ macro_rules! dispatch {
             AnyRecord::Order($r) => $e,
             AnyRecord::Fill($r) => $e,
             AnyRecord::Control($r) => $e,
-            AnyRecord::Progress($r) => $e,
+            AnyRecord::Valuation($r) => $e,
         }
     };
 }
@@ -58,7 +58,7 @@ impl AnyRecord {
             AnyRecord::Order(_) => Topic::Orders,
             AnyRecord::Fill(_) => Topic::Fills,
             AnyRecord::Control(_) => Topic::Controls,
-            AnyRecord::Progress(_) => Topic::Progress,
+            AnyRecord::Valuation(_) => Topic::Valuations,
         }
     }
 
@@ -99,7 +99,7 @@ from_record!(Anomaly, Anomaly);
 from_record!(Order, Order);
 from_record!(Fill, Fill);
 from_record!(Control, Control);
-from_record!(Progress, Progress);
+from_record!(Valuation, Valuation);
 
 /// Why a core could not process a record.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -535,6 +535,30 @@ pub struct Order {
     pub updated_time: DateTime<Utc>,
 }
 
+impl Order {
+    /// A request to cancel this order for `cause` (an id: the API's request, the order whose
+    /// fill closed the position): a request, not a state. It keeps the order's last known
+    /// sequence, so it never moves the order on (the venue's CANCELED event does), and has
+    /// an id of its own, `<order_id>:cancel:<cause>`, distinct from every event's.
+    pub fn cancel_request(&self, cause: &str, reason: String, at: DateTime<Utc>) -> Order {
+        let mut cancel = self.clone();
+        cancel.event_id = format!("{}:cancel:{cause}", self.order_id);
+        cancel.status = OrderStatus::Canceled;
+        cancel.reject_reason = Some(reason);
+        cancel.updated_time = at;
+        cancel
+    }
+
+    /// Whether this is a [`Order::cancel_request`].
+    pub fn is_cancel_request(&self) -> bool {
+        self.status == OrderStatus::Canceled
+            && self
+                .event_id
+                .strip_prefix(self.order_id.as_str())
+                .is_some_and(|rest| rest.starts_with(":cancel:"))
+    }
+}
+
 impl Record for Order {
     const TOPIC: Topic = Topic::Orders;
     const NAME: &'static str = "Order";
@@ -714,39 +738,21 @@ impl Record for Control {
     }
 }
 
-/// `progress`: a settlement mark. The trading core publishes one per sequenced market
-/// instant it has processed, carrying the instant's fills, so the sink knows when every fill
-/// of the instant is stored and can settle its portfolio snapshots (see `docs/operations.md`).
+/// `valuations`: one account's value at the end of a market instant, as the trading core's
+/// books hold it. The amounts are exact decimals of any scale (Avro strings): a quantity
+/// times a price can have more than the 8 decimal places of the schemas' `decimal` type. The
+/// sink stores each as the account's portfolio snapshot at the instant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Progress {
-    /// `progress:<processor>:<step>`.
-    pub record_id: String,
-    /// Who processed the instant ([`Progress::TRADING`]).
-    pub processor: String,
-    /// The step finished.
-    pub step: i64,
-    /// Event time of the step's bars.
-    #[serde(with = "chrono::serde::ts_microseconds")]
-    pub event_time: DateTime<Utc>,
-    /// Unused since the trading core replaced the router-exchange lockstep: always empty,
-    /// kept so the schema stays compatible.
-    pub orders: Vec<Order>,
-    /// The instant's fills, in publishing order (each also on `fills`).
-    pub fills: Vec<Fill>,
-    /// Every account holding a position at the end of the instant or trading in it, valued
-    /// at the instant: the instant's portfolio snapshots (absent from marks written before
-    /// the field existed).
-    #[serde(default)]
-    pub accounts: Vec<AccountValue>,
-}
-
-/// One account's books at the end of a market instant, as the trading core holds them. The
-/// amounts are exact decimals of any scale (Avro strings): a quantity times a price can have
-/// more than the 8 decimal places of the schemas' `decimal` type.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AccountValue {
+pub struct Valuation {
+    /// `<account>:<instant>` (see [`Valuation::new`]).
+    pub valuation_id: String,
     /// The account.
     pub account: AccountId,
+    /// The instant's step (0: an unsequenced bar, an instant of its own).
+    pub step: i64,
+    /// Event time of the instant's bars.
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub event_time: DateTime<Utc>,
     /// Cash after every fill up to the instant.
     #[serde(with = "rust_decimal::serde::str")]
     pub cash: Decimal,
@@ -758,75 +764,76 @@ pub struct AccountValue {
     pub total_value: Decimal,
 }
 
-impl Progress {
-    /// The trading core's settlement marks: one per sequenced instant, with its fills.
-    pub const TRADING: &'static str = "trading";
-
-    /// A mark of `processor` for `step`.
+impl Valuation {
+    /// `account`'s value at the instant (`step`, `event_time`). Its id is
+    /// `<account>:step:<step>` for a sequenced instant and `<account>:<bar record id>` for an
+    /// unsequenced bar (`bar`), which is an instant of its own: several may share a time.
     pub fn new(
-        processor: &str,
-        step: i64,
-        event_time: DateTime<Utc>,
-        orders: Vec<Order>,
-        fills: Vec<Fill>,
+        account: AccountId,
+        (step, event_time, bar): (i64, DateTime<Utc>, Option<&str>),
+        cash: Decimal,
+        positions_value: Decimal,
     ) -> Self {
+        let valuation_id = match bar {
+            Some(bar) => format!("{account}:{bar}"),
+            None => format!("{account}:step:{step}"),
+        };
         Self {
-            record_id: format!("progress:{processor}:{step}"),
-            processor: processor.to_string(),
+            valuation_id,
+            account,
             step,
             event_time,
-            orders,
-            fills,
-            accounts: Vec::new(),
+            cash,
+            positions_value,
+            total_value: cash + positions_value,
         }
     }
 }
 
-impl Record for Progress {
-    const TOPIC: Topic = Topic::Progress;
-    const NAME: &'static str = "Progress";
+impl Record for Valuation {
+    const TOPIC: Topic = Topic::Valuations;
+    const NAME: &'static str = "Valuation";
     fn id(&self) -> &str {
-        &self.record_id
+        &self.valuation_id
     }
     fn key(&self) -> &str {
-        &self.processor
+        self.account.as_str()
     }
     fn event_time(&self) -> DateTime<Utc> {
         self.event_time
     }
     fn validate(&self) -> Result<(), ValidationError> {
-        const R: &str = "Progress";
-        if self.processor != Self::TRADING {
-            return Err(invalid(
-                R,
-                "processor",
-                format!("must be {}, got {:?}", Self::TRADING, self.processor),
-            ));
-        }
-        if self.step < 1 {
+        const R: &str = "Valuation";
+        if self.step < 0 {
             return Err(invalid(
                 R,
                 "step",
-                format!("must be >= 1, got {}", self.step),
+                format!("must be >= 0, got {}", self.step),
             ));
         }
-        for o in &self.orders {
-            o.validate()?;
+        if !self
+            .valuation_id
+            .strip_prefix(self.account.as_str())
+            .is_some_and(|rest| rest.len() > 1 && rest.starts_with(':'))
+        {
+            return Err(invalid(
+                R,
+                "valuation_id",
+                format!(
+                    "must be <account>:<instant> for account {}, got {:?}",
+                    self.account, self.valuation_id
+                ),
+            ));
         }
-        for f in &self.fills {
-            f.validate()?;
-        }
-        for a in &self.accounts {
-            if a.cash + a.positions_value != a.total_value {
-                return Err(invalid(
-                    R,
-                    "accounts.total_value",
-                    format!(
-                        "{}: must be cash + positions_value ({} + {}), got {}",
-                        a.account, a.cash, a.positions_value, a.total_value
-                    ),
-                ));
-            }
+        if self.cash + self.positions_value != self.total_value {
+            return Err(invalid(
+                R,
+                "total_value",
+                format!(
+                    "must be cash + positions_value ({} + {}), got {}",
+                    self.cash, self.positions_value, self.total_value
+                ),
+            ));
         }
         Ok(())
     }

@@ -153,21 +153,14 @@ pub fn control() -> Control {
     }
 }
 
-/// The trading core's settlement mark of step 3 with one order update and one fill.
-pub fn progress() -> Progress {
-    let mut update = order();
-    update.status = OrderStatus::PartiallyFilled;
-    update.sequence = 2;
-    update.event_id = "order:1:2".into();
-    update.filled_quantity = dec("1.5");
-    let mut mark = Progress::new(Progress::TRADING, 3, t0(), vec![update], vec![fill()]);
-    mark.accounts = vec![crate::records::AccountValue {
-        account: account(),
-        cash: dec("990098.50000001"),
-        positions_value: dec("9899.98500000001"),
-        total_value: dec("999998.48500001001"),
-    }];
-    mark
+/// An account's value at step 3, with more decimal places than the `decimal` fields hold.
+pub fn valuation() -> Valuation {
+    Valuation::new(
+        account(),
+        (3, t0(), None),
+        dec("990098.50000001"),
+        dec("9899.98500000001"),
+    )
 }
 
 /// A dead letter for an undecodable market-data record.

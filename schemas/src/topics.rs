@@ -21,10 +21,9 @@ pub enum Topic {
     /// provisioned and registered like the others, but not in [`Topic::ALL`], so the sink
     /// does not store it.
     Controls,
-    /// Settlement marks of the trading core (one per sequenced instant, with its fills),
-    /// keyed by processor. Control-plane like `controls`: not in [`Topic::ALL`] and not
-    /// stored as a table, but the sink reads them to settle portfolio snapshots per instant.
-    Progress,
+    /// Each account's value at the end of each market instant, from the trading core's
+    /// books, keyed by account: the portfolio snapshots.
+    Valuations,
 }
 
 /// The topics each pipeline stage's consumer group (`<prefix>-<stage>`) reads, `controls`
@@ -46,7 +45,7 @@ pub const STAGE_INPUTS: [(&str, &[Topic]); 4] = [
             Topic::Anomalies,
             Topic::Orders,
             Topic::Fills,
-            Topic::Progress,
+            Topic::Valuations,
         ],
     ),
 ];
@@ -77,19 +76,18 @@ pub enum KeyField {
     Account,
     /// The control's name: keeps each control's commands in order on one partition.
     ControlName,
-    /// The processor that wrote a settlement mark: its marks stay in step order.
-    Processor,
 }
 
 impl Topic {
     /// All data topics, in pipeline order.
-    pub const ALL: [Topic; 6] = [
+    pub const ALL: [Topic; 7] = [
         Topic::MarketData,
         Topic::Features,
         Topic::TradingSignals,
         Topic::Anomalies,
         Topic::Orders,
         Topic::Fills,
+        Topic::Valuations,
     ];
 
     /// Every topic: the data topics, then the control-plane ones. Provisioning, schema
@@ -101,8 +99,8 @@ impl Topic {
         Topic::Anomalies,
         Topic::Orders,
         Topic::Fills,
+        Topic::Valuations,
         Topic::Controls,
-        Topic::Progress,
     ];
 
     /// The Kafka topic name.
@@ -115,7 +113,7 @@ impl Topic {
             Topic::Orders => "orders",
             Topic::Fills => "fills",
             Topic::Controls => "controls",
-            Topic::Progress => "progress",
+            Topic::Valuations => "valuations",
         }
     }
 
@@ -129,7 +127,7 @@ impl Topic {
             Topic::Orders => include_str!("../avro/orders.avsc"),
             Topic::Fills => include_str!("../avro/fills.avsc"),
             Topic::Controls => include_str!("../avro/control.avsc"),
-            Topic::Progress => include_str!("../avro/progress.avsc"),
+            Topic::Valuations => include_str!("../avro/valuations.avsc"),
         }
     }
 
@@ -139,9 +137,8 @@ impl Topic {
             Topic::MarketData | Topic::Features | Topic::TradingSignals | Topic::Anomalies => {
                 KeyField::Symbol
             }
-            Topic::Orders | Topic::Fills => KeyField::Account,
+            Topic::Orders | Topic::Fills | Topic::Valuations => KeyField::Account,
             Topic::Controls => KeyField::ControlName,
-            Topic::Progress => KeyField::Processor,
         }
     }
 

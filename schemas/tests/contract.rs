@@ -90,35 +90,21 @@ fn controls_match_schema() {
 }
 
 #[test]
-fn progress_matches_schema() {
-    check_record(samples::progress());
-    let mut empty = samples::progress();
-    empty.orders.clear();
-    empty.fills.clear();
-    check_record(empty);
+fn valuations_match_schema() {
+    check_record(samples::valuation());
 }
 
-/// The order and fill records a mark carries are the `orders` and `fills` schemas, inlined
-/// (Avro names each type once, so the fill's `Side` refers to the order's).
 #[test]
-fn progress_carries_the_order_and_fill_schemas() {
-    let progress: serde_json::Value = serde_json::from_str(Topic::Progress.schema()).expect("json");
-    let order: serde_json::Value = serde_json::from_str(Topic::Orders.schema()).expect("json");
-    let mut fill: serde_json::Value = serde_json::from_str(Topic::Fills.schema()).expect("json");
-    let field = |v: &serde_json::Value, name: &str| {
-        v["fields"]
-            .as_array()
-            .and_then(|f| f.iter().find(|f| f["name"] == name))
-            .cloned()
-            .expect("field")
-    };
-    assert_eq!(field(&progress, "orders")["type"]["items"], order);
-    for f in fill["fields"].as_array_mut().expect("fields") {
-        if f["type"]["name"] == "Side" {
-            f["type"] = serde_json::Value::String("Side".into());
-        }
-    }
-    assert_eq!(field(&progress, "fills")["type"]["items"], fill);
+fn valuation_validation_names_the_field() {
+    let mut v = samples::valuation();
+    v.total_value += rust_decimal::Decimal::ONE;
+    assert_eq!(v.validate().expect_err("sum").field, "total_value");
+    let mut v = samples::valuation();
+    v.valuation_id = "someone-else:step:3".into();
+    assert_eq!(
+        v.validate().expect_err("other account").field,
+        "valuation_id"
+    );
 }
 
 #[test]

@@ -56,7 +56,7 @@ impl Progress {
             ));
         }
         let mut partitions = BTreeMap::new();
-        for topic in Topic::ALL.into_iter().chain([Topic::Progress]) {
+        for topic in Topic::ALL {
             for name in [topic.name().to_string(), topic.dlq()] {
                 let md = watermarks.fetch_metadata(Some(&name), Duration::from_secs(10))?;
                 let n = md

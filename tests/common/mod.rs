@@ -668,7 +668,8 @@ pub async fn portfolio_snapshots(pool: &sqlx::PgPool) -> Result<Vec<Snapshot>> {
         .collect())
 }
 
-/// The settled snapshots (sql/0060) recomputed from the topics alone and compared with
+/// The portfolio snapshots (the trading core's valuations) recomputed from the fills and
+/// market data alone and compared with
 /// `stored`: at every market instant, for each account that holds a position then or traded
 /// then, cash from the fills up to it and each held symbol's last close up to it. Returns the
 /// problems found (the first few differences).

@@ -2,7 +2,7 @@
 //! to retry, dead-letter the record or stop.
 //!
 //! Database errors are mapped in one place, [`PostgresError::from_sqlx`]: by the custom
-//! SQLSTATEs our triggers and functions raise (class `TS`, see `sql/0002_portfolio.sql`) and by
+//! SQLSTATEs our triggers and functions raise (class `TS`, see `sql/0002_books.sql`) and by
 //! the `<table>_<column>_<rule>` names of our constraints.
 
 use sqlx::postgres::PgDatabaseError;

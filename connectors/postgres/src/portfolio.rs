@@ -1,6 +1,7 @@
-//! Typed async wrappers over the portfolio tables and SQL functions of `sql/0002_portfolio.sql`,
-//! for the sink processor and the REST API. All money and quantities are `Decimal`, all times
-//! `DateTime<Utc>`; the accounting itself lives in the database triggers, not here.
+//! Typed async wrappers over the portfolio tables (`sql/0001_schema.sql`) and SQL functions
+//! (`sql/0002_books.sql`), for the sink processor and the REST API. All money and quantities
+//! are `Decimal`, all times `DateTime<Utc>`; the accounting itself lives in the database
+//! triggers, not here.
 //!
 //! Every function takes any executor (`&PgPool`, `&mut PgConnection`, `&mut *transaction`), so a
 //! caller can group writes with its consumed offsets in one transaction.
@@ -11,7 +12,7 @@ use rust_decimal::Decimal;
 use sqlx::PgExecutor;
 use tradestream_schemas::{
     AccountId, Fill, Liquidity, Order, OrderStatus, OrderType, OriginKind, Side, Symbol,
-    TimeInForce,
+    TimeInForce, Valuation,
 };
 
 /// A new account: cash starts at `initial_capital`.
@@ -147,7 +148,7 @@ pub struct PortfolioSnapshot {
     /// Account id.
     #[sqlx(try_from = "String")]
     pub account_id: AccountId,
-    /// Event time of the change.
+    /// Event time of the instant valued.
     pub snapshot_time: DateTime<Utc>,
     /// Cash plus positions value.
     pub total_value: Decimal,
@@ -380,7 +381,7 @@ pub async fn require_available_funds<'e, E: PgExecutor<'e>>(
 }
 
 /// Marks every position in `symbol` at `price` as of event time `at`; returns how many
-/// positions were updated (each also writes a portfolio snapshot).
+/// positions were updated (their accounts are revalued; no portfolio snapshot is written).
 pub async fn mark_to_market<'e, E: PgExecutor<'e>>(
     executor: E,
     symbol: &Symbol,
@@ -409,9 +410,8 @@ pub struct Mark<'a> {
 
 /// Marks positions at each of `marks` in order, leaving each position and account exactly as
 /// one [`mark_to_market`] per mark would, in a few set-based statements instead of one update
-/// of the same rows per mark. Snapshots are per instant: one per account for each run of its
-/// consecutive marks with the same time, valued after the last of them (migration 0050).
-/// Returns the number of position marks.
+/// of the same rows per mark. Writes no portfolio snapshot (those are the trading core's
+/// valuations, `write_valuations`). Returns the number of position marks.
 pub async fn mark_to_market_batch<'e, E: PgExecutor<'e>>(
     executor: E,
     marks: &[Mark<'_>],
@@ -420,6 +420,39 @@ pub async fn mark_to_market_batch<'e, E: PgExecutor<'e>>(
         .bind(marks.iter().map(|m| m.symbol.as_str()).collect::<Vec<_>>())
         .bind(marks.iter().map(|m| m.price).collect::<Vec<_>>())
         .bind(marks.iter().map(|m| m.at).collect::<Vec<_>>())
+        .fetch_one(executor)
+        .await?;
+    Ok(n.unsigned_abs())
+}
+
+/// Stores the trading core's valuations as portfolio snapshots (`write_valuations`): one row
+/// per account and instant, P&L and return from the account's initial capital; the last of
+/// several for one account and time wins, one read again changes nothing. An unknown account
+/// is refused (TS002, [`crate::PostgresError`] class dead-letter). Returns the rows inserted
+/// or changed.
+pub async fn write_valuations<'e, E: PgExecutor<'e>>(
+    executor: E,
+    valuations: &[&Valuation],
+) -> Result<u64> {
+    if valuations.is_empty() {
+        return Ok(0);
+    }
+    let n: i64 = sqlx::query_scalar("SELECT write_valuations($1, $2, $3, $4, $5)")
+        .bind(
+            valuations
+                .iter()
+                .map(|v| v.account.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(valuations.iter().map(|v| v.event_time).collect::<Vec<_>>())
+        .bind(valuations.iter().map(|v| v.cash).collect::<Vec<_>>())
+        .bind(
+            valuations
+                .iter()
+                .map(|v| v.positions_value)
+                .collect::<Vec<_>>(),
+        )
+        .bind(valuations.iter().map(|v| v.total_value).collect::<Vec<_>>())
         .fetch_one(executor)
         .await?;
     Ok(n.unsigned_abs())

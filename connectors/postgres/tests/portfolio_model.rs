@@ -2,7 +2,9 @@
 //! over three symbols, checked after every step against an independent Rust model of the
 //! accounting rules, with exact `Decimal` equality; and against the trading core's own books
 //! (`tradestream_router::Book`, what its risk checks decide on), so the books in Rust and the
-//! books the SQL triggers keep cannot drift apart.
+//! books the SQL triggers keep cannot drift apart. Fills and marks write no portfolio
+//! snapshots; the trading core's valuation of each step, stored through `write_valuations`
+//! as the sink stores it, is the step's snapshot and holds the model's values.
 
 mod common;
 
@@ -114,7 +116,6 @@ struct ModelPosition {
 struct Model {
     cash: Decimal,
     positions: BTreeMap<&'static str, ModelPosition>,
-    snapshots: usize,
 }
 
 impl Model {
@@ -122,7 +123,6 @@ impl Model {
         Self {
             cash: INITIAL_CAPITAL,
             positions: BTreeMap::new(),
-            snapshots: 0,
         }
     }
 
@@ -217,7 +217,6 @@ impl Model {
         pos.commission += commission;
         let mark = *pos.current_price.get_or_insert(price);
         pos.unrealized_pnl = pos.quantity * (mark - pos.avg_price);
-        self.snapshots += 1;
     }
 
     fn mark(&mut self, symbol: &str, price: Decimal) -> u32 {
@@ -225,7 +224,6 @@ impl Model {
             Some(pos) => {
                 pos.current_price = Some(price);
                 pos.unrealized_pnl = pos.quantity * (price - pos.avg_price);
-                self.snapshots += 1;
                 1
             }
             None => 0,
@@ -315,34 +313,49 @@ async fn compare(
         account.total_value
     );
 
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM portfolio_snapshots")
+    // Fills and marks (at their times, from `at(1, 0)` on) wrote no snapshot; the trading
+    // core's valuation of the step (dated before them) is one.
+    let count: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM portfolio_snapshots WHERE snapshot_time >= $1")
+            .bind(at(1, 0))
+            .fetch_one(pool)
+            .await?;
+    anyhow::ensure!(
+        count == 0,
+        "step {step}: {count} snapshots from fills or marks"
+    );
+    let at = chrono::DateTime::from_timestamp(1_262_304_000 + step as i64, 0).context("time")?;
+    let written: i64 = sqlx::query_scalar("SELECT write_valuations($1, $2, $3, $4, $5)")
+        .bind(vec![ACCOUNT])
+        .bind(vec![at])
+        .bind(vec![book.cash])
+        .bind(vec![equity - book.cash])
+        .bind(vec![equity])
         .fetch_one(pool)
         .await?;
     anyhow::ensure!(
-        count as usize == model.snapshots,
-        "step {step}: snapshots db {count} model {}",
-        model.snapshots
+        written == 1,
+        "step {step}: write_valuations wrote {written}"
     );
-    let last: Option<(Decimal, Decimal, Decimal, Decimal, Decimal)> = sqlx::query_as(
+    let got: (Decimal, Decimal, Decimal, Decimal, Decimal) = sqlx::query_as(
         "SELECT total_value, cash, positions_value, total_pnl, total_return
-           FROM portfolio_snapshots ORDER BY snapshot_id DESC LIMIT 1",
+           FROM portfolio_snapshots WHERE snapshot_time = $1",
     )
-    .fetch_optional(pool)
+    .bind(at)
+    .fetch_one(pool)
     .await?;
-    if let Some(got) = last {
-        let pnl = total - INITIAL_CAPITAL;
-        let expected = (
-            total,
-            model.cash,
-            model.positions_value(),
-            pnl,
-            Model::round8(pnl / INITIAL_CAPITAL),
-        );
-        anyhow::ensure!(
-            got == expected,
-            "step {step}: last snapshot db {got:?} model {expected:?}"
-        );
-    }
+    let pnl = total - INITIAL_CAPITAL;
+    let expected = (
+        total,
+        model.cash,
+        model.positions_value(),
+        pnl,
+        Model::round8(pnl / INITIAL_CAPITAL),
+    );
+    anyhow::ensure!(
+        got == expected,
+        "step {step}: the valuation's snapshot {got:?}, model {expected:?}"
+    );
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! The stored procedures and triggers of `sql/0002_portfolio.sql` against a real PostgreSQL,
+//! The stored procedures and triggers of `sql/0002_books.sql` against a real PostgreSQL,
 //! with every expected figure worked out by hand in the comments.
 
 mod common;
@@ -521,24 +521,9 @@ async fn apply_fill_buy_add_partial_sell_and_close() -> Result<()> {
     .await?;
     assert_cash_and_value(pool, "acc", dec!(100005.5), dec!(100005.5)).await?;
 
-    // every fill wrote a snapshot at its event time, seeing the cash after that fill
+    // fills write no portfolio snapshot: the trading core's valuations are the snapshots
     let snaps = portfolio::snapshots(pool, &acct("acc"), at(1, 0), at(2, 0)).await?;
-    let got: Vec<_> = snaps
-        .iter()
-        .map(|s| (s.snapshot_time, s.cash, s.positions_value, s.total_value))
-        .collect();
-    assert_eq!(
-        got,
-        vec![
-            (at(1, 0), dec!(98999), dec!(1000), dec!(99999)),
-            (at(1, 1), dec!(98467.5), dec!(1500), dec!(99967.5)),
-            (at(1, 2), dec!(99016.5), dec!(1000), dec!(100016.5)),
-            (at(1, 3), dec!(100005.5), dec!(0), dec!(100005.5)),
-        ]
-    );
-    let last = snaps.last().expect("snapshots");
-    assert_eq!(last.total_pnl, dec!(5.5));
-    assert_eq!(last.total_return, dec!(0.000055)); // 5.5 / 100000
+    assert!(snaps.is_empty(), "{snaps:?}");
     db.cleanup().await;
     Ok(())
 }
@@ -986,29 +971,23 @@ async fn mark_to_market_and_calculate_position_pnl() -> Result<()> {
     )
     .await?;
 
-    // the marks wrote snapshots at the mark's event time with the new values:
+    // the marks moved the accounts' values and wrote no snapshot:
     // long: cash 10000 - 1000 - 300 = 8700; positions 10*103.5 + 300 = 1335; total 10035
-    let snaps = portfolio::snapshots(pool, &acct("long"), at(2, 0), at(2, 0)).await?;
-    assert_eq!(snaps.len(), 1);
-    let s = &snaps[0];
-    assert_eq!(
-        (s.cash, s.positions_value, s.total_value, s.total_pnl),
-        (dec!(8700), dec!(1335), dec!(10035), dec!(35))
-    );
-    assert_eq!(s.total_return, dec!(0.0035));
-    // short: cash 10000 + 404 = 10404; positions -4 * 103.5 = -414; total 9990; return -0.001
-    let snaps = portfolio::snapshots(pool, &acct("short"), at(2, 0), at(2, 0)).await?;
-    assert_eq!(snaps.len(), 1);
-    assert_eq!(
-        (snaps[0].total_value, snaps[0].total_return),
-        (dec!(9990), dec!(-0.001))
-    );
+    let a = portfolio::account(pool, &acct("long"))
+        .await?
+        .expect("account");
+    assert_eq!((a.cash, a.total_value), (dec!(8700), dec!(10035)));
+    for account in ["long", "short"] {
+        let snaps = portfolio::snapshots(pool, &acct(account), at(1, 0), at(9, 0)).await?;
+        assert!(snaps.is_empty(), "{account}: {snaps:?}");
+    }
+    // short: cash 10000 + 404 = 10404; positions -4 * 103.5 = -414; total 9990
     let a = portfolio::account(pool, &acct("short"))
         .await?
         .expect("account");
     assert_eq!(a.total_value, dec!(9990));
 
-    // a position deleted by hand still updates the account and writes a snapshot
+    // a position deleted by hand still updates the account
     sqlx::query("DELETE FROM positions WHERE account_id = 'long' AND symbol = 'MSFT'")
         .execute(pool)
         .await?;
@@ -1141,29 +1120,53 @@ async fn portfolio_stats_on_a_hand_computed_series() -> Result<()> {
     Ok(())
 }
 
+/// The trading core's valuations as snapshots: P&L and return from the account's capital,
+/// the last of several at one time wins, one read again changes nothing, an unknown account
+/// is refused; the statistics read them.
 #[tokio::test]
-async fn portfolio_stats_from_fills_and_marks() -> Result<()> {
+async fn portfolio_stats_from_valuations() -> Result<()> {
     let db = TestDatabase::new().await?;
     let pool = db.pool();
     create_account(pool, "acc", dec!(1000)).await;
-    // all in: 10 @ 100, then marks 110, 99, 108.9 -> values 1000, 1100, 990, 1089
-    portfolio::insert_fill(
-        pool,
-        &fill(
-            "f",
-            "acc",
-            "IXIC",
-            Side::Buy,
-            dec!(10),
-            dec!(100),
+    // all in: 10 @ 100, then closes 110, 99, 108.9 -> values 1000, 1100, 990, 1089
+    let value = |day, positions: Decimal| {
+        tradestream_schemas::Valuation::new(
+            acct("acc"),
+            (i64::from(day), at(day, 16), None),
             dec!(0),
-            at(1, 16),
-        ),
-    )
-    .await?;
-    portfolio::mark_to_market(pool, &sym("IXIC"), dec!(110), at(2, 16)).await?;
-    portfolio::mark_to_market(pool, &sym("IXIC"), dec!(99), at(3, 16)).await?;
-    portfolio::mark_to_market(pool, &sym("IXIC"), dec!(108.9), at(4, 16)).await?;
+            positions,
+        )
+    };
+    let early = value(2, dec!(1050));
+    let days = [
+        value(1, dec!(1000)),
+        value(2, dec!(1100)),
+        value(3, dec!(990)),
+        value(4, dec!(1089)),
+    ];
+    let mut batch: Vec<&tradestream_schemas::Valuation> = vec![&days[0], &early];
+    batch.extend(&days[1..]);
+    assert_eq!(portfolio::write_valuations(pool, &batch).await?, 4);
+    assert_eq!(portfolio::write_valuations(pool, &batch).await?, 0, "again");
+    let snaps = portfolio::snapshots(pool, &acct("acc"), at(2, 0), at(3, 0)).await?;
+    assert_eq!(
+        snaps
+            .iter()
+            .map(|s| (s.total_value, s.total_pnl, s.total_return))
+            .collect::<Vec<_>>(),
+        vec![(dec!(1100), dec!(100), dec!(0.1))],
+        "the last of day 2's wins"
+    );
+    let ghost =
+        tradestream_schemas::Valuation::new(acct("ghost"), (1, at(1, 16), None), dec!(1), dec!(0));
+    let err = portfolio::write_valuations(pool, &[&ghost])
+        .await
+        .expect_err("unknown account");
+    assert_eq!(
+        err.class(),
+        tradestream_schemas::ErrorClass::DeadLetter,
+        "{err}"
+    );
     let stats =
         portfolio::get_portfolio_stats(pool, at(1, 0), at(5, 0), Some(&acct("acc"))).await?;
     assert_eq!(stats.snapshots, 4);

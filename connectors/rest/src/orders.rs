@@ -578,12 +578,12 @@ pub(crate) async fn cancel_order(
             view.status.as_str()
         )));
     }
-    let mut cancel = row.record()?;
-    let request_id = uuid::Uuid::new_v4();
-    cancel.event_id = format!("{}:cancel:{request_id}", cancel.order_id);
-    cancel.status = tradestream_schemas::OrderStatus::Canceled;
-    cancel.reject_reason = Some(format!("MANUAL_CANCEL: by={}", principal.subject));
-    cancel.updated_time = Utc::now().max(row.updated_at);
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let cancel = row.record()?.cancel_request(
+        &request_id,
+        format!("MANUAL_CANCEL: by={}", principal.subject),
+        Utc::now().max(row.updated_at),
+    );
     state
         .publisher()
         .publish(&AnyRecord::Order(cancel.clone()))

@@ -1,6 +1,6 @@
 //! Venue configuration: slippage, the commission schedule (the router's formula, see
-//! [`tradestream_router::Commission`]), optional volume participation for partial fills, and
-//! how many recent bars per symbol are kept to fill orders that arrive after their bars.
+//! [`tradestream_router::Commission`]), optional volume participation for partial fills, the
+//! session of DAY orders, margin accounts, and how long finished orders are remembered.
 
 use crate::error::ExchangeError;
 use rust_decimal::Decimal;
@@ -17,9 +17,6 @@ fn default_commission_bps() -> Decimal {
 }
 fn default_commission_min() -> Decimal {
     Decimal::ONE
-}
-fn default_bar_buffer() -> usize {
-    256
 }
 
 /// Which UTC day a DAY order lives for.
@@ -74,15 +71,12 @@ pub struct ExchangeConfig {
     /// later bars: PARTIALLY_FILLED); absent: full quantity at once.
     #[serde(default, deserialize_with = "tradestream_router::amount::de_opt")]
     pub max_participation_pct: Option<Decimal>,
-    /// Recent bars kept per symbol for orders that arrive after the bars that may fill them.
-    #[serde(default = "default_bar_buffer")]
-    pub bar_buffer: usize,
     /// Session of DAY orders: `first_bar` or `created`.
     #[serde(default = "default_day_session")]
     pub day_session: DaySession,
     /// Margin accounts, which may sell more than they hold. Every other account is a cash
-    /// account: the venue executes its sells only up to the position it holds (at the fill's
-    /// time and every later booked fill) and cancels the rest with `VENUE_NO_POSITION`.
+    /// account: the venue executes its sells only up to the position the books say it holds
+    /// and cancels the rest with `VENUE_NO_POSITION`.
     /// `tradestream up`/`demo` add the router's `allow_short` accounts.
     #[serde(default)]
     pub short_accounts: BTreeSet<AccountId>,
@@ -107,7 +101,6 @@ impl Default for ExchangeConfig {
             commission_bps: default_commission_bps(),
             commission_min: default_commission_min(),
             max_participation_pct: None,
-            bar_buffer: default_bar_buffer(),
             day_session: default_day_session(),
             short_accounts: BTreeSet::new(),
             dedup_orders: default_dedup_orders(),
@@ -152,9 +145,6 @@ impl ExchangeConfig {
                 "max_participation_pct: must be in (0, 100], got {v}"
             ));
         }
-        if self.bar_buffer == 0 {
-            p.push("bar_buffer: must be > 0".to_string());
-        }
         if self.dedup_orders == 0 {
             p.push("dedup_orders: must be > 0".to_string());
         }
@@ -176,12 +166,12 @@ mod tests {
         assert_eq!(c, ExchangeConfig::default());
         c.validate()?;
         let bad: ExchangeConfig = serde_json::from_str(
-            r#"{"slippage_bps": "-1", "commission_min": "-2", "bar_buffer": 0, "dedup_orders": 0}"#,
+            r#"{"slippage_bps": "-1", "commission_min": "-2", "dedup_orders": 0}"#,
         )?;
         let Err(ExchangeError::Config { problems }) = bad.validate() else {
             return Err("expected errors".into());
         };
-        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(problems.iter().any(|p| p.starts_with("dedup_orders")));
         assert!(serde_json::from_str::<ExchangeConfig>(r#"{"typo": 1}"#).is_err());
         Ok(())

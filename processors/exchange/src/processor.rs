@@ -1,25 +1,24 @@
-//! The exchange core: holds accepted orders and fills them against later market data.
+//! The paper venue: holds accepted orders and fills them against later market data.
 //!
-//! No look-ahead: an order only trades on bars whose `event_time` is strictly after its
-//! `created_time` (a bracket child also only after the bar that filled its parent). The two
-//! input topics interleave arbitrarily, so the venue keeps the last `bar_buffer` bars per
-//! symbol: an order that arrives late is first run against the buffered bars after its
-//! creation, in time order, exactly as if it had been resting when they arrived. Bars are
-//! applied to a symbol's orders one bar at a time, in (created_time, order_id) order, so OCO
-//! and parent/child effects do not depend on arrival order either.
+//! It is one part of the trading core (`tradestream-trading`), which calls it once per market
+//! instant with the instant's bars, then with the orders decided on them, so inputs arrive
+//! in time order: an order only trades on bars whose `event_time` is strictly after its
+//! `created_time` (a bracket child also only after the bar that filled its parent), and a
+//! bar is applied to its symbol's orders one order at a time, in (created_time, order_id)
+//! order, so OCO and parent/child effects are fixed by the input.
 //!
-//! In the pipeline the trading core (`tradestream-trading`) calls it once per market instant
-//! with the instant's bars, then with the orders decided on them, so no order is ever late
-//! and no cancel races a bar; the buffers matter where inputs arrive in their own order.
+//! What an account holds is not the venue's to track: a cash account's sell executes only
+//! up to the position the books passed in ([`Holdings`]; the trading core passes the
+//! router's, the one books model) say it holds, plus what this bar's earlier fills moved.
 //!
 //! Outputs: `fills` (`fill_id = order_id:fill:n`, n from 0) and the order's next states on
 //! `orders` (sequence = last seen + 1, cumulative `filled_quantity`).
 //!
-//! Delivery guarantees: the whole venue state (bar buffers, held and finished orders, OCO
-//! winners, ledgers) round-trips through [`Processor::snapshot`] (a format-version byte, then
+//! Delivery guarantees: the whole venue state (held and finished orders, OCO winners)
+//! round-trips through [`ExchangeProcessor::snapshot_bytes`] (a format-version byte, then
 //! MessagePack), so a restarted venue continues exactly. Redelivered inputs change nothing:
 //! an ACCEPTED order the venue holds or has finished, a cancel for an order it no longer
-//! holds, an echoed update and a bar at an instant it already has are all no-ops. Finished
+//! holds, an echoed update and a bar an order has already seen are all no-ops. Finished
 //! orders are forgotten past `dedup_orders` newer ones and `dedup_horizon_hours` of creation
 //! time (see [`ExchangeConfig::dedup_orders`]), so the state stays bounded on a long run; an
 //! ACCEPTED order it does not know, created at or before the last one forgotten, is then
@@ -27,23 +26,36 @@
 
 use crate::config::{DaySession, ExchangeConfig};
 use crate::error::ExchangeError;
-use crate::ledger::Ledger;
 use crate::matching::{OrderPrices, Prices, evaluate, slip};
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use tradestream_router::Commission;
 use tradestream_router::error::status_name;
 use tradestream_router::forgetting::Forgetting;
 use tradestream_schemas::{
-    AccountId, AnyRecord, Fill, MarketData, Order, OrderStatus, OriginKind, ProcessError,
-    Processor, Record, Side, Symbol, TaskScope, TimeInForce, Topic,
+    AccountId, AnyRecord, Fill, MarketData, Order, OrderStatus, OriginKind, Record, Side, Symbol,
+    TimeInForce,
 };
 
 /// Version of the snapshot layout, the first byte of every snapshot; bump it whenever a
 /// serialized state type changes shape, so an old snapshot is refused instead of misread.
-pub const SNAPSHOT_FORMAT: u8 = 2;
+pub const SNAPSHOT_FORMAT: u8 = 3;
+
+/// What each account holds, as the books say: a cash account sells only up to it.
+pub trait Holdings {
+    /// The signed quantity `account` holds of `symbol` (0 when none).
+    fn held(&self, account: &AccountId, symbol: &Symbol) -> Decimal;
+}
+
+impl Holdings for BTreeMap<(AccountId, Symbol), Decimal> {
+    fn held(&self, account: &AccountId, symbol: &Symbol) -> Decimal {
+        self.get(&(account.clone(), symbol.clone()))
+            .copied()
+            .unwrap_or_default()
+    }
+}
 
 /// An order the venue holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,9 +72,6 @@ struct Held {
     last_bar: Option<DateTime<Utc>>,
     rested: bool,
     triggered: bool,
-    /// Arrived after the bars it must be run against; waits for its siblings (see
-    /// [`ExchangeProcessor::flush`]).
-    deferred: bool,
     /// UTC day a DAY order lives for, fixed at its first eligible bar.
     session: Option<NaiveDate>,
 }
@@ -90,22 +99,16 @@ impl Finished {
 pub struct ExchangeProcessor {
     config: ExchangeConfig,
     commission: Commission,
-    bars: BTreeMap<Symbol, VecDeque<MarketData>>,
     held: BTreeMap<String, Held>,
     finished: BTreeMap<String, Finished>,
     /// Bracket parent → the child that executed first (its siblings are canceled, including
     /// any that arrive later).
     oco_done: BTreeMap<String, String>,
-    /// What each account holds per symbol, from the venue's own fills (by symbol first: a
-    /// bar compacts only its own symbol's ledgers).
-    ledgers: BTreeMap<Symbol, BTreeMap<AccountId, Ledger>>,
     /// Held orders per symbol in (created_time, id) order: the orders a bar may fill, found
     /// without scanning every held order (scans per record and per bar made the venue six
     /// times slower than with the index, `benches/venue_loop.rs`). Derived from `held`, so
     /// not snapshotted.
     by_symbol: BTreeMap<Symbol, BTreeSet<(DateTime<Utc>, String)>>,
-    /// Ids of held orders marked `deferred` (derived; may still name orders since ended).
-    deferred: BTreeSet<String>,
     /// The finished orders by creation time, in the order they are forgotten (see
     /// [`ExchangeConfig::dedup_orders`]). By creation, not by end: the router creates orders
     /// in about event-time order, while a resting order can end on any later bar, so ends
@@ -116,31 +119,24 @@ pub struct ExchangeProcessor {
 /// The snapshotted state, borrowed for writing (ordered maps: equal states, equal bytes).
 #[derive(Serialize)]
 struct SnapshotRef<'a> {
-    bars: &'a BTreeMap<Symbol, VecDeque<MarketData>>,
     held: &'a BTreeMap<String, Held>,
     finished: &'a BTreeMap<String, Finished>,
     oco_done: &'a BTreeMap<String, String>,
-    ledgers: &'a BTreeMap<Symbol, BTreeMap<AccountId, Ledger>>,
     forgotten_through: Option<DateTime<Utc>>,
 }
 
 /// The snapshotted state, owned for reading.
 #[derive(Deserialize)]
 struct SnapshotOwned {
-    bars: BTreeMap<Symbol, VecDeque<MarketData>>,
     held: BTreeMap<String, Held>,
     finished: BTreeMap<String, Finished>,
     oco_done: BTreeMap<String, String>,
-    ledgers: BTreeMap<Symbol, BTreeMap<AccountId, Ledger>>,
-    /// Absent from snapshots of builds that forgot nothing.
-    #[serde(default)]
     forgotten_through: Option<DateTime<Utc>>,
 }
 
-/// Adds a held order to the indexes derived from the held orders.
+/// Adds a held order to the index of held orders by symbol.
 fn index_held(
     by_symbol: &mut BTreeMap<Symbol, BTreeSet<(DateTime<Utc>, String)>>,
-    deferred: &mut BTreeSet<String>,
     id: &str,
     h: &Held,
 ) {
@@ -148,9 +144,6 @@ fn index_held(
         .entry(h.order.symbol.clone())
         .or_default()
         .insert((h.order.created_time, id.to_string()));
-    if h.deferred {
-        deferred.insert(id.to_string());
-    }
 }
 
 fn next_event(
@@ -175,13 +168,10 @@ impl ExchangeProcessor {
         Ok(Self {
             commission: config.commission(),
             config,
-            bars: BTreeMap::new(),
             held: BTreeMap::new(),
             finished: BTreeMap::new(),
             oco_done: BTreeMap::new(),
-            ledgers: BTreeMap::new(),
             by_symbol: BTreeMap::new(),
-            deferred: BTreeSet::new(),
             forgetting: Forgetting::default(),
         })
     }
@@ -219,7 +209,7 @@ impl ExchangeProcessor {
     /// Starts holding an order.
     fn hold(&mut self, h: Held) {
         let id = h.order.order_id.clone();
-        index_held(&mut self.by_symbol, &mut self.deferred, &id, &h);
+        index_held(&mut self.by_symbol, &id, &h);
         self.held.insert(id, h);
     }
 
@@ -238,14 +228,13 @@ impl ExchangeProcessor {
     /// Rebuilds the indexes derived from `held`.
     fn reindex(&mut self) {
         self.by_symbol.clear();
-        self.deferred.clear();
         self.forgetting.rebuild(
             self.finished
                 .iter()
                 .map(|(id, f)| (f.created_or_end(), id.clone())),
         );
         for (id, h) in &self.held {
-            index_held(&mut self.by_symbol, &mut self.deferred, id, h);
+            index_held(&mut self.by_symbol, id, h);
         }
     }
 
@@ -256,17 +245,15 @@ impl ExchangeProcessor {
             .into_iter()
             .flatten()
             .filter_map(|(_, id)| self.held.get(id).map(|h| (id, h)))
-            .filter(|(_, h)| h.active && !h.deferred)
+            .filter(|(_, h)| h.active)
     }
 
     /// The state as snapshot bytes: [`SNAPSHOT_FORMAT`], then MessagePack with named fields.
     pub fn snapshot_bytes(&self) -> Result<Vec<u8>, ExchangeError> {
         let state = SnapshotRef {
-            bars: &self.bars,
             held: &self.held,
             finished: &self.finished,
             oco_done: &self.oco_done,
-            ledgers: &self.ledgers,
             forgotten_through: self.forgetting.through(),
         };
         tradestream_schemas::snapshot::encode(SNAPSHOT_FORMAT, &state)
@@ -274,26 +261,13 @@ impl ExchangeProcessor {
     }
 
     /// Replaces the state with a snapshot from [`Self::snapshot_bytes`]. Refuses (and changes
-    /// nothing) another format version or corrupt bytes, including bar buffers out of time
-    /// order.
+    /// nothing) another format version or corrupt bytes.
     pub fn restore_bytes(&mut self, bytes: &[u8]) -> Result<(), ExchangeError> {
         let state: SnapshotOwned = tradestream_schemas::snapshot::decode(SNAPSHOT_FORMAT, bytes)
             .map_err(ExchangeError::Snapshot)?;
-        if let Some(symbol) = state.bars.iter().find_map(|(s, bars)| {
-            bars.iter()
-                .zip(bars.iter().skip(1))
-                .any(|(a, b)| a.event_time >= b.event_time)
-                .then_some(s)
-        }) {
-            return Err(ExchangeError::Snapshot(format!(
-                "corrupt snapshot: the bar buffer of {symbol} is not in time order"
-            )));
-        }
-        self.bars = state.bars;
         self.held = state.held;
         self.finished = state.finished;
         self.oco_done = state.oco_done;
-        self.ledgers = state.ledgers;
         self.forgetting.set_through(state.forgotten_through);
         self.reindex();
         Ok(())
@@ -338,7 +312,6 @@ impl ExchangeProcessor {
             last_bar: None,
             rested: false,
             triggered: false,
-            deferred: false,
             session: None,
         };
         if o.origin_kind == OriginKind::Bracket {
@@ -364,12 +337,7 @@ impl ExchangeProcessor {
                     status: OrderStatus::Filled,
                     at,
                     ..
-                }) => {
-                    held.not_before = held.not_before.max(*at);
-                    // Its siblings follow it on `orders`; running it alone over the buffered
-                    // bars would let it win an OCO race it might lose to them.
-                    held.deferred = true;
-                }
+                }) => held.not_before = held.not_before.max(*at),
                 Some(Finished { status, .. }) => {
                     let reason = format!(
                         "BRACKET_PARENT_ENDED: parent={parent}, status={}",
@@ -388,48 +356,8 @@ impl ExchangeProcessor {
                 None => held.active = false,
             }
         }
-        let symbol = o.symbol.clone();
-        let deferred = held.deferred;
         self.hold(held);
-        if deferred {
-            Ok(Vec::new())
-        } else {
-            self.catch_up(&symbol)
-        }
-    }
-
-    /// Runs deferred bracket children against the bars they missed. [`Processor::process`]
-    /// calls it before every record except a sibling of the deferred children, so the whole
-    /// OCO group catches up together; a backtester should call it once at the end of input.
-    pub fn flush(&mut self) -> Result<Vec<AnyRecord>, ExchangeError> {
-        self.flush_except(None)
-    }
-
-    fn flush_except(&mut self, parent: Option<&str>) -> Result<Vec<AnyRecord>, ExchangeError> {
-        if self.deferred.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut symbols: Vec<Symbol> = Vec::new();
-        let mut still = BTreeSet::new();
-        for id in std::mem::take(&mut self.deferred) {
-            let Some(h) = self.held.get_mut(&id).filter(|h| h.deferred) else {
-                continue; // ended meanwhile
-            };
-            if parent.is_none() || h.order.parent_order_id.as_deref() != parent {
-                h.deferred = false;
-                symbols.push(h.order.symbol.clone());
-            } else {
-                still.insert(id);
-            }
-        }
-        self.deferred = still;
-        symbols.sort();
-        symbols.dedup();
-        let mut out = Vec::new();
-        for s in symbols {
-            out.extend(self.catch_up(&s)?);
-        }
-        Ok(out)
+        Ok(Vec::new())
     }
 
     fn on_cancel(&mut self, o: &Order) -> Vec<AnyRecord> {
@@ -487,112 +415,34 @@ impl ExchangeProcessor {
         out
     }
 
-    /// Fills the held orders of the bar's symbol that may trade on it.
-    pub fn on_market_data(&mut self, m: &MarketData) -> Result<Vec<AnyRecord>, ExchangeError> {
-        m.validate()?;
-        // A ring per symbol: the newest bar goes to the back, the oldest leaves the front,
-        // both O(1) (a Vec moved the whole buffer on every bar once full).
-        let buffer = match self.bars.get_mut(&m.symbol) {
-            Some(buffer) => buffer,
-            None => self.bars.entry(m.symbol.clone()).or_default(),
-        };
-        // The common case, and the only one in the trading core: a bar newer than any held.
-        if buffer.back().is_none_or(|b| b.event_time < m.event_time) {
-            let mut oldest = None;
-            if buffer.len() >= self.config.bar_buffer {
-                buffer.pop_front();
-                // This bar is the oldest kept when it is the only one.
-                oldest = Some(buffer.front().map_or(m.event_time, |b| b.event_time));
-            }
-            buffer.push_back(m.clone());
-            if let Some(oldest) = oldest {
-                self.compact_ledgers(&m.symbol, oldest);
-            }
-            return self.apply_bar(m);
-        }
-        let pos = buffer.partition_point(|b| b.event_time < m.event_time);
-        if buffer
-            .get(pos)
-            .is_some_and(|b| b.event_time == m.event_time)
-        {
-            return Ok(Vec::new()); // one bar per instant: a replayed duplicate
-        }
-        let newest = pos == buffer.len();
-        buffer.insert(pos, m.clone());
-        if buffer.len() > self.config.bar_buffer {
-            let excess = buffer.len() - self.config.bar_buffer;
-            buffer.drain(..excess);
-            if let Some(oldest) = buffer.front().map(|b| b.event_time) {
-                self.compact_ledgers(&m.symbol, oldest);
-            }
-        }
-        if newest {
-            self.apply_bar(m)
-        } else {
-            self.catch_up(&m.symbol)
-        }
-    }
-
-    /// Nothing fills before `oldest`, the oldest bar kept of `symbol`, any more: its ledgers
-    /// forget what they booked before it.
-    fn compact_ledgers(&mut self, symbol: &Symbol, oldest: DateTime<Utc>) {
-        for ledger in self
-            .ledgers
-            .get_mut(symbol)
-            .into_iter()
-            .flat_map(BTreeMap::values_mut)
-        {
-            ledger.compact(oldest);
-        }
-    }
-
-    /// Runs every buffered bar of `symbol`, oldest first, against the orders that have not
-    /// seen it yet.
-    /// Bars at or before every workable order's horizon (its creation, or the last bar it
-    /// saw) change nothing, so the run starts after the lowest horizon; a bracket child a
-    /// parent's fill activates during the run only takes bars after that fill.
-    fn catch_up(&mut self, symbol: &Symbol) -> Result<Vec<AnyRecord>, ExchangeError> {
-        let Some(floor) = self
-            .workable(symbol)
-            .map(|(_, h)| h.last_bar.map_or(h.not_before, |l| l.max(h.not_before)))
-            .min()
-        else {
-            return Ok(Vec::new());
-        };
-        // Taken out while it runs (applying a bar never touches the buffers), not cloned.
-        let Some(bars) = self.bars.get_mut(symbol).map(std::mem::take) else {
-            return Ok(Vec::new());
-        };
-        let start = bars.partition_point(|b| b.event_time <= floor);
-        let mut out = Vec::new();
-        let mut result = Ok(());
-        for bar in bars.range(start..) {
-            match self.apply_bar(bar) {
-                Ok(records) => out.extend(records),
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
-        }
-        self.bars.insert(symbol.clone(), bars);
-        result.map(|()| out)
-    }
-
-    fn apply_bar(&mut self, bar: &MarketData) -> Result<Vec<AnyRecord>, ExchangeError> {
+    /// Fills the held orders of the bar's symbol that may trade on it, in (created_time,
+    /// order_id) order; a cash account's sells only up to what `holdings` says it holds plus
+    /// what this bar's earlier fills moved. The caller validates the bar.
+    pub fn on_market_data(
+        &mut self,
+        bar: &MarketData,
+        holdings: &impl Holdings,
+    ) -> Result<Vec<AnyRecord>, ExchangeError> {
         let ids: Vec<String> = self
             .workable(&bar.symbol)
             .map(|(id, _)| id.clone())
             .collect();
+        let mut moved = BTreeMap::new();
         let mut out = Vec::new();
         for id in ids {
-            out.extend(self.step(&id, bar)?);
+            out.extend(self.step(&id, bar, holdings, &mut moved)?);
         }
         Ok(out)
     }
 
-    /// One order against one bar.
-    fn step(&mut self, id: &str, bar: &MarketData) -> Result<Vec<AnyRecord>, ExchangeError> {
+    /// One order against one bar; `moved` is what the bar's earlier fills moved per account.
+    fn step(
+        &mut self,
+        id: &str,
+        bar: &MarketData,
+        holdings: &impl Holdings,
+        moved: &mut BTreeMap<AccountId, Decimal>,
+    ) -> Result<Vec<AnyRecord>, ExchangeError> {
         let Some(h) = self.held.get_mut(id) else {
             return Ok(Vec::new());
         };
@@ -634,17 +484,17 @@ impl ExchangeProcessor {
         };
         let mut quantity = remaining.min(cap);
         let ioc = o.time_in_force == TimeInForce::Ioc;
-        // A cash account's sell executes only up to what it holds (see `ledger`).
+        // A cash account's sell executes only up to what it holds: a protective stop can
+        // fill at the venue on the same bar as a closing sell the router decided before it
+        // knew, and a broker refuses the second for a cash account; so does this venue.
         let mut held_short = None;
         if m.price.is_some()
             && o.side == Side::Sell
             && !self.config.short_accounts.contains(&o.account)
         {
-            let sellable = self
-                .ledgers
-                .get(&o.symbol)
-                .and_then(|by_account| by_account.get(&o.account))
-                .map_or(Decimal::ZERO, |l| l.sellable(at));
+            let sellable = (holdings.held(&o.account, &o.symbol)
+                + moved.get(&o.account).copied().unwrap_or_default())
+            .max(Decimal::ZERO);
             if sellable < quantity {
                 quantity = sellable;
                 held_short = Some(sellable);
@@ -698,12 +548,7 @@ impl ExchangeProcessor {
             Side::Buy => quantity,
             Side::Sell => -quantity,
         };
-        self.ledgers
-            .entry(o.symbol.clone())
-            .or_default()
-            .entry(o.account.clone())
-            .or_default()
-            .book(at, signed);
+        *moved.entry(o.account.clone()).or_default() += signed;
         let mut out = vec![AnyRecord::Fill(fill)];
         if filled >= o.quantity {
             out.extend(self.finish(id, OrderStatus::Filled, at, None));
@@ -779,56 +624,6 @@ impl ExchangeProcessor {
             out.extend(self.end_children(id, status, at));
         }
         out
-    }
-}
-
-impl Processor for ExchangeProcessor {
-    fn name(&self) -> &'static str {
-        "exchange"
-    }
-
-    fn inputs(&self) -> &'static [Topic] {
-        &[Topic::Orders, Topic::MarketData]
-    }
-
-    fn process(
-        &mut self,
-        input: &AnyRecord,
-        _now: DateTime<Utc>,
-    ) -> Result<Vec<AnyRecord>, ProcessError> {
-        let sibling_of = match input {
-            AnyRecord::Order(o)
-                if o.origin_kind == OriginKind::Bracket && o.status == OrderStatus::Accepted =>
-            {
-                o.parent_order_id.as_deref()
-            }
-            _ => None,
-        };
-        let mut out = self.flush_except(sibling_of)?;
-        out.extend(match input {
-            AnyRecord::Order(o) => self.on_order(o),
-            AnyRecord::MarketData(m) => self.on_market_data(m),
-            other => {
-                return Err(ProcessError::dead_letter(format!(
-                    "exchange does not read {}",
-                    other.topic()
-                )));
-            }
-        }?);
-        Ok(out)
-    }
-
-    /// Orders, bars and ledgers span symbols and both input topics: one copy sees all.
-    fn scope(&self) -> TaskScope {
-        TaskScope::Single
-    }
-
-    fn snapshot(&self) -> Result<Option<Vec<u8>>, ProcessError> {
-        Ok(Some(self.snapshot_bytes()?))
-    }
-
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), ProcessError> {
-        Ok(self.restore_bytes(snapshot)?)
     }
 }
 

@@ -1,13 +1,14 @@
 //! Venue behaviour tests: every order type and time in force, slippage direction,
-//! commissions, no look-ahead, independence from how the two input topics interleave,
-//! bracket OCO, partial fills, cancels, and properties over random bars and orders.
+//! commissions, no look-ahead, bracket OCO, partial fills, cancels, cash accounts' sells cut
+//! to the books, snapshots and redelivery, and properties over random bars and orders.
 
 use super::*;
 use crate::config::DaySession;
 use chrono::{Duration, TimeZone};
 use proptest::prelude::*;
 use rust_decimal_macros::dec;
-use tradestream_schemas::{AccountId, Liquidity, MarketDataKind, OrderType, Side};
+use std::ops::{Deref, DerefMut};
+use tradestream_schemas::{AccountId, Liquidity, MarketDataKind, OrderType, ProcessError, Side};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -110,12 +111,90 @@ fn demo() -> AccountId {
     AccountId::new("demo").unwrap_or_else(|_| unreachable!("valid"))
 }
 
+/// The venue with the books a test desk keeps from the venue's fills (in the pipeline the
+/// trading core passes the router's books), driven one record at a time as the trading core
+/// drives it.
+#[derive(Debug, Clone)]
+struct Desk {
+    ex: ExchangeProcessor,
+    books: BTreeMap<(AccountId, Symbol), Decimal>,
+}
+
+impl Deref for Desk {
+    type Target = ExchangeProcessor;
+    fn deref(&self) -> &ExchangeProcessor {
+        &self.ex
+    }
+}
+
+impl DerefMut for Desk {
+    fn deref_mut(&mut self) -> &mut ExchangeProcessor {
+        &mut self.ex
+    }
+}
+
+impl Desk {
+    /// An order or a bar; the venue's fills move the desk's books.
+    fn process(
+        &mut self,
+        input: &AnyRecord,
+        _now: DateTime<Utc>,
+    ) -> Result<Vec<AnyRecord>, ProcessError> {
+        let out = match input {
+            AnyRecord::Order(o) => self.ex.on_order(o)?,
+            AnyRecord::MarketData(m) => {
+                m.validate().map_err(ExchangeError::from)?;
+                self.ex.on_market_data(m, &self.books)?
+            }
+            other => {
+                return Err(ProcessError::dead_letter(format!(
+                    "the venue does not read {}",
+                    other.topic()
+                )));
+            }
+        };
+        for r in &out {
+            if let AnyRecord::Fill(f) = r {
+                let signed = match f.side {
+                    Side::Buy => f.quantity,
+                    Side::Sell => -f.quantity,
+                };
+                *self
+                    .books
+                    .entry((f.account.clone(), f.symbol.clone()))
+                    .or_default() += signed;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The venue's snapshot and the desk's books.
+    fn snapshot(&self) -> Result<Option<Vec<u8>>, ProcessError> {
+        let books: Vec<(&AccountId, &Symbol, &Decimal)> =
+            self.books.iter().map(|((a, s), q)| (a, s, q)).collect();
+        let bytes = serde_json::to_vec(&(self.ex.snapshot_bytes()?, books))
+            .map_err(|e| ProcessError::fatal(e.to_string()))?;
+        Ok(Some(bytes))
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), ProcessError> {
+        let (venue, books): (Vec<u8>, Vec<(AccountId, Symbol, Decimal)>) =
+            serde_json::from_slice(bytes).map_err(|e| ProcessError::fatal(e.to_string()))?;
+        self.ex.restore_bytes(&venue)?;
+        self.books = books.into_iter().map(|(a, s, q)| ((a, s), q)).collect();
+        Ok(())
+    }
+}
+
 /// A venue where `demo` is a margin account (most tests sell without holding first).
-fn venue(f: impl FnOnce(&mut ExchangeConfig)) -> Result<ExchangeProcessor, ExchangeError> {
+fn venue(f: impl FnOnce(&mut ExchangeConfig)) -> Result<Desk, ExchangeError> {
     let mut c = ExchangeConfig::default();
     c.short_accounts.insert(demo());
     f(&mut c);
-    ExchangeProcessor::new(c)
+    Ok(Desk {
+        ex: ExchangeProcessor::new(c)?,
+        books: BTreeMap::new(),
+    })
 }
 
 #[derive(Debug, Default, PartialEq)]
@@ -124,13 +203,12 @@ struct Out {
     orders: Vec<Order>,
 }
 
-fn feed(ex: &mut ExchangeProcessor, inputs: &[AnyRecord]) -> Result<Out, ProcessError> {
+fn feed(ex: &mut Desk, inputs: &[AnyRecord]) -> Result<Out, ProcessError> {
     let mut out = Out::default();
     let mut batches = Vec::new();
     for i in inputs {
         batches.push(ex.process(i, Utc::now())?);
     }
-    batches.push(ex.flush()?);
     for batch in batches {
         for r in batch {
             match r {
@@ -595,79 +673,9 @@ fn partial_fills_by_participation() -> TestResult {
     Ok(())
 }
 
-#[test]
-fn arrival_order_does_not_change_fills() -> TestResult {
-    let t0 = at(4, 0);
-    let parent = order("p", Side::Buy, OrderType::Market, dec!(10), None, t0);
-    let orders = vec![
-        AnyRecord::Order(parent.clone()),
-        AnyRecord::Order(child(&parent, "sl", OrderType::Stop, dec!(97))),
-        AnyRecord::Order(child(&parent, "tp", OrderType::Limit, dec!(103))),
-        AnyRecord::Order(order(
-            "l",
-            Side::Sell,
-            OrderType::Limit,
-            dec!(3),
-            Some(dec!(101)),
-            t0,
-        )),
-    ];
-    let bars = [
-        flat(t0, dec!(50)),
-        bar(at(4, 1), dec!(100), dec!(101), dec!(99), dec!(100)),
-        bar(at(4, 2), dec!(100), dec!(104), dec!(96), dec!(100)),
-        bar(at(4, 3), dec!(100), dec!(104), dec!(96), dec!(100)),
-    ];
-    let live: Vec<AnyRecord> = bars[..1]
-        .iter()
-        .chain(&orders)
-        .chain(&bars[1..])
-        .cloned()
-        .collect();
-    let late: Vec<AnyRecord> = bars.iter().chain(&orders).cloned().collect();
-    // Siblings follow each other on `orders` (the router emits them back to back); bars may
-    // land anywhere else.
-    let mixed: Vec<AnyRecord> = vec![
-        bars[0].clone(),
-        orders[0].clone(),
-        bars[1].clone(),
-        bars[2].clone(),
-        orders[3].clone(),
-        orders[1].clone(),
-        orders[2].clone(),
-        bars[3].clone(),
-    ];
-    let parent_first: Vec<AnyRecord> = vec![
-        bars[0].clone(),
-        orders[0].clone(),
-        orders[3].clone(),
-        bars[1].clone(),
-        bars[2].clone(),
-        bars[3].clone(),
-        orders[1].clone(),
-        orders[2].clone(),
-    ];
-    let a = feed(&mut venue(|_| {})?, &live)?;
-    assert_eq!(a.fills.len(), 3, "{:?}", a.fills);
-    for other in [late, mixed, parent_first] {
-        let mut b = feed(&mut venue(|_| {})?, &other)?;
-        let mut a_fills = a.fills.clone();
-        a_fills.sort_by(|x, y| x.fill_id.cmp(&y.fill_id));
-        b.fills.sort_by(|x, y| x.fill_id.cmp(&y.fill_id));
-        assert_eq!(a_fills, b.fills);
-        let mut sa = states(&a);
-        let mut sb = states(&b);
-        sa.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
-        sb.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
-        assert_eq!(sa, sb);
-    }
-    Ok(())
-}
-
-/// A cash account: a protective stop fills, then the router's closing sell for the same
-/// shares arrives late (it was decided before the router saw the stop's fill). The venue
-/// refuses to sell shares that are gone, even though the late order's first eligible bar is
-/// before the stop's fill.
+/// A cash account: a protective stop and the router's closing sell for the same shares
+/// (decided before the router saw the stop's fill) work on the same bar. The stop, created
+/// first, fills; the venue refuses to sell shares that are gone, and so a naked sell too.
 #[test]
 fn cash_accounts_never_sell_what_they_do_not_hold() -> TestResult {
     let mut ex = venue(|c| c.short_accounts.clear())?;
@@ -684,9 +692,9 @@ fn cash_accounts_never_sell_what_they_do_not_hold() -> TestResult {
             AnyRecord::Order(buy),
             AnyRecord::Order(sl),
             flat(at(4, 1), dec!(100)),
+            AnyRecord::Order(close),
             bar(at(4, 2), dec!(100), dec!(100), dec!(95), dec!(96)),
             flat(at(4, 3), dec!(96)),
-            AnyRecord::Order(close),
         ],
     )?;
     let fills: Vec<(&str, Decimal)> = out
@@ -708,6 +716,7 @@ fn cash_accounts_never_sell_what_they_do_not_hold() -> TestResult {
             ("c", Some("VENUE_NO_POSITION: held=0")),
         ]
     );
+    assert_eq!(ex.books.get(&(demo(), sym())), Some(&dec!(0)));
     Ok(())
 }
 
@@ -760,7 +769,7 @@ fn cash_account_sells_are_cut_to_the_position() -> TestResult {
 
 /// Hourly market orders, each filled by the bar a minute after it: `n` finished orders
 /// created an hour apart.
-fn hourly_fills(ex: &mut ExchangeProcessor, n: i64) -> Result<Out, ProcessError> {
+fn hourly_fills(ex: &mut Desk, n: i64) -> Result<Out, ProcessError> {
     let mut inputs = Vec::new();
     for i in 0..n {
         let created = at(4, i * 60);
@@ -793,7 +802,7 @@ fn finished_orders_are_forgotten_past_both_horizons() -> TestResult {
     assert!(ex.oco_done.is_empty());
 
     // A copy of a forgotten order (created at or before the last one forgotten) is dropped,
-    // not filled again from the buffered bars; a copy of a kept one is recognised as ever.
+    // not held again; a copy of a kept one is recognised as ever.
     let again = feed(
         &mut ex,
         &[
@@ -904,7 +913,6 @@ struct Spec {
     qty: u32,
     offset: i32,
     created: usize,
-    delay: usize,
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
@@ -915,16 +923,14 @@ fn spec() -> impl Strategy<Value = Spec> {
         1..50u32,
         -10..10i32,
         0..20usize,
-        0..25usize,
     )
-        .prop_map(|(side, kind, tif, qty, offset, created, delay)| Spec {
+        .prop_map(|(side, kind, tif, qty, offset, created)| Spec {
             side,
             kind,
             tif,
             qty,
             offset,
             created,
-            delay,
         })
 }
 
@@ -932,15 +938,13 @@ fn bars_strategy() -> impl Strategy<Value = Vec<(u32, u32, u32, u32, u32)>> {
     prop::collection::vec((80..120u32, 0..5u32, 0..5u32, 0..100u32, 0..200u32), 20..30)
 }
 
-/// Bars and orders drawn by the property tests, and the two arrival orders fed to the venue.
+/// Bars and orders drawn by the property tests, and the inputs fed to the venue.
 struct RandomSession {
     bars: Vec<MarketData>,
-    /// (bar created on, bar it arrives after when late, order).
-    orders: Vec<(usize, usize, Order)>,
+    /// (bar created on, order).
+    orders: Vec<(usize, Order)>,
     /// Each order arrives right after the bar it was created on.
     live: Vec<AnyRecord>,
-    /// Each order arrives `delay` bars later (bars it missed are replayed from the buffer).
-    late: Vec<AnyRecord>,
 }
 
 fn random_session(specs: &[Spec], raw: &[(u32, u32, u32, u32, u32)]) -> RandomSession {
@@ -970,7 +974,7 @@ fn random_session(specs: &[Spec], raw: &[(u32, u32, u32, u32, u32)]) -> RandomSe
             }
         })
         .collect();
-    let orders: Vec<(usize, usize, Order)> = specs
+    let orders: Vec<(usize, Order)> = specs
         .iter()
         .enumerate()
         .map(|(i, s)| {
@@ -1002,44 +1006,31 @@ fn random_session(specs: &[Spec], raw: &[(u32, u32, u32, u32, u32)]) -> RandomSe
             }
             o.time_in_force =
                 [TimeInForce::Gtc, TimeInForce::Day, TimeInForce::Ioc][s.tif as usize];
-            (created, (created + s.delay).min(bars.len() - 1), o)
+            (created, o)
         })
         .collect();
     let mut live = Vec::new();
-    let mut late = Vec::new();
     for (i, b) in bars.iter().enumerate() {
         live.push(AnyRecord::MarketData(b.clone()));
-        late.push(AnyRecord::MarketData(b.clone()));
-        for (created, arrival, o) in &orders {
+        for (created, o) in &orders {
             if *created == i {
                 live.push(AnyRecord::Order(o.clone()));
             }
-            if *arrival == i {
-                late.push(AnyRecord::Order(o.clone()));
-            }
         }
     }
-    RandomSession {
-        bars,
-        orders,
-        live,
-        late,
-    }
+    RandomSession { bars, orders, live }
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
     /// Stopping after any number of records, snapshotting and restoring into a fresh venue
-    /// gives exactly the outputs of an uninterrupted run, on random orders and bars, whether
-    /// orders arrive live or late (caught up from an evicting bar buffer).
+    /// gives exactly the outputs of an uninterrupted run, on random orders and bars.
     #[test]
-    fn resuming_random_sessions_is_exact(specs in prop::collection::vec(spec(), 1..12), raw in bars_strategy(), participation in any::<bool>(), late in any::<bool>(), k in 0..80usize) {
-        let session = random_session(&specs, &raw);
-        let inputs = if late { session.late } else { session.live };
+    fn resuming_random_sessions_is_exact(specs in prop::collection::vec(spec(), 1..12), raw in bars_strategy(), participation in any::<bool>(), k in 0..80usize) {
+        let inputs = random_session(&specs, &raw).live;
         let k = k.min(inputs.len());
         let config = |c: &mut ExchangeConfig| {
-            c.bar_buffer = 8;
             if participation { c.max_participation_pct = Some(dec!(25)); }
         };
         let fail = |e: ProcessError| TestCaseError::fail(e.message);
@@ -1055,160 +1046,27 @@ proptest! {
     }
 
     /// Fills never exceed the order's quantity, trade only on bars after the order was
-    /// created, and (without slippage) lie within the filling bar's [low, high]. The same
-    /// fills come out whichever way the order and market-data topics interleave.
+    /// created, and (without slippage) lie within the filling bar's [low, high].
     #[test]
-    fn fills_are_bounded_and_interleaving_free(specs in prop::collection::vec(spec(), 1..12), raw in bars_strategy(), participation in any::<bool>()) {
-        let RandomSession { bars, orders, live, late } = random_session(&specs, &raw);
+    fn fills_are_bounded(specs in prop::collection::vec(spec(), 1..12), raw in bars_strategy(), participation in any::<bool>()) {
+        let RandomSession { bars, orders, live } = random_session(&specs, &raw);
         let config = |c: &mut ExchangeConfig| {
             c.slippage_bps = dec!(0);
             if participation { c.max_participation_pct = Some(dec!(25)); }
         };
         let a = feed(&mut venue(config).map_err(|e| TestCaseError::fail(e.to_string()))?, &live).map_err(|e| TestCaseError::fail(e.message))?;
-        let b = feed(&mut venue(config).map_err(|e| TestCaseError::fail(e.to_string()))?, &late).map_err(|e| TestCaseError::fail(e.message))?;
-        for (_, _, o) in &orders {
+        for (_, o) in &orders {
             let total: Decimal = a.fills.iter().filter(|f| f.order_id == o.order_id).map(|f| f.quantity).sum();
             prop_assert!(total <= o.quantity, "{} filled {total} of {}", o.order_id, o.quantity);
         }
         for f in &a.fills {
-            let o = orders.iter().find(|(_, _, o)| o.order_id == f.order_id).map(|(_, _, o)| o);
+            let o = orders.iter().find(|(_, o)| o.order_id == f.order_id).map(|(_, o)| o);
             let bar = bars.iter().find(|b| b.event_time == f.fill_time);
             let (Some(o), Some(bar)) = (o, bar) else { return Err(TestCaseError::fail("fill without order or bar")) };
             prop_assert!(f.fill_time > o.created_time, "look-ahead fill {f:?}");
             prop_assert!(bar.low <= f.price && f.price <= bar.high, "{} outside [{}, {}]", f.price, bar.low, bar.high);
         }
-        let key = |f: &Fill| (f.fill_id.clone(), f.quantity, f.price, f.fill_time);
-        let mut fa: Vec<_> = a.fills.iter().map(key).collect();
-        let mut fb: Vec<_> = b.fills.iter().map(key).collect();
-        fa.sort();
-        fb.sort();
-        prop_assert_eq!(fa, fb);
-        let mut sa = states(&a);
-        let mut sb = states(&b);
-        sa.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
-        sb.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
-        prop_assert_eq!(sa, sb);
     }
-}
-
-/// Router and venue wired together through an in-memory bus (each record goes to every core
-/// that reads its topic, outputs included), over daily bars: sequences, cancels and fills
-/// must line up without a single refused record, and the router's books must follow the
-/// venue's fills.
-#[test]
-fn round_trip_with_the_router() -> TestResult {
-    use std::collections::VecDeque;
-    use tradestream_router::{RouterConfig, RouterProcessor};
-    use tradestream_schemas::{SignalSide, TradingSignal};
-
-    let mut router = RouterProcessor::new(RouterConfig::default())?;
-    let mut ex = venue(|_| {})?;
-    let closes = [
-        dec!(100),
-        dec!(102),
-        dec!(104),
-        dec!(103),
-        dec!(106),
-        dec!(107),
-        dec!(105),
-        dec!(108),
-    ];
-    let day = |i: usize| at(4, 0) + Duration::days(i as i64);
-    let signal = |i: usize, side, sl, tp| {
-        AnyRecord::Signal(TradingSignal {
-            signal_id: format!("signal:{i}"),
-            source_id: format!("features:{i}"),
-            symbol: sym(),
-            event_time: day(i),
-            side,
-            confidence: 0.9,
-            model_name: "m".into(),
-            model_version: "1".into(),
-            reference_price: closes[i],
-            stop_loss: sl,
-            take_profit: tp,
-            reason: "test".into(),
-            step: 0,
-        })
-    };
-    let mut queue: VecDeque<AnyRecord> = VecDeque::new();
-    let mut all = Vec::new();
-    for (i, close) in closes.iter().enumerate() {
-        queue.push_back(bar(
-            day(i),
-            *close - dec!(1),
-            *close + dec!(1),
-            *close - dec!(2),
-            *close,
-        ));
-        match i {
-            1 => queue.push_back(signal(1, SignalSide::Buy, Some(dec!(95)), Some(dec!(150)))),
-            5 => queue.push_back(signal(5, SignalSide::Sell, None, None)),
-            _ => {}
-        }
-        while let Some(r) = queue.pop_front() {
-            for core in [&mut router as &mut dyn Processor, &mut ex] {
-                if core.inputs().contains(&r.topic()) {
-                    queue.extend(core.process(&r, day(i))?);
-                }
-            }
-            all.push(r);
-        }
-    }
-    let fills: Vec<&Fill> = all
-        .iter()
-        .filter_map(|r| {
-            if let AnyRecord::Fill(f) = r {
-                Some(f)
-            } else {
-                None
-            }
-        })
-        .collect();
-    let summary: Vec<(&str, Side, Decimal, Decimal)> = fills
-        .iter()
-        .map(|f| (f.order_id.as_str(), f.side, f.quantity, f.price))
-        .collect();
-    // Entry sized on equity 1,000,000: 1 % × (0.9 − 0.55)/0.45 / (102 − 95) = 1111 (whole
-    // lots); it fills at day 2's open (103) + 1 bp; the SELL closes it at day 6's open (104)
-    // − 1 bp.
-    assert_eq!(
-        summary,
-        vec![
-            ("order:signal:1", Side::Buy, dec!(1111), dec!(103.0103)),
-            ("order:signal:5", Side::Sell, dec!(1111), dec!(103.9896))
-        ]
-    );
-    let finals: BTreeMap<&str, OrderStatus> = all
-        .iter()
-        .filter_map(|r| {
-            if let AnyRecord::Order(o) = r {
-                Some((o.order_id.as_str(), o.status))
-            } else {
-                None
-            }
-        })
-        .collect();
-    assert_eq!(
-        finals.get("order:signal:1:sl"),
-        Some(&OrderStatus::Canceled)
-    );
-    assert_eq!(
-        finals.get("order:signal:1:tp"),
-        Some(&OrderStatus::Canceled)
-    );
-    assert_eq!(finals.get("order:signal:5"), Some(&OrderStatus::Filled));
-    assert!(ex.held_orders().is_empty());
-    let demo = AccountId::new("demo")?;
-    let view = router.account(&demo).ok_or("account")?;
-    assert!(view.open_orders.is_empty(), "{:?}", view.open_orders);
-    assert_eq!(view.book.quantity(&sym()), dec!(0));
-    let cash = fills.iter().fold(dec!(1000000), |c, f| match f.side {
-        Side::Buy => c - f.quantity * f.price - f.commission,
-        Side::Sell => c + f.quantity * f.price - f.commission,
-    });
-    assert_eq!(view.book.cash, cash);
-    Ok(())
 }
 
 // ---- snapshots and redelivery ----
@@ -1216,7 +1074,7 @@ fn round_trip_with_the_router() -> TestResult {
 /// Records every input fed to a venue, echoing its order updates back (it reads `orders`,
 /// its own output topic, as the pipeline does).
 struct Driver {
-    ex: ExchangeProcessor,
+    ex: Desk,
     inputs: Vec<AnyRecord>,
 }
 
@@ -1237,7 +1095,6 @@ impl Driver {
 
 fn scenario_config(c: &mut ExchangeConfig) {
     c.short_accounts.insert(demo());
-    c.bar_buffer = 4;
     c.max_participation_pct = Some(dec!(50));
 }
 
@@ -1246,16 +1103,11 @@ fn cash() -> AccountId {
 }
 
 /// A session and a half at the venue: a bracket filled in parts whose take-profit arrives
-/// after the parent filled (deferred), a resting limit, IOC, DAY expiry at the day change,
-/// a cancel request, a late order run against the buffer, a cash account's sells cut to its
-/// holdings, the stop winning the OCO race, and enough bars to evict and compact ledgers.
+/// after the parent filled, a resting limit, IOC, DAY expiry at the day change, a cancel
+/// request, a cash account's sells cut to its holdings, and the stop winning the OCO race.
 fn scenario() -> Result<Vec<AnyRecord>, Box<dyn std::error::Error>> {
     let mut d = Driver {
-        ex: ExchangeProcessor::new({
-            let mut c = ExchangeConfig::default();
-            scenario_config(&mut c);
-            c
-        })?,
+        ex: venue(scenario_config)?,
         inputs: Vec::new(),
     };
     let range = |m: i64, o: Decimal, h: Decimal, l: Decimal, c: Decimal| bar(at(4, m), o, h, l, c);
@@ -1314,15 +1166,6 @@ fn scenario() -> Result<Vec<AnyRecord>, Box<dyn std::error::Error>> {
     cancel.event_id = "c:cancel:test".into();
     cancel.reject_reason = Some("CANCEL_REQUESTED".into());
     d.push(AnyRecord::Order(cancel))?;
-    // Decided at minute 1, delivered now: run against the buffered bars after minute 1.
-    d.push(accepted(order(
-        "late",
-        Side::Buy,
-        OrderType::Limit,
-        dec!(3),
-        Some(dec!(100.5)),
-        at(4, 1),
-    )))?;
     let mut cash_sell = order(
         "cs",
         Side::Sell,
@@ -1349,14 +1192,10 @@ fn scenario() -> Result<Vec<AnyRecord>, Box<dyn std::error::Error>> {
     }
     d.push(flat(at(5, 0), dec!(96)))?;
     d.push(flat(at(5, 1), dec!(97)))?;
-    d.ex.flush()?;
     Ok(d.inputs)
 }
 
-fn run_all(
-    ex: &mut ExchangeProcessor,
-    inputs: &[AnyRecord],
-) -> Result<Vec<AnyRecord>, ProcessError> {
+fn run_all(ex: &mut Desk, inputs: &[AnyRecord]) -> Result<Vec<AnyRecord>, ProcessError> {
     let mut out = Vec::new();
     for i in inputs {
         out.extend(ex.process(i, at(4, 0))?);
@@ -1364,7 +1203,7 @@ fn run_all(
     Ok(out)
 }
 
-fn snapshot_of(ex: &ExchangeProcessor) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+fn snapshot_of(ex: &Desk) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
     ex.snapshot()?.ok_or_else(|| "the venue is stateful".into())
 }
 
@@ -1372,8 +1211,7 @@ fn snapshot_of(ex: &ExchangeProcessor) -> Result<Vec<u8>, Box<dyn std::error::Er
 fn the_scenario_covers_the_venue() -> TestResult {
     let inputs = scenario()?;
     let mut ex = venue(scenario_config)?;
-    let mut out = run_all(&mut ex, &inputs)?;
-    out.extend(ex.flush()?);
+    let out = run_all(&mut ex, &inputs)?;
     let reasons: Vec<String> = out
         .iter()
         .filter_map(|r| match r {
@@ -1395,7 +1233,6 @@ fn the_scenario_covers_the_venue() -> TestResult {
         "i CANCELED IOC_UNFILLED",
         "d EXPIRED",
         "c CANCELED",
-        "late FILLED",
         "cs PARTIALLY_FILLED",
         "cs2 CANCELED VENUE_NO_POSITION",
     ] {
@@ -1431,7 +1268,6 @@ fn snapshot_restore_continues_exactly() -> TestResult {
         out.extend(run_all(&mut second, &inputs[k..])?);
         assert_eq!(out, whole, "resumed after {k} inputs");
     }
-    assert_eq!(venue(scenario_config)?.scope(), TaskScope::Single);
     Ok(())
 }
 
@@ -1441,8 +1277,6 @@ fn every_input_redelivered_changes_nothing() -> TestResult {
     let mut ex = venue(scenario_config)?;
     for (i, input) in inputs.iter().enumerate() {
         ex.process(input, at(4, 0))?;
-        // Deferred bracket children are due before any next record; let them go first.
-        ex.flush()?;
         let before = snapshot_of(&ex)?;
         for old in &inputs[..=i] {
             let out = ex.process(old, at(4, 0))?;
@@ -1467,10 +1301,10 @@ fn unusable_snapshots_are_fatal_and_change_nothing() -> TestResult {
     let inputs = scenario()?;
     let mut ex = venue(scenario_config)?;
     run_all(&mut ex, &inputs)?;
-    let good = snapshot_of(&ex)?;
+    let good = ex.snapshot_bytes()?;
     let mut target = venue(scenario_config)?;
     run_all(&mut target, &inputs[..3])?;
-    let before = snapshot_of(&target)?;
+    let before = target.snapshot_bytes()?;
     let mut wrong_version = good.clone();
     wrong_version[0] = SNAPSHOT_FORMAT + 1;
     for (name, bytes, words) in [
@@ -1479,17 +1313,16 @@ fn unusable_snapshots_are_fatal_and_change_nothing() -> TestResult {
         ("truncated", &good[..good.len() / 2], "corrupt"),
         ("garbage", &[SNAPSHOT_FORMAT, 0xc1][..], "corrupt"),
     ] {
-        let e = target.restore(bytes).expect_err(name);
+        let e = ProcessError::from(target.ex.restore_bytes(bytes).expect_err(name));
         assert_eq!(e.class, tradestream_schemas::ErrorClass::Fatal, "{name}");
         assert!(e.message.contains(words), "{name}: {e}");
-        assert_eq!(snapshot_of(&target)?, before, "{name}");
+        assert_eq!(target.snapshot_bytes()?, before, "{name}");
     }
     Ok(())
 }
 
-/// Measures the snapshot of a venue that has seen 60 symbols × 1000 bars with default
-/// settings (printed with --nocapture): the bar buffers (`bar_buffer` bars per symbol)
-/// dominate it.
+/// The venue keeps no bars: after 60 symbols × 1000 bars and no orders its snapshot is a
+/// few bytes (printed with --nocapture).
 #[test]
 fn snapshot_size_with_sixty_symbols() -> TestResult {
     let mut ex = venue(|_| {})?;
@@ -1504,11 +1337,11 @@ fn snapshot_size_with_sixty_symbols() -> TestResult {
             ex.process(&AnyRecord::MarketData(b), at(4, 0))?;
         }
     }
-    let bytes = snapshot_of(&ex)?;
+    let bytes = ex.snapshot_bytes()?;
     eprintln!(
-        "exchange snapshot: 60 symbols x 1000 bars (bar_buffer 256) = {} bytes",
+        "exchange snapshot: 60 symbols x 1000 bars = {} bytes",
         bytes.len()
     );
-    assert!(bytes.len() < 60 * 256 * 400, "{}", bytes.len());
+    assert!(bytes.len() < 100, "{}", bytes.len());
     Ok(())
 }

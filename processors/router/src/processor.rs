@@ -388,6 +388,11 @@ impl RouterProcessor {
         true
     }
 
+    /// One account's books (cash, positions), as the risk checks and the venue see them.
+    pub fn book(&self, account: &AccountId) -> Option<&Book> {
+        self.accounts.get(account).map(|a| &a.book)
+    }
+
     /// One account's books and its equity (cash + positions at their latest closes), without
     /// the rest of [`Self::account`]'s view: what the trading core values every instant.
     pub fn valued_book(&self, account: &AccountId) -> Option<(&Book, Decimal)> {
@@ -963,16 +968,11 @@ impl RouterProcessor {
                     && !t.cancel_requested
                 {
                     t.cancel_requested = true;
-                    // A request, not a state: it keeps the last known sequence (so it never
-                    // advances the order) and has its own id, distinct from the venue's
-                    // events, which alone move the order on.
-                    let mut cancel =
-                        event(t.last.clone(), t.last.sequence, OrderStatus::Canceled, at);
-                    cancel.event_id = format!("{}:cancel:{}", t.last.order_id, order.order_id);
-                    cancel.reject_reason = Some(format!(
-                        "CANCEL_POSITION_CLOSED: order_id={}",
-                        order.order_id
-                    ));
+                    let cancel = t.last.cancel_request(
+                        &order.order_id,
+                        format!("CANCEL_POSITION_CLOSED: order_id={}", order.order_id),
+                        at,
+                    );
                     out.push(AnyRecord::Order(cancel));
                 }
             }

@@ -1,5 +1,5 @@
-//! Sink processor: consumes all six topics (market data, features, signals, anomalies,
-//! orders, fills) and the trading core's settlement marks on `progress` into Postgres in batches,
+//! Sink processor: consumes the seven data topics (market data, features, signals, anomalies,
+//! orders, fills, valuations) into Postgres in batches,
 //! idempotently, with the consumed offsets stored in the same database transaction as the rows.
 //!
 //! * [`SinkWriter`] — the database side: one batch in one transaction; replays (same offsets
@@ -9,10 +9,10 @@
 //!   retries with backoff.
 //! * [`SinkConfig`] — batching and retry settings.
 //!
-//! Tables written: `market_data`, `features` (sql/0020), `signals`, `anomalies`, `orders`
-//! (current state) and `order_events` (every event, sql/0021), `fills` (whose trigger moves
-//! cash and positions; an exchange mark's fills too), positions marked at newly stored market
-//! data, and `portfolio_snapshots` settled per market instant (sql/0060).
+//! Tables written: `market_data`, `features`, `signals`, `anomalies`, `orders` (current state)
+//! and `order_events` (every event), `fills` (whose trigger moves cash and positions),
+//! positions marked at newly stored market data, and `portfolio_snapshots` (the trading
+//! core's valuations, one per account and instant); see `sql/` and docs/database.md.
 
 pub mod config;
 pub mod error;

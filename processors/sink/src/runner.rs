@@ -1,6 +1,5 @@
-//! The sink's Kafka runner: the six data topics and the settlement marks on `progress`, written
-//! by [`SinkWriter`] in four lanes (see `LANES`) that run side by side, dead letters to
-//! `<topic>.dlq`.
+//! The sink's Kafka runner: the seven data topics, written by [`SinkWriter`] in five lanes
+//! (see `LANES`) that run side by side, dead letters to `<topic>.dlq`.
 //!
 //! Delivery: the database is the source of truth for progress. At start each lane's consumer
 //! is `assign`ed every partition of its topics (partition counts from the cluster metadata) at
@@ -97,7 +96,7 @@ impl SinkStats {
     }
 }
 
-/// Consumes the six topics into Postgres until `shutdown` completes (the batch in hand is
+/// Consumes the data topics into Postgres until `shutdown` completes (the batch in hand is
 /// finished first), or a fatal error. See the module docs for the guarantees.
 ///
 /// Metrics (per committed batch, not per record): `records_in{processor="sink",topic}`,
@@ -150,17 +149,17 @@ pub async fn run_sink(
 }
 
 /// The topics each lane writes: one consumer, one connection and one transaction per batch
-/// each, running side by side so the database works on several batches at once. Fills, market
-/// data and the settlement marks on `progress` share a lane because all three move the books
-/// (fills through their trigger, bars through marks) and settle the portfolio snapshots (an
-/// instant is settled once its bars and its settlement mark with its fills are stored); the
-/// other tables are independent of one another. A topic's stored offsets are written only by
-/// its own lane, so each lane's transaction still holds its rows and their offsets together.
-const LANES: [&[Topic]; 4] = [
-    &[Topic::MarketData, Topic::Fills, Topic::Progress],
+/// each, running side by side so the database works on several batches at once. Fills and
+/// market data share a lane because both move the books (fills through their trigger, bars
+/// through marks), in the order they were read; the other tables are independent of one
+/// another. A topic's stored offsets are written only by its own lane, so each lane's
+/// transaction still holds its rows and their offsets together.
+const LANES: [&[Topic]; 5] = [
+    &[Topic::MarketData, Topic::Fills],
     &[Topic::Features],
     &[Topic::TradingSignals, Topic::Anomalies],
     &[Topic::Orders],
+    &[Topic::Valuations],
 ];
 
 struct Sink<'a> {

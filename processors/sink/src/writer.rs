@@ -1,4 +1,4 @@
-//! [`SinkWriter`]: one batch of records from the six topics (and `progress`) into Postgres in ONE transaction,
+//! [`SinkWriter`]: one batch of records from the data topics into Postgres in ONE transaction,
 //! idempotently, with the consumed offsets stored in the same transaction.
 //!
 //! Why a replay never changes anything:
@@ -11,14 +11,11 @@
 //!
 //! Order of effects: fills (whose trigger moves cash and positions) and marks
 //! (`mark_to_market_batch` for the newly stored market data) are applied in batch order, so
-//! the books end the same however a stream is cut into batches; a trading core's settlement
-//! mark on `progress` brings its step's fills (stored once by id, whichever copy comes first).
-//! Portfolio snapshots are not written as fills and sequenced bars arrive (the transaction
-//! sets `tradestream.snapshots = 'off'`): each settlement mark carries every account's value
-//! at its instant, as the trading core's books say, and those are the instant's snapshots
-//! (written once per account and instant), so they do not depend on arrival order.
-//! Unsequenced bars (step 0) mark with snapshots, as they arrive. The other tables are
-//! independent of one another and are written with one multi-row `UNNEST` insert each.
+//! the books end the same however a stream is cut into batches. Portfolio snapshots are the
+//! trading core's valuations (each account's value at the end of each instant, as its books
+//! say), stored once per account and instant, so they do not depend on the order the sink
+//! reads bars and fills in. The other tables are independent of one another and are written
+//! with one multi-row `UNNEST` insert each.
 //!
 //! Refused records: a record the database refuses with a dead-letter-class error (see
 //! `tradestream_postgres::PostgresError::class`) is isolated by bisection under savepoints
@@ -35,7 +32,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use tradestream_postgres::PostgresError;
 use tradestream_postgres::portfolio::{
     Mark, liquidity_str, mark_to_market_batch, order_status_str, order_type_str, origin_str,
-    time_in_force_str,
+    time_in_force_str, write_valuations,
 };
 use tradestream_schemas::{
     AnyRecord, BarClass, ErrorClass, MarketDataKind, Order, OrderStatus, Severity, SignalSide,
@@ -73,8 +70,6 @@ pub struct BatchOutcome {
     pub dead_letters: Vec<DeadLetterRecord>,
     /// Positions marked to market.
     pub marks: u64,
-    /// Portfolio snapshots written from the trading core's settlement marks.
-    pub snapshots: u64,
     /// Next offset stored per (topic, partition) (never moves backwards).
     pub offsets: Vec<(Topic, i32, i64)>,
 }
@@ -139,7 +134,6 @@ struct Applied {
     written: BTreeMap<Topic, u64>,
     applied: u64,
     marks: u64,
-    snapshots: u64,
 }
 
 impl SinkWriter {
@@ -211,17 +205,6 @@ impl SinkWriter {
             duplicates: (batch.len() - pending.len()) as u64,
             ..BatchOutcome::default()
         };
-        // The books' snapshots come per instant from the settlement marks, not written as
-        // fills and sequenced bars arrive.
-        let books = pending.iter().any(|i| {
-            matches!(
-                batch[*i].0,
-                Topic::MarketData | Topic::Fills | Topic::Progress
-            )
-        });
-        if books {
-            set_snapshots(&mut tx, false).await?;
-        }
         apply_bisecting(&mut tx, batch, pending, &mut outcome).await?;
 
         let (topics, partitions, offsets): (Vec<&str>, Vec<i32>, Vec<i64>) =
@@ -350,7 +333,6 @@ async fn apply_bisecting(
                 }
                 outcome.duplicates += applied.applied;
                 outcome.marks += applied.marks;
-                outcome.snapshots += applied.snapshots;
             }
             Err(failure) => {
                 sqlx::query("ROLLBACK TO SAVEPOINT sink_segment")
@@ -405,155 +387,82 @@ async fn apply_segment(
     out.written
         .insert(Topic::Orders, apply_orders(tx, &records).await?);
 
-    // Fills and marks, in batch order: consecutive runs of each become one statement. A
-    // trading core's settlement mark brings its step's fills (stored once, whichever copy
-    // comes first) and its snapshots (written below); sequenced bars mark without snapshots.
+    out.written
+        .insert(Topic::Valuations, insert_valuations(tx, &records).await?);
+
+    // Fills and marks, in batch order: consecutive runs of each become one statement.
     let mut marked: HashSet<&str> = HashSet::new();
     let mut fills_written = 0;
-    let mut mark_fills_written = 0;
-    let mut progress_records = 0u64;
-    let mut settled: Vec<&tradestream_schemas::Progress> = Vec::new();
     let mut run: Vec<Effect<'_>> = Vec::new();
-    let mut run_kind = RunKind::Fills;
     for (_, record) in &records {
-        let (kind, effects): (RunKind, Vec<Effect<'_>>) = match record {
-            AnyRecord::Fill(f) => (RunKind::Fills, vec![Effect::Fill(f, false)]),
-            AnyRecord::Progress(p) => {
-                progress_records += 1;
-                if p.processor != tradestream_schemas::Progress::TRADING {
-                    continue;
-                }
-                settled.push(p);
-                (
-                    RunKind::Fills,
-                    p.fills.iter().map(|f| Effect::Fill(f, true)).collect(),
-                )
-            }
+        let effect = match record {
+            AnyRecord::Fill(f) => Effect::Fill(f),
             AnyRecord::MarketData(md)
                 if new_bars.contains(md.record_id.as_str())
                     && marked.insert(md.record_id.as_str()) =>
             {
-                (
-                    RunKind::Marks {
-                        snapshots: md.step == 0,
-                    },
-                    vec![Effect::Bar(md)],
-                )
+                Effect::Bar(md)
             }
             _ => continue,
         };
-        if kind != run_kind && !run.is_empty() {
-            let n = flush_run(tx, &run, run_kind, &mut out.marks).await?;
-            fills_written += n.0;
-            mark_fills_written += n.1;
+        if run
+            .last()
+            .is_some_and(|last| std::mem::discriminant(last) != std::mem::discriminant(&effect))
+        {
+            fills_written += flush_run(tx, &run, &mut out.marks).await?;
             run.clear();
         }
-        run_kind = kind;
-        run.extend(effects);
+        run.push(effect);
     }
-    let n = flush_run(tx, &run, run_kind, &mut out.marks).await?;
-    fills_written += n.0;
-    mark_fills_written += n.1;
-    out.written
-        .insert(Topic::Fills, fills_written + mark_fills_written);
-    if !settled.is_empty() {
-        out.snapshots = insert_snapshots(tx, &settled).await?;
-    }
+    fills_written += flush_run(tx, &run, &mut out.marks).await?;
+    out.written.insert(Topic::Fills, fills_written);
 
     out.written.retain(|_, n| *n > 0);
-    let written: u64 = out.written.values().sum::<u64>() - mark_fills_written;
-    out.applied = (records.len() as u64)
-        .saturating_sub(progress_records)
-        .saturating_sub(written);
+    let written: u64 = out.written.values().sum::<u64>();
+    out.applied = (records.len() as u64).saturating_sub(written);
     Ok(out)
 }
 
 /// One change to the books, in batch order.
 enum Effect<'a> {
-    /// A fill; `true` when it came in an exchange's mark (see [`insert_fills`]).
-    Fill(&'a tradestream_schemas::Fill, bool),
+    /// A fill.
+    Fill(&'a tradestream_schemas::Fill),
     /// A newly stored bar to mark positions at.
     Bar(&'a tradestream_schemas::MarketData),
 }
 
-/// What a run of effects is applied with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RunKind {
-    Fills,
-    /// `snapshots`: the bars are unsequenced, so the marks write snapshots as they happen.
-    Marks {
-        snapshots: bool,
-    },
-}
-
-/// Applies a run; returns the fills newly stored from topics and from marks.
+/// Applies a run of effects of one kind; returns the fills newly stored.
 async fn flush_run(
     tx: &mut PgConnection,
     run: &[Effect<'_>],
-    kind: RunKind,
     marks: &mut u64,
-) -> Result<(u64, u64), ApplyError> {
-    if run.is_empty() {
-        return Ok((0, 0));
-    }
-    match kind {
-        RunKind::Fills => insert_fills(tx, run).await,
-        RunKind::Marks { snapshots } => {
-            if snapshots {
-                set_snapshots(tx, true).await?;
-            }
-            let marked = mark_positions(tx, run).await;
-            if snapshots {
-                set_snapshots(tx, false).await?;
-            }
-            *marks += marked?;
-            Ok((0, 0))
-        }
-    }
-}
-
-/// Turns the arrival snapshots of the fill trigger and of `mark_to_market_batch` on or off
-/// for the rest of the transaction (`tradestream.snapshots`, sql/0060).
-async fn set_snapshots(tx: &mut PgConnection, on: bool) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT set_config('tradestream.snapshots', $1, true)")
-        .bind(if on { "on" } else { "off" })
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
-}
-
-/// Writes the snapshots the settlement marks carry, once per account and instant (a mark
-/// read again after a restart writes nothing); returns how many were new. An account the
-/// database does not have is skipped: its fills are dead-lettered on `fills`.
-async fn insert_snapshots(
-    tx: &mut PgConnection,
-    marks: &[&tradestream_schemas::Progress],
 ) -> Result<u64, ApplyError> {
-    let mut account = Vec::new();
-    let mut at = Vec::new();
-    let (mut cash, mut positions, mut total) = (Vec::new(), Vec::new(), Vec::new());
-    for m in marks {
-        for a in &m.accounts {
-            account.push(a.account.as_str());
-            at.push(m.event_time);
-            cash.push(a.cash);
-            positions.push(a.positions_value);
-            total.push(a.total_value);
+    match run.first() {
+        None => Ok(0),
+        Some(Effect::Fill(_)) => insert_fills(tx, run).await,
+        Some(Effect::Bar(_)) => {
+            *marks += mark_positions(tx, run).await?;
+            Ok(0)
         }
     }
-    if account.is_empty() {
-        return Ok(0);
-    }
-    let written = sqlx::query("SELECT write_settled_snapshots($1, $2, $3, $4, $5)")
-        .bind(&account)
-        .bind(&at)
-        .bind(&cash)
-        .bind(&positions)
-        .bind(&total)
-        .fetch_one(&mut *tx)
-        .await?;
-    let n: i64 = sqlx::Row::try_get(&written, 0)?;
-    Ok(n.unsigned_abs())
+}
+
+/// Stores the trading core's valuations as portfolio snapshots (see
+/// [`tradestream_postgres::portfolio::write_valuations`]); returns the rows inserted or changed.
+async fn insert_valuations(
+    tx: &mut PgConnection,
+    records: &[(usize, &AnyRecord)],
+) -> Result<u64, ApplyError> {
+    let valuations: Vec<&tradestream_schemas::Valuation> = records
+        .iter()
+        .filter_map(|(_, r)| match r {
+            AnyRecord::Valuation(v) => Some(v),
+            _ => None,
+        })
+        .collect();
+    write_valuations(&mut *tx, &valuations)
+        .await
+        .map_err(ApplyError::Database)
 }
 
 fn kind_str(k: MarketDataKind) -> &'static str {
@@ -1027,81 +936,52 @@ async fn apply_orders(
     Ok(new_events)
 }
 
-/// Inserts a run of fills in order (the trigger applies each to cash and positions); returns
-/// how many were new from topics and from exchange marks. A fill from a mark for an account
-/// the database does not have is skipped: its copy on `fills` is the one dead-lettered.
-async fn insert_fills(tx: &mut PgConnection, run: &[Effect<'_>]) -> Result<(u64, u64), ApplyError> {
-    let fills: Vec<(&tradestream_schemas::Fill, bool)> = run
+/// Inserts a run of fills in order (the trigger applies each to the books); returns how many
+/// were new.
+async fn insert_fills(tx: &mut PgConnection, run: &[Effect<'_>]) -> Result<u64, ApplyError> {
+    let fills: Vec<&tradestream_schemas::Fill> = run
         .iter()
         .filter_map(|e| match e {
-            Effect::Fill(f, from_mark) => Some((*f, *from_mark)),
+            Effect::Fill(f) => Some(*f),
             Effect::Bar(_) => None,
         })
         .collect();
-    let inserted: Vec<bool> = sqlx::query_scalar(
+    let inserted = sqlx::query(
         "INSERT INTO fills (fill_id, order_id, account_id, symbol, side, quantity, price,
                             commission, liquidity, fill_time)
          SELECT u.fill_id, u.order_id, u.account_id, u.symbol, u.side, u.quantity, u.price,
                 u.commission, u.liquidity, u.fill_time
            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                       $6::numeric[], $7::numeric[], $8::numeric[], $9::text[], $10::timestamptz[],
-                       $11::bool[])
+                       $6::numeric[], $7::numeric[], $8::numeric[], $9::text[], $10::timestamptz[])
                 WITH ORDINALITY
                 AS u(fill_id, order_id, account_id, symbol, side, quantity, price, commission,
-                     liquidity, fill_time, from_mark, ord)
-          WHERE NOT u.from_mark
-             OR EXISTS (SELECT 1 FROM accounts a WHERE a.account_id = u.account_id)
+                     liquidity, fill_time, ord)
           ORDER BY u.ord
-         ON CONFLICT (fill_id) DO NOTHING
-         RETURNING fill_id IN (SELECT unnest($12::text[]))",
+         ON CONFLICT (fill_id) DO NOTHING",
     )
+    .bind(fills.iter().map(|f| f.fill_id.as_str()).collect::<Vec<_>>())
     .bind(
         fills
             .iter()
-            .map(|f| f.0.fill_id.as_str())
+            .map(|f| f.order_id.as_str())
             .collect::<Vec<_>>(),
     )
+    .bind(fills.iter().map(|f| f.account.as_str()).collect::<Vec<_>>())
+    .bind(fills.iter().map(|f| f.symbol.as_str()).collect::<Vec<_>>())
+    .bind(fills.iter().map(|f| f.side.as_str()).collect::<Vec<_>>())
+    .bind(fills.iter().map(|f| f.quantity).collect::<Vec<_>>())
+    .bind(fills.iter().map(|f| f.price).collect::<Vec<_>>())
+    .bind(fills.iter().map(|f| f.commission).collect::<Vec<_>>())
     .bind(
         fills
             .iter()
-            .map(|f| f.0.order_id.as_str())
+            .map(|f| liquidity_str(f.liquidity))
             .collect::<Vec<_>>(),
     )
-    .bind(
-        fills
-            .iter()
-            .map(|f| f.0.account.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        fills
-            .iter()
-            .map(|f| f.0.symbol.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(fills.iter().map(|f| f.0.side.as_str()).collect::<Vec<_>>())
-    .bind(fills.iter().map(|f| f.0.quantity).collect::<Vec<_>>())
-    .bind(fills.iter().map(|f| f.0.price).collect::<Vec<_>>())
-    .bind(fills.iter().map(|f| f.0.commission).collect::<Vec<_>>())
-    .bind(
-        fills
-            .iter()
-            .map(|f| liquidity_str(f.0.liquidity))
-            .collect::<Vec<_>>(),
-    )
-    .bind(fills.iter().map(|f| f.0.fill_time).collect::<Vec<_>>())
-    .bind(fills.iter().map(|f| f.1).collect::<Vec<_>>())
-    .bind(
-        fills
-            .iter()
-            .filter(|f| f.1)
-            .map(|f| f.0.fill_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .fetch_all(&mut *tx)
+    .bind(fills.iter().map(|f| f.fill_time).collect::<Vec<_>>())
+    .execute(&mut *tx)
     .await?;
-    let from_marks = inserted.iter().filter(|m| **m).count() as u64;
-    Ok((inserted.len() as u64 - from_marks, from_marks))
+    Ok(inserted.rows_affected())
 }
 
 /// Marks positions at each bar of a run, in order, with one `mark_to_market_batch` (the effect

@@ -19,9 +19,10 @@
 //! adapter's fills and order updates would enter here, in the order the broker reports them.
 //!
 //! Outputs: the router's orders and the venue's fills and order updates, on `orders` and
-//! `fills` exactly as before the two were composed, and after each sequenced instant one
-//! settlement mark on `progress` carrying the instant's fills and every account's value at
-//! the instant, which the sink writes as the instant's portfolio snapshots.
+//! `fills` exactly as before the two were composed, and at the end of each instant (a
+//! sequenced one, or an unsequenced bar) a [`Valuation`] on `valuations` for every account
+//! that holds a position or traded in it: its value from the books the risk checks use,
+//! which the sink stores as the account's portfolio snapshot at the instant.
 //!
 //! Delivery guarantees: the whole state (router, venue, barrier) round-trips through
 //! [`Processor::snapshot`], and every input is idempotent (each part recognises what it has
@@ -30,13 +31,14 @@
 use crate::barrier::{Barrier, Instant};
 use crate::error::TradingError;
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::fmt::Display;
-use tradestream_exchange::{ExchangeConfig, ExchangeError, ExchangeProcessor};
+use tradestream_exchange::{ExchangeConfig, ExchangeError, ExchangeProcessor, Holdings};
 use tradestream_router::{AccountView, RouterConfig, RouterError, RouterProcessor};
 use tradestream_schemas::{
-    AccountId, AccountValue, AnyRecord, BarrierStatus, ErrorClass, Fill, MarketData, Order,
-    OrderStatus, ProcessError, Processor, Progress, Record, TaskScope, Topic, TradingSignal,
+    AccountId, AnyRecord, BarrierStatus, ErrorClass, Fill, MarketData, Order, OrderStatus,
+    ProcessError, Processor, Record, Symbol, TaskScope, Topic, TradingSignal, Valuation,
 };
 
 /// Version of the snapshot layout, the first byte of every snapshot; bump it whenever a
@@ -101,16 +103,19 @@ fn within_instant<T, E: Display>(
     }
 }
 
-/// Whether `o` is a cancel request (from the API, or the router's own coming back): it keeps
-/// the order's last known sequence under an id of its own, `<order_id>:cancel:<cause>`.
-fn is_cancel_request(o: &Order) -> bool {
-    o.status == OrderStatus::Canceled
-        && o.event_id
-            .strip_prefix(o.order_id.as_str())
-            .is_some_and(|rest| rest.starts_with(":cancel:"))
+/// The router's books, which the venue consults for what a cash account may sell: one books
+/// model for the risk checks and the venue.
+struct Books<'a>(&'a RouterProcessor);
+
+impl Holdings for Books<'_> {
+    fn held(&self, account: &AccountId, symbol: &Symbol) -> Decimal {
+        self.0
+            .book(account)
+            .map_or(Decimal::ZERO, |b| b.quantity(symbol))
+    }
 }
 
-/// What one instant (or one arrival) produced, with the fills kept apart for the mark.
+/// What one instant (or one arrival) produced, with the fills kept apart for the valuations.
 #[derive(Default)]
 struct Outputs {
     records: Vec<AnyRecord>,
@@ -184,7 +189,7 @@ impl TradingCore {
         Ok(records)
     }
 
-    /// One sequenced instant, in the fixed order; ends with its settlement mark.
+    /// One sequenced instant, in the fixed order; ends with its valuations.
     fn instant(&mut self, instant: Instant) -> Result<Vec<AnyRecord>, TradingError> {
         let mut out = Outputs::default();
         self.fill_bars(&instant.bars, &mut out)?;
@@ -208,40 +213,30 @@ impl TradingCore {
             }
         }
         self.accept(decided, &mut out)?;
-        let Outputs { mut records, fills } = out;
-        let mut mark = Progress::new(
-            Progress::TRADING,
-            instant.step,
-            instant.time,
-            Vec::new(),
-            Vec::new(),
-        );
-        mark.accounts = self.valuations(&fills);
-        mark.fills = fills;
-        records.push(AnyRecord::Progress(mark));
-        Ok(records)
+        Ok(self.valued(out, (instant.step, instant.time, None)))
     }
 
-    /// The instant's portfolio snapshots: every account holding a position at its end or
-    /// with a fill in it, valued at each held symbol's last close (the books the risk checks
-    /// use; `connectors/postgres/tests/portfolio_model.rs` keeps them equal to the SQL's).
-    fn valuations(&self, fills: &[Fill]) -> Vec<AccountValue> {
-        self.router
-            .config()
-            .accounts
-            .keys()
-            .filter_map(|id| {
-                let (book, equity) = self.router.valued_book(id)?;
-                let holds = book.positions.values().any(|p| !p.quantity.is_zero());
-                let traded = fills.iter().any(|f| &f.account == id);
-                (holds || traded).then(|| AccountValue {
-                    account: id.clone(),
-                    cash: book.cash,
-                    positions_value: equity - book.cash,
-                    total_value: equity,
-                })
-            })
-            .collect()
+    /// The instant's records followed by its valuations: every account holding a position at
+    /// its end or with a fill in it, valued at each held symbol's last close (the books the
+    /// risk checks use; `connectors/postgres/tests/portfolio_model.rs` keeps them equal to
+    /// the SQL's), in the configuration's account order.
+    fn valued(&self, out: Outputs, instant: (i64, DateTime<Utc>, Option<&str>)) -> Vec<AnyRecord> {
+        let Outputs { mut records, fills } = out;
+        for id in self.router.config().accounts.keys() {
+            let Some((book, equity)) = self.router.valued_book(id) else {
+                continue;
+            };
+            let holds = book.positions.values().any(|p| !p.quantity.is_zero());
+            if holds || fills.iter().any(|f| &f.account == id) {
+                records.push(AnyRecord::Valuation(Valuation::new(
+                    id.clone(),
+                    instant,
+                    book.cash,
+                    equity - book.cash,
+                )));
+            }
+        }
+        records
     }
 
     /// Step 1 and 2 of an instant: the venue fills the bars against the resting orders, the
@@ -249,7 +244,7 @@ impl TradingCore {
     fn fill_bars(&mut self, bars: &[MarketData], out: &mut Outputs) -> Result<(), TradingError> {
         for bar in bars {
             if let Some(records) = within_instant(
-                self.venue.on_market_data(bar),
+                self.venue.on_market_data(bar, &Books(&self.router)),
                 ExchangeError::class,
                 "bar",
                 &bar.record_id,
@@ -314,17 +309,16 @@ impl TradingCore {
                 self.apply_venue(records, out)?;
             }
         }
-        let deferred = self.venue.flush()?;
-        self.apply_venue(deferred, out)
+        Ok(())
     }
 
-    /// An unsequenced bar: an instant of its own, on arrival.
+    /// An unsequenced bar: an instant of its own, on arrival, valued like a sequenced one.
     fn on_bar(&mut self, bar: &MarketData) -> Result<Vec<AnyRecord>, TradingError> {
         let mut out = Outputs::default();
-        let records = self.venue.on_market_data(bar)?;
+        let records = self.venue.on_market_data(bar, &Books(&self.router))?;
         self.apply_venue(records, &mut out)?;
         self.router.on_market_data(bar)?;
-        Ok(out.records)
+        Ok(self.valued(out, (0, bar.event_time, Some(&bar.record_id))))
     }
 
     /// An unsequenced signal: decided on arrival.
@@ -347,7 +341,7 @@ impl TradingCore {
         if o.status == OrderStatus::New {
             let decided = self.router.on_order(o)?;
             self.accept(decided, &mut out)?;
-        } else if is_cancel_request(o) {
+        } else if o.is_cancel_request() {
             let records = self.venue.on_order(o)?;
             self.apply_venue(records, &mut out)?;
         }
@@ -385,8 +379,14 @@ impl Processor for TradingCore {
                 self.barrier.add_signal(s);
                 self.advance()
             }
-            AnyRecord::MarketData(m) => self.on_bar(m),
-            AnyRecord::Signal(s) => self.on_signal(s),
+            AnyRecord::MarketData(m) => {
+                m.validate().map_err(RouterError::from)?;
+                self.on_bar(m)
+            }
+            AnyRecord::Signal(s) => {
+                s.validate().map_err(RouterError::from)?;
+                self.on_signal(s)
+            }
             AnyRecord::Order(o) => self.on_order(o),
             AnyRecord::Control(c) => return self.router.on_control(c),
             other => {
@@ -452,8 +452,8 @@ mod tests {
     fn only_cancel_requests_are_taken_from_orders() {
         let mut o = tradestream_schemas::samples::order();
         o.status = OrderStatus::Canceled;
-        assert!(!is_cancel_request(&o), "the venue's own update");
-        o.event_id = format!("{}:cancel:req-1", o.order_id);
-        assert!(is_cancel_request(&o));
+        assert!(!o.is_cancel_request(), "the venue's own update");
+        let o = o.cancel_request("req-1", "MANUAL_CANCEL: by=test".into(), o.updated_time);
+        assert!(o.is_cancel_request());
     }
 }

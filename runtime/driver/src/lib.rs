@@ -12,7 +12,7 @@
 
 use tradestream_features::FeaturesProcessor;
 use tradestream_schemas::{
-    AnyRecord, ErrorClass, Fill, MarketData, Order, ProcessError, Processor,
+    AnyRecord, ErrorClass, Fill, MarketData, Order, ProcessError, Processor, Valuation,
 };
 use tradestream_scorer::Scorer;
 use tradestream_trading::TradingCore;
@@ -65,8 +65,9 @@ pub struct Run {
     pub orders: Vec<Order>,
     /// Every fill, in publishing order.
     pub fills: Vec<Fill>,
-    /// Instants settled (the trading core's settlement marks).
-    pub instants: u64,
+    /// Every valuation (each account's value at the end of each instant), in publishing
+    /// order: the equity curve.
+    pub valuations: Vec<Valuation>,
     /// Records refused.
     pub dead_letters: Vec<DeadLetter>,
 }
@@ -147,7 +148,7 @@ impl Driver {
                 match r {
                     AnyRecord::Order(o) => run.orders.push(o),
                     AnyRecord::Fill(f) => run.fills.push(f),
-                    AnyRecord::Progress(_) => run.instants += 1,
+                    AnyRecord::Valuation(v) => run.valuations.push(v),
                     _ => {}
                 }
             }

@@ -1,4 +1,4 @@
-//! Postgres storage for the registry (tables from `sql/0010_schema_registry.sql`).
+//! Postgres storage for the registry (tables `schema_registry_*` of `sql/0001_schema.sql`).
 //!
 //! Writers to one subject serialise on that subject's row in `schema_registry_subjects`, so
 //! version numbers stay dense and a compatibility check always sees the versions it is checked

@@ -1,10 +1,10 @@
-//! Portfolio snapshots from the trading core's settlement marks (sql/0070) against a real
-//! Postgres: whatever order the sink receives a sequenced run's bars, fills and marks in (each
-//! partition in its own order, merged at random, cut into random batches, fills and marks
-//! re-delivered), it writes each account's snapshot of each instant once, as the mark says,
-//! with P&L and return from the account's capital; the marks here carry the books recomputed
-//! from the input (per instant, the fills up to it and each held symbol's last close), and
-//! the books the fills move in Postgres end equal to them.
+//! Portfolio snapshots from the trading core's valuations (`write_valuations`) against a real
+//! Postgres: whatever order the sink receives a sequenced run's bars, fills and valuations in
+//! (each partition in its own order, merged at random, cut into random batches, fills and
+//! valuations re-delivered), it writes each account's snapshot of each instant once, as the
+//! valuation says, with P&L and return from the account's capital; the valuations here carry
+//! the books recomputed from the input (per instant, the fills up to it and each held
+//! symbol's last close), and the books the fills move in Postgres end equal to them.
 
 mod common;
 
@@ -18,7 +18,7 @@ use tradestream_postgres::testing::TestDatabase;
 use tradestream_schemas::*;
 use tradestream_sink::{BatchItem, SinkWriter};
 
-const GROUP: &str = "settle-test";
+const GROUP: &str = "valuations-test";
 const ACCOUNTS: [&str; 2] = ["acct-a", "acct-b"];
 const SYMBOLS: [&str; 3] = ["AAA", "BBB", "CCC"];
 const CAPITAL: Decimal = dec!(100000);
@@ -70,29 +70,21 @@ fn sequenced(sym: &str, s: i64, step_bars: i32, close: Decimal) -> MarketData {
     b
 }
 
-/// The trading core's settlement mark of step `s`, carrying the fills the step caused and
-/// the accounts' values at it.
-fn settlement_mark(s: i64, fills: Vec<Fill>, accounts: Vec<AccountValue>) -> Progress {
-    let mut mark = Progress::new(Progress::TRADING, s, t(s), Vec::new(), fills);
-    mark.accounts = accounts;
-    mark
-}
-
-/// An account's value as a mark carries it.
-fn value(account: &str, cash: Decimal, positions: Decimal) -> AccountValue {
-    AccountValue {
-        account: AccountId::new(account).expect("account"),
+/// An account's value at step `s`, as the trading core publishes it.
+fn value(account: &str, s: i64, cash: Decimal, positions: Decimal) -> Valuation {
+    Valuation::new(
+        AccountId::new(account).expect("account"),
+        (s, t(s), None),
         cash,
-        positions_value: positions,
-        total_value: cash + positions,
-    }
+        positions,
+    )
 }
 
-/// Each partition's records in order: market data on two partitions (by symbol), fills on two
-/// (by account), progress on one (the trading core's settlement marks).
+/// Each partition's records in order: market data on two partitions (by symbol), fills and
+/// valuations on two each (by account).
 fn partitions(steps: &[Step]) -> Vec<Vec<(Topic, i32, AnyRecord)>> {
     let values = expected(steps);
-    let mut parts: Vec<Vec<(Topic, i32, AnyRecord)>> = vec![Vec::new(); 5];
+    let mut parts: Vec<Vec<(Topic, i32, AnyRecord)>> = vec![Vec::new(); 6];
     for (i, st) in steps.iter().enumerate() {
         let s = i as i64 + 1;
         for (sym, close) in &st.closes {
@@ -100,7 +92,6 @@ fn partitions(steps: &[Step]) -> Vec<Vec<(Topic, i32, AnyRecord)>> {
             let p = (*sym % 2) as i32;
             parts[p as usize].push((Topic::MarketData, p, b.into()));
         }
-        let mut fills = Vec::new();
         for (k, (a, sym, buy, q, price)) in st.fills.iter().enumerate() {
             let side = if *buy { Side::Buy } else { Side::Sell };
             let f = fill(
@@ -113,27 +104,20 @@ fn partitions(steps: &[Step]) -> Vec<Vec<(Topic, i32, AnyRecord)>> {
                 dec!(1),
                 s,
             );
-            parts[2 + *a].push((Topic::Fills, *a as i32, f.clone().into()));
-            fills.push(f);
+            parts[2 + *a].push((Topic::Fills, *a as i32, f.into()));
         }
-        fills.sort_by(|a, b| a.symbol.cmp(&b.symbol));
-        let accounts = values
-            .iter()
-            .filter(|v| v.1 == s)
-            .map(|(a, _, _, cash, positions)| value(a, *cash, *positions))
-            .collect();
-        parts[4].push((
-            Topic::Progress,
-            0,
-            settlement_mark(s, fills, accounts).into(),
-        ));
+        for (a, _, _, cash, positions) in values.iter().filter(|v| v.1 == s) {
+            let k = ACCOUNTS.iter().position(|n| n == a).expect("account");
+            let v = value(a, s, *cash, *positions);
+            parts[4 + k].push((Topic::Valuations, k as i32, v.into()));
+        }
     }
     parts
 }
 
 /// Merges the partitions in the order `picks` says (each stays in order), gives each record
-/// the next offset of its partition, and re-delivers the first fill and the first mark at a
-/// later offset (a producer that republished after a crash).
+/// the next offset of its partition, and re-delivers the first fill and the first valuation at
+/// a later offset (a producer that republished after a crash).
 fn arrival(
     parts: &[Vec<(Topic, i32, AnyRecord)>],
     picks: &[usize],
@@ -144,7 +128,7 @@ fn arrival(
     let mut out = Vec::new();
     let mut pick = picks.iter().cycle();
     let mut emitted_fills: Vec<(i32, AnyRecord)> = Vec::new();
-    let mut first_mark: Option<AnyRecord> = None;
+    let mut first_value: Option<(i32, AnyRecord)> = None;
     let mut n = 0usize;
     while at.iter().zip(parts).any(|(i, p)| *i < p.len()) {
         let want = pick.next().copied().unwrap_or(0);
@@ -159,8 +143,8 @@ fn arrival(
         if topic == Topic::Fills {
             emitted_fills.push((partition, record.clone()));
         }
-        if topic == Topic::Progress && first_mark.is_none() {
-            first_mark = Some(record.clone());
+        if topic == Topic::Valuations && first_value.is_none() {
+            first_value = Some((partition, record.clone()));
         }
         let o = next.entry((topic, partition)).or_insert(0);
         out.push((topic, partition, *o, record));
@@ -172,9 +156,9 @@ fn arrival(
             let o = next.entry((Topic::Fills, partition)).or_insert(0);
             out.push((Topic::Fills, partition, *o, record));
             *o += 1;
-            if let Some(mark) = first_mark.clone() {
-                let o = next.entry((Topic::Progress, 0)).or_insert(0);
-                out.push((Topic::Progress, 0, *o, mark));
+            if let Some((partition, value)) = first_value.clone() {
+                let o = next.entry((Topic::Valuations, partition)).or_insert(0);
+                out.push((Topic::Valuations, partition, *o, value));
                 *o += 1;
             }
         }
@@ -274,21 +258,21 @@ async fn write(
             .await
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
-        snapshots += out.snapshots;
+        snapshots += out.written.get(&Topic::Valuations).copied().unwrap_or(0);
         at = to;
     }
     Ok(snapshots)
 }
 
 #[test]
-fn snapshots_from_marks_do_not_depend_on_arrival_order() {
+fn snapshots_from_valuations_do_not_depend_on_arrival_order() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let db = rt.block_on(TestDatabase::new()).expect("db");
     let pool = db.pool().clone();
     let writer = SinkWriter::new(pool.clone());
     let strategy = (
         proptest::collection::vec(step(), 1..14),
-        proptest::collection::vec(0usize..5, 1..40),
+        proptest::collection::vec(0usize..6, 1..40),
         proptest::collection::vec(1usize..12, 1..8),
         proptest::collection::vec(1usize..60, 0..4),
     );
@@ -303,12 +287,12 @@ fn snapshots_from_marks_do_not_depend_on_arrival_order() {
 
             // In step order: every partition's step s before any of step s + 1.
             reset(&pool, &ACCOUNTS, CAPITAL).await;
-            let ordered = arrival(&parts, &[0, 1, 2, 3, 4], &[]);
+            let ordered = arrival(&parts, &[0, 1, 2, 3, 4, 5], &[]);
             let mut by_step = ordered.clone();
             by_step.sort_by_key(|(_, _, _, r)| match r {
                 AnyRecord::MarketData(m) => (m.step, 0),
                 AnyRecord::Fill(f) => (f.fill_time.timestamp() / 86_400, 1),
-                AnyRecord::Progress(p) => (p.step, 2),
+                AnyRecord::Valuation(v) => (v.step, 2),
                 _ => (0, 3),
             });
             let written = write(&writer, &by_step, &[by_step.len()]).await?;
@@ -318,7 +302,7 @@ fn snapshots_from_marks_do_not_depend_on_arrival_order() {
                 .iter()
                 .map(|(a, at, v, c, p, _, _)| (a.clone(), (*at - t(0)).num_days(), *v, *c, *p))
                 .collect();
-            prop_assert_eq!(&got, &want, "snapshots against the marks");
+            prop_assert_eq!(&got, &want, "snapshots against the valuations");
             for (a, at, v, _, _, pnl, _) in &clean {
                 prop_assert_eq!(*pnl, (*v - CAPITAL).normalize(), "{} at {}: P&L", a, at);
             }
@@ -357,11 +341,11 @@ async fn books(pool: &sqlx::PgPool) -> Vec<(String, Decimal, String, Decimal)> {
     .collect()
 }
 
-/// A mark writes its instant's snapshots as soon as it is stored, whatever bars are (its
+/// A valuation writes its snapshot as soon as it is stored, whatever bars and fills are (its
 /// values come from the trading core, not from what the sink has stored); read again, it
-/// writes nothing; an account the database does not have is skipped.
+/// changes nothing; one for an account the database does not have is dead-lettered.
 #[tokio::test]
-async fn a_mark_writes_its_snapshots_once_when_it_arrives() {
+async fn a_valuation_writes_its_snapshot_once_when_it_arrives() {
     let db = TestDatabase::new().await.expect("db");
     let pool = db.pool();
     create(pool, "acct-a", CAPITAL).await;
@@ -377,16 +361,10 @@ async fn a_mark_writes_its_snapshots_once_when_it_arrives() {
         1,
     );
     // 100000 − (10 × 100 + 1) in cash; 10 AAA at 101, then at 99.
-    let first = settlement_mark(
-        1,
-        vec![f.clone()],
-        vec![
-            value("acct-a", dec!(98999), dec!(1010)),
-            value("nobody", dec!(5), dec!(0)),
-        ],
-    );
-    let second = settlement_mark(2, Vec::new(), vec![value("acct-a", dec!(98999), dec!(990))]);
+    let first = value("acct-a", 1, dec!(98999), dec!(1010));
+    let second = value("acct-a", 2, dec!(98999), dec!(990));
     let batches: Vec<Vec<(Topic, i32, i64, AnyRecord)>> = vec![
+        vec![(Topic::Valuations, 0, 0, first.clone().into())],
         vec![(
             Topic::MarketData,
             0,
@@ -394,26 +372,36 @@ async fn a_mark_writes_its_snapshots_once_when_it_arrives() {
             sequenced("AAA", 1, 2, dec!(101)).into(),
         )],
         vec![(Topic::Fills, 0, 0, f.clone().into())],
-        vec![(Topic::Progress, 0, 0, first.clone().into())],
-        vec![(Topic::Progress, 0, 1, second.into())],
+        vec![(Topic::Valuations, 0, 1, second.into())],
         vec![(
             Topic::MarketData,
             1,
             0,
             sequenced("BBB", 1, 2, dec!(7)).into(),
         )],
-        vec![(Topic::Progress, 0, 2, first.into())],
+        vec![(Topic::Valuations, 0, 2, first.into())],
     ];
     let mut written = Vec::new();
     for batch in &batches {
         let out = writer.write_batch(GROUP, batch).await.expect("write");
         assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
-        written.push(out.snapshots);
+        written.push(out.written.get(&Topic::Valuations).copied().unwrap_or(0));
     }
     assert_eq!(
         written,
-        vec![0, 0, 1, 1, 0, 0],
-        "each mark's snapshot when the mark is stored, once"
+        vec![1, 0, 0, 1, 0, 0],
+        "each valuation's snapshot when it is stored, once"
+    );
+    let nobody = value("nobody", 1, dec!(5), dec!(0));
+    let out = writer
+        .write_batch(GROUP, &[(Topic::Valuations, 1, 0, nobody.into())])
+        .await
+        .expect("write");
+    assert_eq!(out.dead_letters.len(), 1, "unknown account: {out:?}");
+    assert!(
+        out.dead_letters[0].reason.contains("nobody"),
+        "{:?}",
+        out.dead_letters[0]
     );
     let rows = snapshots(pool).await;
     let rows: Vec<_> = rows.iter().map(|r| (r.1, r.2, r.3, r.4, r.6)).collect();

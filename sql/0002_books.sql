@@ -1,19 +1,47 @@
 -- Portfolio logic kept inside the database, so every writer (sink, REST API, backtester, a
--- person at psql) gets the same exact accounting:
+-- person at psql) gets the same exact accounting. Each function and trigger is defined once,
+-- here; the tables are in 0001_schema.sql.
+--   * init_account     BEFORE INSERT ON accounts: cash and total value start at the initial
+--                      capital;
 --   * validate_order   BEFORE INSERT ON orders: refuses malformed orders with SQLSTATE TS001
 --                      and orders for unknown accounts with TS002;
 --   * apply_fill       AFTER INSERT ON fills: moves cash, then the position (avg price,
 --                      realized and unrealized P&L, commission);
---   * update_portfolio_value AFTER INSERT/UPDATE/DELETE ON positions: account total value and a
---                      portfolio snapshot at the event time;
---   * functions check_available_funds, require_available_funds, mark_to_market,
---     calculate_position_pnl, get_portfolio_stats.
+--   * update_portfolio_value AFTER INSERT / UPDATE / DELETE ON positions, once per statement
+--                      (three triggers, one per event, with transition tables): revalues each
+--                      account whose positions the statement changed, once;
+--   * mark_to_market, mark_to_market_batch: mark positions (and keep each symbol's last mark);
+--   * write_valuations: stores the trading core's valuations as portfolio snapshots, the only
+--     writer of portfolio_snapshots (no trigger or mark writes one);
+--   * check_available_funds, require_available_funds, calculate_position_pnl,
+--     get_portfolio_stats, ts_div_round.
+--
+-- No function reads or sets a session or transaction setting: what a call does depends on its
+-- arguments and the tables alone.
 --
 -- Custom SQLSTATEs (class TS, mapped to Rust errors by tradestream-postgres):
 --   TS001 invalid order    COLUMN names the field, TABLE = 'orders'
 --   TS002 unknown account  DETAIL is the account id
 --   TS003 invalid argument to a function (COLUMN names the parameter)
 --   TS004 insufficient funds  DETAIL is the account id
+
+------------------------------------------------------------------------------------------------
+-- Accounts
+
+CREATE FUNCTION init_account() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.cash := COALESCE(NEW.cash, NEW.initial_capital);
+    NEW.total_value := COALESCE(NEW.total_value, NEW.cash);
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER init_account BEFORE INSERT ON accounts
+    FOR EACH ROW EXECUTE FUNCTION init_account();
+
+COMMENT ON FUNCTION init_account() IS
+    'BEFORE INSERT ON accounts: cash defaults to initial_capital and total_value to cash when the insert leaves them NULL.';
 
 -- round(p_num / p_den, p_scale) half away from zero, computed exactly: numeric division rounds
 -- its quotient to ~16 significant digits first, and that double rounding can move a value that
@@ -92,6 +120,9 @@ $$;
 CREATE TRIGGER validate_order BEFORE INSERT ON orders
     FOR EACH ROW EXECUTE FUNCTION validate_order();
 
+COMMENT ON FUNCTION validate_order() IS
+    'BEFORE INSERT ON orders: raises TS002 (DETAIL = account id, COLUMN account_id) for an unknown account; unless the order is REJECTED (a record of a refused request keeps the values that caused it), raises TS001 (TABLE orders, COLUMN = the field) for quantity <= 0 or NULL, a LIMIT/STOP_LIMIT order without limit_price, a STOP/STOP_LIMIT order without stop_price, or a price <= 0.';
+
 ------------------------------------------------------------------------------------------------
 -- Funds
 
@@ -168,6 +199,10 @@ COMMENT ON FUNCTION require_available_funds(TEXT, TEXT, TEXT, NUMERIC, NUMERIC) 
 ------------------------------------------------------------------------------------------------
 -- Fills → cash and positions
 
+-- A new position's first price is its symbol's last mark (symbol_marks) when that mark is at or
+-- after the fill's time (the price marks in time order would have left: an instant's fills come
+-- before its bar's close), else the fill price, so the books do not depend on whether a fill
+-- or its instant's bar was stored first.
 CREATE FUNCTION apply_fill() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -179,7 +214,7 @@ DECLARE
     closed NUMERIC;
     mark   NUMERIC;
 BEGIN
-    -- Cash first: the positions trigger (update_portfolio_value) reads it for the snapshot.
+    -- Cash first: the positions trigger (update_portfolio_value) reads it for the total value.
     -- Updating the account row also locks it, which serialises fills of one account.
     UPDATE accounts
        SET cash = cash - (q * p + NEW.commission), updated_at = now()
@@ -194,10 +229,13 @@ BEGIN
        FOR UPDATE;
 
     IF NOT FOUND THEN
+        SELECT m.price INTO mark
+          FROM symbol_marks m
+         WHERE m.symbol = NEW.symbol AND m.at >= NEW.fill_time;
         INSERT INTO positions (account_id, symbol, quantity, avg_price, realized_pnl, commission,
                                current_price, unrealized_pnl, updated_at)
         VALUES (NEW.account_id, NEW.symbol, q, round(p, 8), 0, NEW.commission,
-                p, 0, NEW.fill_time);
+                COALESCE(mark, p), q * (COALESCE(mark, p) - round(p, 8)), NEW.fill_time);
         RETURN NULL;
     END IF;
 
@@ -239,7 +277,7 @@ CREATE TRIGGER apply_fill AFTER INSERT ON fills
     FOR EACH ROW EXECUTE FUNCTION apply_fill();
 
 COMMENT ON FUNCTION apply_fill() IS
-    'AFTER INSERT ON fills: cash -= q*p + commission (q signed: + BUY, - SELL), then the position: adding moves avg_price to round((|Q|*A + |q|*p)/(|Q|+|q|), 8); reducing realizes min(|q|,|Q|)*(p - A)*sign(Q), a flat position has avg 0 and a flip re-opens at p; current_price is the fill price on the first fill and the last mark afterwards; unrealized_pnl = Q*(current_price - avg_price).';
+    'AFTER INSERT ON fills: cash -= q*p + commission (q signed: + BUY, - SELL), then the position: adding moves avg_price to round((|Q|*A + |q|*p)/(|Q|+|q|), 8); reducing realizes min(|q|,|Q|)*(p - A)*sign(Q), a flat position has avg 0 and a flip re-opens at p; a new position''s current_price is its symbol''s last mark (symbol_marks) when that is at or after the fill time, else the fill price, afterwards the last mark; unrealized_pnl = Q*(current_price - avg_price).';
 
 ------------------------------------------------------------------------------------------------
 -- Marks
@@ -269,7 +307,78 @@ END;
 $$;
 
 COMMENT ON FUNCTION mark_to_market(TEXT, NUMERIC, TIMESTAMPTZ) IS
-    'Marks every position in p_symbol at p_price as of p_time (event time): current_price, unrealized_pnl = quantity*(p_price - avg_price), updated_at. Each updated position writes a portfolio snapshot. Returns the number of positions updated; TS003 for a non-positive price.';
+    'Marks every position in p_symbol at p_price as of p_time (event time): current_price, unrealized_pnl = quantity*(p_price - avg_price), updated_at; the update_portfolio_value trigger then revalues their accounts. Writes no portfolio snapshot. Returns the number of positions updated; TS003 for a non-positive or NULL price or a NULL time.';
+
+-- The sink marks positions at every stored bar. One mark_to_market per bar would update the
+-- same positions and accounts rows hundreds of times in one transaction, and every update
+-- leaves a row version that later lookups in the transaction walk past (O(bars²) per batch;
+-- docs/benchmarks.md). The batch validates the marks, keeps each symbol's last mark, then
+-- updates each marked position once, at its symbol's last mark; the update_portfolio_value
+-- trigger revalues each affected account once for that statement.
+CREATE FUNCTION mark_to_market_batch(p_symbols TEXT[], p_prices NUMERIC[], p_times TIMESTAMPTZ[])
+RETURNS BIGINT
+LANGUAGE plpgsql AS $$
+DECLARE
+    n   BIGINT;
+    bad RECORD;
+BEGIN
+    IF cardinality(p_symbols) IS DISTINCT FROM cardinality(p_prices)
+       OR cardinality(p_symbols) IS DISTINCT FROM cardinality(p_times) THEN
+        RAISE EXCEPTION USING ERRCODE = 'TS003',
+            MESSAGE = format('mark_to_market_batch: %s symbols, %s prices and %s times',
+                             cardinality(p_symbols), cardinality(p_prices), cardinality(p_times));
+    END IF;
+
+    -- The first mark mark_to_market would refuse (only symbols with positions are marked).
+    SELECT u.price, u.at INTO bad
+      FROM unnest(p_symbols, p_prices, p_times) WITH ORDINALITY AS u(symbol, price, at, ord)
+     WHERE (u.price IS NULL OR u.price <= 0 OR u.at IS NULL)
+       AND EXISTS (SELECT 1 FROM positions p WHERE p.symbol = u.symbol)
+     ORDER BY u.ord
+     LIMIT 1;
+    IF FOUND THEN
+        IF bad.price IS NULL OR bad.price <= 0 THEN
+            RAISE EXCEPTION USING ERRCODE = 'TS003', COLUMN = 'p_price',
+                MESSAGE = format('mark_to_market: price must be > 0, got %s',
+                                 COALESCE(bad.price::text, 'NULL'));
+        END IF;
+        RAISE EXCEPTION USING ERRCODE = 'TS003', COLUMN = 'p_time',
+            MESSAGE = 'mark_to_market: time must not be NULL';
+    END IF;
+
+    -- Every (mark, position of its symbol) pair, as one mark_to_market per mark would count.
+    SELECT count(*) INTO n
+      FROM unnest(p_symbols) AS u(symbol)
+      JOIN positions p ON p.symbol = u.symbol;
+
+    -- Each symbol's last valid mark of the batch, held or not (apply_fill reads it).
+    INSERT INTO symbol_marks AS s (symbol, price, at)
+    SELECT DISTINCT ON (u.symbol) u.symbol, u.price, u.at
+      FROM unnest(p_symbols, p_prices, p_times) WITH ORDINALITY AS u(symbol, price, at, ord)
+     WHERE u.price > 0 AND u.at IS NOT NULL
+     ORDER BY u.symbol, u.ord DESC
+    ON CONFLICT (symbol) DO UPDATE SET price = EXCLUDED.price, at = EXCLUDED.at;
+
+    IF n = 0 THEN
+        RETURN 0;
+    END IF;
+
+    -- Each marked position once, at its symbol's last mark of the batch. The statement's
+    -- update_portfolio_value trigger revalues each of their accounts once.
+    UPDATE positions p
+       SET current_price  = l.price,
+           unrealized_pnl = p.quantity * (l.price - p.avg_price),
+           updated_at     = l.at
+      FROM (SELECT DISTINCT ON (u.symbol) u.symbol, u.price, u.at
+              FROM unnest(p_symbols, p_prices, p_times) WITH ORDINALITY AS u(symbol, price, at, ord)
+             ORDER BY u.symbol, u.ord DESC) l
+     WHERE p.symbol = l.symbol;
+    RETURN n;
+END;
+$$;
+
+COMMENT ON FUNCTION mark_to_market_batch(TEXT[], NUMERIC[], TIMESTAMPTZ[]) IS
+    'Marks positions at each (symbol, price, time) of the arrays in order: each position and account is left at its last mark, exactly as one mark_to_market per element would leave them, in one update of the positions (each account is revalued once by the update_portfolio_value trigger); each symbol''s last mark is kept in symbol_marks. Writes no portfolio snapshot. Returns the number of (mark, position) pairs; TS003 for a non-positive price or a NULL time of a symbol with positions, or arrays of different lengths.';
 
 CREATE FUNCTION calculate_position_pnl(p_symbol TEXT)
 RETURNS TABLE(account_id TEXT, symbol TEXT, quantity NUMERIC, avg_price NUMERIC,
@@ -286,51 +395,153 @@ COMMENT ON FUNCTION calculate_position_pnl(TEXT) IS
     'Unrealized P&L of every position in p_symbol at its current mark: quantity*(current_price - avg_price), ordered by account.';
 
 ------------------------------------------------------------------------------------------------
--- Portfolio value and snapshots
+-- Account value
 
+-- Statement-level: a statement that changes many positions (a batch of marks, a fill's
+-- position update) revalues each of their accounts once. A single trigger with transition
+-- tables may have only one event, so three triggers share this function; each names the
+-- transition tables its event has (INSERT: new_positions; UPDATE: both; DELETE:
+-- old_positions), and the function reads only those of TG_OP.
 CREATE FUNCTION update_portfolio_value() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    acct_id   TEXT;
-    at        TIMESTAMPTZ;
-    pos_value NUMERIC;
-    acct      accounts%ROWTYPE;
-    pnl       NUMERIC;
+    changed TEXT[];
 BEGIN
-    IF TG_OP = 'DELETE' THEN
-        acct_id := OLD.account_id;
-        at := now();
+    IF TG_OP = 'INSERT' THEN
+        SELECT array_agg(DISTINCT n.account_id) INTO changed FROM new_positions n;
+    ELSIF TG_OP = 'UPDATE' THEN
+        SELECT array_agg(DISTINCT c.account_id) INTO changed
+          FROM (SELECT n.account_id FROM new_positions n
+                UNION ALL
+                SELECT o.account_id FROM old_positions o) c;
     ELSE
-        acct_id := NEW.account_id;
-        at := NEW.updated_at;
+        SELECT array_agg(DISTINCT o.account_id) INTO changed FROM old_positions o;
     END IF;
 
-    -- A position never marked is worth what it cost.
-    SELECT COALESCE(sum(quantity * COALESCE(current_price, avg_price)), 0)
-      INTO pos_value
-      FROM positions WHERE account_id = acct_id;
-
-    UPDATE accounts SET total_value = cash + pos_value, updated_at = now()
-     WHERE account_id = acct_id
-    RETURNING * INTO acct;
-    IF NOT FOUND THEN
-        RETURN NULL;  -- the account itself is being deleted
-    END IF;
-
-    pnl := acct.total_value - acct.initial_capital;
-    INSERT INTO portfolio_snapshots (account_id, snapshot_time, total_value, cash,
-                                     positions_value, total_pnl, total_return)
-    VALUES (acct_id, at, acct.total_value, acct.cash, pos_value, pnl,
-            ts_div_round(pnl, acct.initial_capital, 8));
+    -- A position never marked is worth what it cost. An account that is itself being deleted
+    -- has no row left to update.
+    UPDATE accounts a
+       SET total_value = a.cash + COALESCE(
+               (SELECT sum(p.quantity * COALESCE(p.current_price, p.avg_price))
+                  FROM positions p
+                 WHERE p.account_id = a.account_id), 0),
+           updated_at  = now()
+     WHERE a.account_id = ANY (changed);
     RETURN NULL;
 END;
 $$;
 
-CREATE TRIGGER update_portfolio_value AFTER INSERT OR UPDATE OR DELETE ON positions
-    FOR EACH ROW EXECUTE FUNCTION update_portfolio_value();
+CREATE TRIGGER update_portfolio_value_insert AFTER INSERT ON positions
+    REFERENCING NEW TABLE AS new_positions
+    FOR EACH STATEMENT EXECUTE FUNCTION update_portfolio_value();
+CREATE TRIGGER update_portfolio_value_update AFTER UPDATE ON positions
+    REFERENCING OLD TABLE AS old_positions NEW TABLE AS new_positions
+    FOR EACH STATEMENT EXECUTE FUNCTION update_portfolio_value();
+CREATE TRIGGER update_portfolio_value_delete AFTER DELETE ON positions
+    REFERENCING OLD TABLE AS old_positions
+    FOR EACH STATEMENT EXECUTE FUNCTION update_portfolio_value();
 
 COMMENT ON FUNCTION update_portfolio_value() IS
-    'AFTER INSERT/UPDATE/DELETE ON positions: accounts.total_value = cash + sum(quantity*current_price) over the account''s positions, and a portfolio_snapshots row (total_value, cash, positions_value, total_pnl = total_value - initial_capital, total_return = round(total_pnl/initial_capital, 8)) at the position''s updated_at.';
+    'AFTER INSERT / UPDATE / DELETE ON positions, FOR EACH STATEMENT (triggers update_portfolio_value_insert, _update, _delete): for each account whose positions the statement inserted, updated or deleted, once, accounts.total_value = cash + sum(quantity*COALESCE(current_price, avg_price)) over its positions, updated_at = now(). Writes no portfolio snapshot.';
+
+------------------------------------------------------------------------------------------------
+-- Portfolio snapshots
+
+-- The trading core values every account at the end of each market instant (topic
+-- `valuations`, in the same exact arithmetic as the triggers: tests/portfolio_model.rs keeps
+-- them equal); the sink stores those values here. They are the only portfolio snapshots, so a
+-- series depends on the input alone, not on the order the sink reads bars, fills and marks in.
+CREATE FUNCTION write_valuations(
+    p_accounts TEXT[], p_times TIMESTAMPTZ[], p_cash NUMERIC[], p_positions NUMERIC[],
+    p_total NUMERIC[])
+RETURNS BIGINT
+LANGUAGE plpgsql AS $$
+DECLARE
+    n   BIGINT;
+    bad RECORD;
+BEGIN
+    IF cardinality(p_accounts) IS DISTINCT FROM cardinality(p_times)
+       OR cardinality(p_accounts) IS DISTINCT FROM cardinality(p_cash)
+       OR cardinality(p_accounts) IS DISTINCT FROM cardinality(p_positions)
+       OR cardinality(p_accounts) IS DISTINCT FROM cardinality(p_total) THEN
+        RAISE EXCEPTION USING ERRCODE = 'TS003',
+            MESSAGE = format('write_valuations: %s accounts, %s times, %s cash amounts, %s positions values and %s total values',
+                             COALESCE(cardinality(p_accounts)::text, 'NULL'),
+                             COALESCE(cardinality(p_times)::text, 'NULL'),
+                             COALESCE(cardinality(p_cash)::text, 'NULL'),
+                             COALESCE(cardinality(p_positions)::text, 'NULL'),
+                             COALESCE(cardinality(p_total)::text, 'NULL'));
+    END IF;
+
+    -- The first element with a NULL.
+    SELECT u.ord,
+           CASE WHEN u.account IS NULL THEN 'p_accounts'
+                WHEN u.at IS NULL THEN 'p_times'
+                WHEN u.cash IS NULL THEN 'p_cash'
+                WHEN u.positions IS NULL THEN 'p_positions'
+                ELSE 'p_total' END AS param
+      INTO bad
+      FROM unnest(p_accounts, p_times, p_cash, p_positions, p_total)
+           WITH ORDINALITY AS u(account, at, cash, positions, total, ord)
+     WHERE u.account IS NULL OR u.at IS NULL OR u.cash IS NULL OR u.positions IS NULL
+        OR u.total IS NULL
+     ORDER BY u.ord
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'TS003', COLUMN = bad.param,
+            MESSAGE = format('write_valuations: %s[%s] must not be NULL', bad.param, bad.ord);
+    END IF;
+
+    -- The first element naming an account the database does not have.
+    SELECT u.account, u.at INTO bad
+      FROM unnest(p_accounts, p_times) WITH ORDINALITY AS u(account, at, ord)
+     WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.account_id = u.account)
+     ORDER BY u.ord
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'TS002', DETAIL = bad.account,
+            MESSAGE = format('unknown account %L for valuation at %s', bad.account, bad.at);
+    END IF;
+
+    -- One row per (account, time): the last element given for it wins, and it replaces a row
+    -- already stored for that account and time (a later valuation of the instant). A row that
+    -- already holds the same values is left alone and not counted, so a valuation read again
+    -- (after a restart, at a new offset) writes nothing. An INSERT may not update one row
+    -- twice, hence DISTINCT ON.
+    WITH given AS (
+        SELECT DISTINCT ON (u.account, u.at) u.account, u.at, u.cash, u.positions, u.total, u.ord
+          FROM unnest(p_accounts, p_times, p_cash, p_positions, p_total)
+               WITH ORDINALITY AS u(account, at, cash, positions, total, ord)
+         ORDER BY u.account, u.at, u.ord DESC
+    ),
+    written AS (
+        INSERT INTO portfolio_snapshots AS s (account_id, snapshot_time, total_value, cash,
+                                              positions_value, total_pnl, total_return)
+        SELECT g.account, g.at, g.total, g.cash, g.positions,
+               g.total - a.initial_capital,
+               ts_div_round(g.total - a.initial_capital, a.initial_capital, 8)
+          FROM given g
+          JOIN accounts a ON a.account_id = g.account
+         ORDER BY g.ord
+        ON CONFLICT ON CONSTRAINT portfolio_snapshots_account_time_key DO UPDATE
+           SET total_value     = EXCLUDED.total_value,
+               cash            = EXCLUDED.cash,
+               positions_value = EXCLUDED.positions_value,
+               total_pnl       = EXCLUDED.total_pnl,
+               total_return    = EXCLUDED.total_return,
+               created_at      = EXCLUDED.created_at
+         WHERE (s.total_value, s.cash, s.positions_value, s.total_pnl, s.total_return)
+               IS DISTINCT FROM (EXCLUDED.total_value, EXCLUDED.cash, EXCLUDED.positions_value,
+                                 EXCLUDED.total_pnl, EXCLUDED.total_return)
+        RETURNING 1
+    )
+    SELECT count(*) INTO n FROM written;
+    RETURN n;
+END;
+$$;
+
+COMMENT ON FUNCTION write_valuations(TEXT[], TIMESTAMPTZ[], NUMERIC[], NUMERIC[], NUMERIC[]) IS
+    'Stores the trading core''s valuations as portfolio snapshots: element i is account p_accounts[i] at p_times[i] with cash p_cash[i], positions value p_positions[i] and total value p_total[i]; total_pnl = total - initial_capital, total_return = ts_div_round(total_pnl, initial_capital, 8). One row per (account, time): the last element for it wins and replaces a stored row with different values (constraint portfolio_snapshots_account_time_key; a stored row with the same values is left as it is). Returns the number of rows inserted or updated. TS003 for arrays of different lengths or a NULL element (COLUMN = the parameter), TS002 (DETAIL = account id) for an unknown account; nothing is written then.';
 
 CREATE FUNCTION get_portfolio_stats(p_start TIMESTAMPTZ, p_end TIMESTAMPTZ, p_account TEXT DEFAULT NULL)
 RETURNS TABLE(total_return NUMERIC, sharpe DOUBLE PRECISION, max_drawdown NUMERIC,
