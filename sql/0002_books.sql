@@ -203,6 +203,12 @@ COMMENT ON FUNCTION require_available_funds(TEXT, TEXT, TEXT, NUMERIC, NUMERIC) 
 -- after the fill's time (the price marks in time order would have left: an instant's fills come
 -- before its bar's close), else the fill price, so the books do not depend on whether a fill
 -- or its instant's bar was stored first.
+--
+-- The account's total value moves by exactly what the fill changed (cash, and the position's
+-- quantity × price before and after; NUMERIC is exact, so this equals revaluing every
+-- position): summing all of the account's positions once per fill made the sink's fills the
+-- slowest writes of the pipeline. The positions triggers below stand aside for changes made
+-- here (they fire only for statements outside a trigger).
 CREATE FUNCTION apply_fill() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -214,10 +220,12 @@ DECLARE
     closed NUMERIC;
     mark   NUMERIC;
 BEGIN
-    -- Cash first: the positions trigger (update_portfolio_value) reads it for the total value.
-    -- Updating the account row also locks it, which serialises fills of one account.
+    -- Cash first: updating the account row also locks it, which serialises fills of one
+    -- account.
     UPDATE accounts
-       SET cash = cash - (q * p + NEW.commission), updated_at = now()
+       SET cash = cash - (q * p + NEW.commission),
+           total_value = total_value - (q * p + NEW.commission),
+           updated_at = now()
      WHERE account_id = NEW.account_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'TS002', DETAIL = NEW.account_id,
@@ -236,6 +244,8 @@ BEGIN
                                current_price, unrealized_pnl, updated_at)
         VALUES (NEW.account_id, NEW.symbol, q, round(p, 8), 0, NEW.commission,
                 COALESCE(mark, p), q * (COALESCE(mark, p) - round(p, 8)), NEW.fill_time);
+        UPDATE accounts SET total_value = total_value + q * COALESCE(mark, p)
+         WHERE account_id = NEW.account_id;
         RETURN NULL;
     END IF;
 
@@ -269,6 +279,10 @@ BEGIN
            unrealized_pnl = new_q * (mark - new_a),
            updated_at     = NEW.fill_time
      WHERE account_id = NEW.account_id AND symbol = NEW.symbol;
+    UPDATE accounts
+       SET total_value = total_value + new_q * mark
+                         - pos.quantity * COALESCE(pos.current_price, pos.avg_price)
+     WHERE account_id = NEW.account_id;
     RETURN NULL;
 END;
 $$;
@@ -277,7 +291,7 @@ CREATE TRIGGER apply_fill AFTER INSERT ON fills
     FOR EACH ROW EXECUTE FUNCTION apply_fill();
 
 COMMENT ON FUNCTION apply_fill() IS
-    'AFTER INSERT ON fills: cash -= q*p + commission (q signed: + BUY, - SELL), then the position: adding moves avg_price to round((|Q|*A + |q|*p)/(|Q|+|q|), 8); reducing realizes min(|q|,|Q|)*(p - A)*sign(Q), a flat position has avg 0 and a flip re-opens at p; a new position''s current_price is its symbol''s last mark (symbol_marks) when that is at or after the fill time, else the fill price, afterwards the last mark; unrealized_pnl = Q*(current_price - avg_price).';
+    'AFTER INSERT ON fills: cash -= q*p + commission (q signed: + BUY, - SELL), total_value moves by the same plus the positions change in quantity*COALESCE(current_price, avg_price), then the position: adding moves avg_price to round((|Q|*A + |q|*p)/(|Q|+|q|), 8); reducing realizes min(|q|,|Q|)*(p - A)*sign(Q), a flat position has avg 0 and a flip re-opens at p; a new position''s current_price is its symbol''s last mark (symbol_marks) when that is at or after the fill time, else the fill price, afterwards the last mark; unrealized_pnl = Q*(current_price - avg_price).';
 
 ------------------------------------------------------------------------------------------------
 -- Marks
@@ -397,11 +411,13 @@ COMMENT ON FUNCTION calculate_position_pnl(TEXT) IS
 ------------------------------------------------------------------------------------------------
 -- Account value
 
--- Statement-level: a statement that changes many positions (a batch of marks, a fill's
--- position update) revalues each of their accounts once. A single trigger with transition
--- tables may have only one event, so three triggers share this function; each names the
--- transition tables its event has (INSERT: new_positions; UPDATE: both; DELETE:
--- old_positions), and the function reads only those of TG_OP.
+-- Statement-level: a statement that changes many positions (a batch of marks, an operator's
+-- edit) revalues each of their accounts once. A fill's own position change is not revalued
+-- here: apply_fill, itself a trigger, moves the total value by exactly what it changed, and
+-- these triggers fire only for statements outside a trigger (pg_trigger_depth() = 0). A single
+-- trigger with transition tables may have only one event, so three triggers share this
+-- function; each names the transition tables its event has (INSERT: new_positions; UPDATE:
+-- both; DELETE: old_positions), and the function reads only those of TG_OP.
 CREATE FUNCTION update_portfolio_value() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -433,16 +449,19 @@ $$;
 
 CREATE TRIGGER update_portfolio_value_insert AFTER INSERT ON positions
     REFERENCING NEW TABLE AS new_positions
-    FOR EACH STATEMENT EXECUTE FUNCTION update_portfolio_value();
+    FOR EACH STATEMENT WHEN (pg_trigger_depth() = 0)
+    EXECUTE FUNCTION update_portfolio_value();
 CREATE TRIGGER update_portfolio_value_update AFTER UPDATE ON positions
     REFERENCING OLD TABLE AS old_positions NEW TABLE AS new_positions
-    FOR EACH STATEMENT EXECUTE FUNCTION update_portfolio_value();
+    FOR EACH STATEMENT WHEN (pg_trigger_depth() = 0)
+    EXECUTE FUNCTION update_portfolio_value();
 CREATE TRIGGER update_portfolio_value_delete AFTER DELETE ON positions
     REFERENCING OLD TABLE AS old_positions
-    FOR EACH STATEMENT EXECUTE FUNCTION update_portfolio_value();
+    FOR EACH STATEMENT WHEN (pg_trigger_depth() = 0)
+    EXECUTE FUNCTION update_portfolio_value();
 
 COMMENT ON FUNCTION update_portfolio_value() IS
-    'AFTER INSERT / UPDATE / DELETE ON positions, FOR EACH STATEMENT (triggers update_portfolio_value_insert, _update, _delete): for each account whose positions the statement inserted, updated or deleted, once, accounts.total_value = cash + sum(quantity*COALESCE(current_price, avg_price)) over its positions, updated_at = now(). Writes no portfolio snapshot.';
+    'AFTER INSERT / UPDATE / DELETE ON positions, FOR EACH STATEMENT outside a trigger (triggers update_portfolio_value_insert, _update, _delete; apply_fill keeps the total value of its own changes): for each account whose positions the statement inserted, updated or deleted, once, accounts.total_value = cash + sum(quantity*COALESCE(current_price, avg_price)) over its positions, updated_at = now(). Writes no portfolio snapshot.';
 
 ------------------------------------------------------------------------------------------------
 -- Portfolio snapshots
