@@ -437,29 +437,36 @@ CREATE UNIQUE INDEX schema_registry_config_global_key
 ------------------------------------------------------------------------------------------------
 -- State owned by the REST API (connectors/rest).
 --
--- api_idempotency: an `Idempotency-Key` → the first response to it, so a retried request
--- returns that response and never makes a second order. Scoped per principal (`sub`), and the
--- request's hash is kept so reusing a key for a different request is refused.
+-- api_order_requests: every manual order the API accepted, written BEFORE it is published
+-- (the record of intent, an outbox): the NEW order record exactly as it is published, when it
+-- was published (NULL: not yet; the API's relay publishes it), and its `Idempotency-Key` with
+-- the request's hash, so a retry returns the same order, a key reused for another request is
+-- refused and two racing requests make one order. Keys and client order ids are unique per
+-- account.
 --
 -- controls: the current state of each operator control (the kill switch), as the API last
--- published it to the `controls` topic, with who changed it and why; control_events keeps
--- every change for audit.
+-- recorded it, with who changed it and why; control_events keeps every change for audit and
+-- is the outbox of the `controls` topic (published_at NULL: not published yet).
 
-CREATE TABLE api_idempotency (
-    principal       TEXT NOT NULL,
-    idempotency_key TEXT NOT NULL,
-    -- Hex SHA-256 of method, path and body.
+CREATE TABLE api_order_requests (
+    order_id        TEXT NOT NULL,
+    account_id      TEXT NOT NULL,
+    client_order_id TEXT,
+    idempotency_key TEXT,
+    -- Hex SHA-256 of method, path, account and body.
     request_hash    TEXT NOT NULL,
-    status_code     INTEGER NOT NULL,
-    response_body   JSONB NOT NULL,
-    location        TEXT,
+    -- The `Order` record (NEW) as published on `orders`, serde JSON.
+    record          JSONB NOT NULL,
     created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
-    CONSTRAINT api_idempotency_pkey PRIMARY KEY (principal, idempotency_key),
-    CONSTRAINT api_idempotency_idempotency_key_valid CHECK (length(idempotency_key) BETWEEN 1 AND 255),
-    CONSTRAINT api_idempotency_status_code_valid CHECK (status_code BETWEEN 100 AND 599)
+    published_at    TIMESTAMPTZ,
+    CONSTRAINT api_order_requests_pkey PRIMARY KEY (order_id),
+    CONSTRAINT api_order_requests_idempotency_key_key UNIQUE (account_id, idempotency_key),
+    CONSTRAINT api_order_requests_client_order_id_key UNIQUE (account_id, client_order_id),
+    CONSTRAINT api_order_requests_idempotency_key_valid CHECK (length(idempotency_key) BETWEEN 1 AND 255)
 );
 
-CREATE INDEX api_idempotency_created_at_idx ON api_idempotency (created_at);
+CREATE INDEX api_order_requests_unpublished_idx ON api_order_requests (created_at)
+    WHERE published_at IS NULL;
 
 CREATE TABLE controls (
     name        TEXT NOT NULL,
@@ -479,7 +486,11 @@ CREATE TABLE control_events (
     reason      TEXT NOT NULL,
     actor       TEXT NOT NULL,
     issued_at   TIMESTAMPTZ NOT NULL,
+    published_at TIMESTAMPTZ,
     CONSTRAINT control_events_pkey PRIMARY KEY (control_id)
 );
+
+CREATE INDEX control_events_unpublished_idx ON control_events (issued_at)
+    WHERE published_at IS NULL;
 
 CREATE INDEX control_events_name_issued_at_idx ON control_events (name, issued_at);

@@ -183,6 +183,25 @@ async fn orders_over_http_become_orders_fills_and_positions() -> Result<()> {
     )?;
     let admin = token(vec![Scope::Admin], None)?;
 
+    // 0. The API takes orders only for instruments the system knows: APIT's first bar, stored
+    // by the sink, makes it one.
+    bar(
+        &kafka,
+        &codec,
+        "APIT",
+        chrono::Utc::now() - chrono::Duration::minutes(1),
+        Decimal::from(100),
+    )
+    .await?;
+    wait_for(
+        &pool,
+        "SELECT symbol FROM symbol_marks WHERE symbol = $1",
+        "APIT",
+        "APIT",
+        Duration::from_secs(30),
+    )
+    .await?;
+
     // 1. An order over HTTP ...
     let r = http
         .post(format!("{base}/v1/orders"))
@@ -334,7 +353,7 @@ async fn orders_over_http_become_orders_fills_and_positions() -> Result<()> {
         .bearer_auth(&trader)
         .json(&serde_json::json!({
             "symbol": "APIT", "side": "BUY", "type": "LIMIT",
-            "quantity": "1", "limit_price": "50", "client_order_id": "e2e-resumed"
+            "quantity": "1", "limit_price": "95", "client_order_id": "e2e-resumed"
         }))
         .send()
         .await?;
@@ -350,7 +369,7 @@ async fn orders_over_http_become_orders_fills_and_positions() -> Result<()> {
     .await?;
     // 3. Cancel it over HTTP: the venue confirms.
     let r = http
-        .delete(format!("{base}/v1/orders/{resumed}"))
+        .post(format!("{base}/v1/orders/{resumed}/cancel"))
         .bearer_auth(&trader)
         .send()
         .await?;

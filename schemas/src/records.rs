@@ -734,6 +734,20 @@ impl Record for Control {
         if self.reason.len() > 500 {
             return Err(invalid(R, "reason", "at most 500 bytes"));
         }
+        if self.reason.chars().any(char::is_control) {
+            return Err(invalid(
+                R,
+                "reason",
+                "one line without control characters (NUL, newlines, ...)",
+            ));
+        }
+        if self.actor.is_empty() || self.actor.chars().any(char::is_control) {
+            return Err(invalid(
+                R,
+                "actor",
+                "must not be empty or hold control characters",
+            ));
+        }
         Ok(())
     }
 }

@@ -58,6 +58,10 @@ pub(crate) struct ApiArgs {
     /// Largest page a list endpoint returns.
     #[arg(long, env = "TRADESTREAM_API_MAX_PAGE_SIZE", default_value_t = 500)]
     pub(crate) api_max_page_size: u32,
+    /// Instruments orders may be placed for before their market data is stored
+    /// (comma-separated symbols; those with stored market data are always known).
+    #[arg(long, env = "TRADESTREAM_API_INSTRUMENTS", value_delimiter = ',')]
+    pub(crate) api_instrument: Vec<String>,
 }
 
 impl ApiArgs {
@@ -81,6 +85,12 @@ impl ApiArgs {
                 .filter(|o| !o.is_empty())
                 .collect(),
             max_page_size: self.api_max_page_size,
+            instruments: self
+                .api_instrument
+                .iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
         }
     }
 }
@@ -118,9 +128,11 @@ pub(crate) struct TokenArgs {
     /// Account the token trades and reads (admins may omit it).
     #[arg(long, env = "TRADESTREAM_TOKEN_ACCOUNT")]
     pub(crate) account: Option<String>,
-    /// Subject (`sub`): who the token is for.
-    #[arg(long, env = "TRADESTREAM_TOKEN_SUBJECT", default_value = "local")]
-    pub(crate) subject: String,
+    /// Subject (`sub`): who the token is for; rate limits are kept per subject. Default:
+    /// `account:<account>` with `--account`, else `admin`, so tokens for different accounts
+    /// are different principals.
+    #[arg(long, env = "TRADESTREAM_TOKEN_SUBJECT")]
+    pub(crate) subject: Option<String>,
     /// HS256 secret the API is configured with.
     #[arg(long, env = "TRADESTREAM_JWT_SECRET", hide_env_values = true)]
     pub(crate) jwt_secret: Option<String>,
@@ -260,6 +272,20 @@ pub(crate) async fn run(args: ApiCommandArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `sub` of a minted token: `--subject`, else `account:<account>`, else `admin`, so the
+/// tokens of two accounts are two principals (rate limits are kept per subject).
+fn token_subject(subject: Option<String>, account: Option<&AccountId>) -> anyhow::Result<String> {
+    let subject = match (subject.filter(|s| !s.trim().is_empty()), account) {
+        (Some(s), _) => s,
+        (None, Some(a)) => format!("account:{a}"),
+        (None, None) => "admin".to_string(),
+    };
+    if subject.len() > 255 || subject.chars().any(char::is_control) {
+        anyhow::bail!("--subject: at most 255 bytes, no control characters");
+    }
+    Ok(subject)
+}
+
 /// `tradestream token`.
 pub(crate) async fn token(args: TokenArgs) -> anyhow::Result<()> {
     let secret = args.jwt_secret.clone().filter(|s| !s.is_empty()).context(
@@ -287,10 +313,11 @@ pub(crate) async fn token(args: TokenArgs) -> anyhow::Result<()> {
     if account.is_none() && !scopes.contains(&Scope::Admin) {
         anyhow::bail!("--account is required unless the token has the admin scope");
     }
+    let subject = token_subject(args.subject, account.as_ref())?;
     let token = mint_hs256(
         &secret,
         &TokenRequest {
-            subject: args.subject,
+            subject,
             scopes,
             account,
             ttl,
@@ -301,4 +328,24 @@ pub(crate) async fn token(args: TokenArgs) -> anyhow::Result<()> {
     )?;
     println!("{token}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_of_two_accounts_are_two_principals() -> anyhow::Result<()> {
+        let demo = AccountId::new("demo")?;
+        let other = AccountId::new("other")?;
+        assert_eq!(token_subject(None, Some(&demo))?, "account:demo");
+        assert_ne!(
+            token_subject(None, Some(&demo))?,
+            token_subject(None, Some(&other))?
+        );
+        assert_eq!(token_subject(None, None)?, "admin");
+        assert_eq!(token_subject(Some("ops".into()), Some(&demo))?, "ops");
+        assert!(token_subject(Some("a\0b".into()), None).is_err());
+        Ok(())
+    }
 }

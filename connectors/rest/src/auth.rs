@@ -93,6 +93,10 @@ pub struct Claims {
     /// Issued at (seconds since the epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// Not before (seconds since the epoch): refused until then (with the same leeway as
+    /// `exp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
     /// Issuer.
     pub iss: String,
     /// Audience: a string or a list of strings.
@@ -161,25 +165,44 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            ApiError::Unauthorized("missing `Authorization: Bearer <token>`".into())
-        })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::Unauthorized("expected `Authorization: Bearer <token>`".into())
-            })?;
-        let principal = state.auth().verify(token).await?;
-        state.limiter().check(&principal.subject)?;
-        Ok(principal)
+        match authenticate(parts, state).await {
+            Ok(principal) => {
+                state
+                    .limiter()
+                    .check(&format!("sub:{}", principal.subject))?;
+                Ok(principal)
+            }
+            Err(refused) => {
+                // Failed attempts count against the client's address, so guessing tokens is
+                // throttled like any other burst (behind a proxy: the proxy's address).
+                let client = parts
+                    .extensions
+                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                    .map_or_else(|| "unknown".to_string(), |c| c.0.ip().to_string());
+                state.limiter().check(&format!("client:{client}"))?;
+                Err(refused)
+            }
+        }
     }
+}
+
+/// The principal of a request's bearer token; 401 without one or with an invalid one.
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
+    let header = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::Unauthorized("missing `Authorization: Bearer <token>`".into()))?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::Unauthorized("expected `Authorization: Bearer <token>`".into()))?;
+    state.auth().verify(token).await
 }
 
 /// Verifies tokens.
@@ -217,6 +240,7 @@ impl Authenticator {
         v.set_issuer(&[&self.issuer]);
         v.set_audience(&[&self.audience]);
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        v.validate_nbf = true;
         v.leeway = 30;
         v
     }
@@ -260,6 +284,15 @@ impl Authenticator {
             })?),
             None => None,
         };
+        // The subject keys rate limits and lands in audit rows: a printable name only.
+        if claims.sub.is_empty()
+            || claims.sub.len() > 255
+            || claims.sub.chars().any(char::is_control)
+        {
+            return Err(ApiError::Unauthorized(
+                "invalid token: `sub` must be 1 to 255 bytes without control characters".into(),
+            ));
+        }
         Ok(Principal {
             subject: claims.sub,
             scopes: claims
@@ -410,6 +443,7 @@ pub fn mint_hs256(
         account: request.account.as_ref().map(|a| a.to_string()),
         exp: iat.saturating_add(request.ttl.as_secs()),
         iat: Some(iat),
+        nbf: None,
         iss: request.issuer.clone(),
         aud: serde_json::Value::String(request.audience.clone()),
     };

@@ -52,6 +52,11 @@ pub struct RestConfig {
     /// Largest page a list endpoint returns (`TRADESTREAM_API_MAX_PAGE_SIZE`).
     #[serde(default = "default_max_page_size")]
     pub max_page_size: u32,
+    /// Instruments orders may be placed for before any of their market data is stored
+    /// (`TRADESTREAM_API_INSTRUMENTS`, comma-separated symbols). Besides these, the known
+    /// instruments are those whose market data the sink has stored.
+    #[serde(default)]
+    pub instruments: Vec<String>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -101,6 +106,7 @@ impl Default for RestConfig {
             body_limit_bytes: default_body_limit(),
             request_timeout_secs: default_timeout_secs(),
             cors_origins: Vec::new(),
+            instruments: Vec::new(),
             max_page_size: default_max_page_size(),
         }
     }
@@ -165,6 +171,13 @@ impl RestConfig {
             if !ok {
                 problems.push(format!(
                     "TRADESTREAM_API_CORS_ORIGINS / --api-cors-origin: {origin:?} is not `*` or an origin like https://app.example.com"
+                ));
+            }
+        }
+        for symbol in &self.instruments {
+            if let Err(e) = tradestream_schemas::Symbol::canonical(symbol) {
+                problems.push(format!(
+                    "TRADESTREAM_API_INSTRUMENTS / --api-instrument: {symbol:?}: {e}"
                 ));
             }
         }

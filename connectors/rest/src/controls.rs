@@ -1,8 +1,10 @@
-//! `/v1/controls/kill-switch`: the operators' stop button. Turning it on publishes a
-//! `Control` record on `controls`; the router reads it next to the order flow and rejects
-//! every new order with `RISK_KILL_SWITCH: reason=<reason>` from then on (its consumer waits
-//! at most tens of milliseconds for new records, well inside the one-second promise). The
-//! state and every change are also kept in Postgres for `GET` and audit.
+//! `/v1/controls/kill-switch`: the operators' stop button. A change is validated, recorded in
+//! Postgres (the state in `controls`, the change in `control_events`, one transaction), then
+//! published as a `Control` record on `controls` from that record (see [`crate::outbox`]);
+//! the trading core reads it next to the order flow and rejects every new order with
+//! `RISK_KILL_SWITCH: reason=<reason>` from then on (its consumer waits at most tens of
+//! milliseconds for new records, well inside the one-second promise). `GET` and the audit
+//! read Postgres, which therefore never disagrees with what is, or is about to be, published.
 
 use crate::auth::{Principal, Scope};
 use crate::error::{ApiError, ApiJson, Problem};
@@ -13,7 +15,7 @@ use axum::extract::State;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tradestream_schemas::{AnyRecord, Control};
+use tradestream_schemas::{Control, Record};
 use utoipa::ToSchema;
 
 /// Routes of this resource.
@@ -30,7 +32,8 @@ pub fn router() -> Router<AppState> {
 pub struct KillSwitchRequest {
     /// true: reject every new order; false: resume.
     pub enabled: bool,
-    /// Why (quoted in rejections; 1–500 bytes).
+    /// Why (quoted in rejections; 1–500 bytes, one line without control characters).
+    #[schema(min_length = 1, max_length = 500, pattern = "^[^\\x00-\\x1f\\x7f]+$")]
     pub reason: String,
 }
 
@@ -85,7 +88,7 @@ async fn current(state: &AppState) -> Result<KillSwitchState, ApiError> {
     request_body = KillSwitchRequest,
     security(("bearer" = ["admin"])),
     responses(
-        (status = 200, description = "Published to the router; the new state", body = KillSwitchState),
+        (status = 200, description = "Recorded and published to the trading core (or, if Kafka is down, published as soon as it is back); the new state", body = KillSwitchState),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
@@ -114,14 +117,14 @@ pub(crate) async fn set_kill_switch(
         actor: principal.subject.clone(),
         issued_time: now,
     };
-    state
-        .publisher()
-        .publish(&AnyRecord::Control(control.clone()))
-        .await?;
+    // Everything the record must satisfy is checked before anything is written.
+    control
+        .validate()
+        .map_err(|e| ApiError::invalid(e.field, e.reason))?;
     let mut tx = state.pool().begin().await?;
     sqlx::query(
         "INSERT INTO control_events (control_id, name, enabled, reason, actor, issued_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&control.control_id)
     .bind(&control.name)
@@ -146,6 +149,9 @@ pub(crate) async fn set_kill_switch(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    if let Err(e) = crate::outbox::publish_control(&state, &control).await {
+        tracing::warn!(control_id = %control.control_id, error = %e, "kill switch recorded, not published yet; the outbox relay will");
+    }
     tracing::warn!(enabled = control.enabled, reason = %control.reason, actor = %control.actor, "kill switch changed");
     Ok(Json(KillSwitchState {
         enabled: control.enabled,

@@ -219,7 +219,14 @@ impl From<tradestream_postgres::PostgresError> for ApiError {
     fn from(e: tradestream_postgres::PostgresError) -> Self {
         match e.class() {
             ErrorClass::Retryable => Self::Unavailable(format!("postgres: {e}")),
-            _ => Self::Internal(format!("postgres: {e}")),
+            // A value the database refuses (a data exception, a broken constraint) came from
+            // the request: the handlers check input first, so this is the net under them.
+            // The client gets no SQL text; the log has it.
+            ErrorClass::DeadLetter => {
+                tracing::warn!(error = %e, "the database refused a value of a request");
+                Self::invalid("request", "a value of this request cannot be stored")
+            }
+            ErrorClass::Fatal => Self::Internal(format!("postgres: {e}")),
         }
     }
 }
@@ -258,6 +265,20 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        // A NUL escape in a string: refused here, naming the field, before any other check
+        // (PostgreSQL text cannot hold it). The bytes are read once and handed on.
+        let (parts, body) = req.into_parts();
+        let limited = axum::extract::Request::from_parts(parts.clone(), body);
+        let bytes = axum::body::Bytes::from_request(limited, state)
+            .await
+            .map_err(|e| json_rejection(JsonRejection::BytesRejection(e)))?;
+        if bytes.windows(6).any(|w| w == b"\\u0000")
+            && let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes)
+            && let Some(field) = crate::input::nul_in_json(&value)
+        {
+            return Err(ApiError::invalid(field, "must not contain NUL (\\u0000)"));
+        }
+        let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Self(v)),
             Err(rejection) => Err(json_rejection(rejection)),

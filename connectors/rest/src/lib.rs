@@ -12,10 +12,12 @@ pub mod config;
 pub mod controls;
 pub mod error;
 pub mod health;
+pub mod input;
 pub mod limits;
 pub mod model;
 pub mod openapi;
 pub mod orders;
+pub mod outbox;
 pub mod portfolio;
 pub mod state;
 pub mod stream;
@@ -50,6 +52,7 @@ pub fn app(state: AppState) -> Router {
             move |req: Request, next: Next| with_timeout(req, next, timeout),
         ))
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
+        .layer(axum::middleware::from_fn(input::refuse_nul))
         .with_state(state);
     if let Some(cors) = cors(&config.cors_origins) {
         router = router.layer(cors);
@@ -103,7 +106,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(allow)
-            .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
             .allow_headers([
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
@@ -119,24 +122,35 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 const STREAM_DRAIN: Duration = Duration::from_secs(3);
 
 /// Serves `app(state)` on `listener` until `shutdown` resolves; in-flight requests finish,
-/// open event streams are cut after a short drain.
+/// open event streams are cut after a short drain. The outbox relay
+/// ([`outbox::run_relay`]) runs beside it and stops with it.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (tx, mut rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+    let mut relay_stop = rx.clone();
+    let relay = tokio::spawn(outbox::run_relay(state.clone(), async move {
+        let _ = relay_stop.wait_for(|s| *s).await;
+    }));
+    let server = axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
         shutdown.await;
         let _ = tx.send(true);
     });
-    tokio::select! {
+    let served = tokio::select! {
         r = std::future::IntoFuture::into_future(server) => r,
         _ = async move {
             let _ = rx.wait_for(|s| *s).await;
             tokio::time::sleep(STREAM_DRAIN).await;
         } => Ok(()),
-    }
+    };
+    relay.abort();
+    served
 }
 
 #[cfg(test)]

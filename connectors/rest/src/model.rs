@@ -13,9 +13,13 @@ use utoipa::ToSchema;
 macro_rules! api_enum {
     ($(#[$m:meta])* $name:ident => $schema:ty { $($(#[$vm:meta])* $v:ident = $s:literal),+ $(,)? }) => {
         $(#[$m])*
+        // The spelling is `rename_all` written here, not a per-variant `rename = $s`: utoipa
+        // does not see a literal passed through a macro and documented `Buy` for `BUY`
+        // (`api_enums_are_documented_as_they_are_sent` keeps the two equal).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
         pub enum $name {
-            $($(#[$vm])* #[serde(rename = $s)] $v),+
+            $($(#[$vm])* $v),+
         }
         impl From<$name> for $schema {
             fn from(v: $name) -> Self {
@@ -73,7 +77,9 @@ api_enum!(
         Expired = "EXPIRED" }
 );
 
-/// Parses a decimal from a JSON string (preferred) or number.
+/// Parses an amount from a JSON string (preferred) or number, strictly as the schema's pattern
+/// says: 1–15 digits, optionally a point and 1–8 digits; no sign, exponent, separator or
+/// space. Anything else (`"1_000"`, `"1e3"`, 40 decimal places) is refused, not rounded.
 pub(crate) fn decimal_any<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -87,10 +93,26 @@ pub(crate) fn decimal_any<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Deci
         Some(Raw::S(s)) => s,
         Some(Raw::N(n)) => n.to_string(),
     };
-    Decimal::from_str(text.trim())
-        .or_else(|_| Decimal::from_scientific(text.trim()))
-        .map(Some)
-        .map_err(|_| serde::de::Error::custom(format!("not a decimal number: {text:?}")))
+    strict_decimal(&text).map(Some).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "not a decimal like \"101.25\" (1-15 digits, at most 8 decimal places): {text:?}"
+        ))
+    })
+}
+
+/// `^[0-9]{1,15}(\.[0-9]{1,8})?$`, as a decimal.
+fn strict_decimal(text: &str) -> Option<Decimal> {
+    let digits =
+        |s: &str, max: usize| (1..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+    let ok = match text.split_once('.') {
+        Some((whole, fraction)) => digits(whole, 15) && digits(fraction, 8),
+        None => digits(text, 15),
+    };
+    if ok {
+        Decimal::from_str(text).ok()
+    } else {
+        None
+    }
 }
 
 /// Checks an amount: positive, at most 8 decimal places, fits decimal(28, 8).
@@ -114,6 +136,10 @@ pub(crate) fn amount(field: &str, v: Decimal) -> Result<Decimal, ApiError> {
 /// `POST /v1/orders` body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "symbol": "AAPL", "side": "BUY", "type": "LIMIT", "quantity": "10",
+    "limit_price": "101.25", "time_in_force": "GTC"
+}))]
 pub struct NewOrder {
     /// Account to trade; defaults to the token's account (only admins may name another).
     #[serde(default)]
@@ -237,8 +263,10 @@ pub struct Page<T> {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Account (default: the token's; admins: every account when absent).
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub account: Option<String>,
     /// Symbol filter.
+    #[param(pattern = "^[A-Za-z0-9.\\-_^=/]{1,32}$")]
     pub symbol: Option<String>,
     /// Status filter (orders only).
     pub status: Option<OrderStatus>,
@@ -247,8 +275,10 @@ pub struct ListQuery {
     /// Exclusive upper bound of the time (RFC 3339).
     pub to: Option<DateTime<Utc>>,
     /// Page size (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// Opaque cursor from a previous page's `next_cursor`.
+    #[param(min_length = 2, max_length = 1024, pattern = "^([0-9a-f]{2})+$")]
     pub cursor: Option<String>,
 }
 
@@ -271,12 +301,19 @@ impl Cursor {
         raw.bytes().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// Parses [`Cursor::encode`]'s output; 400 on anything else.
+    /// Parses [`Cursor::encode`]'s output: 400 for text that is not hex pairs (what the
+    /// document's pattern says), 422 for hex that is not a cursor this API returned.
     pub fn decode(text: &str) -> Result<Self, ApiError> {
-        let bad = || ApiError::bad_request("cursor", "not a cursor returned by this API");
-        if !text.len().is_multiple_of(2) || text.len() > 1024 {
-            return Err(bad());
+        let hex_pairs = (2..=1024).contains(&text.len())
+            && text.len().is_multiple_of(2)
+            && text.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex_pairs {
+            return Err(ApiError::bad_request(
+                "cursor",
+                "2 to 1024 hex digits, in pairs",
+            ));
         }
+        let bad = || ApiError::invalid("cursor", "not a cursor returned by this API");
         let bytes: Vec<u8> = (0..text.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(text.get(i..i + 2).unwrap_or("zz"), 16))
@@ -286,6 +323,9 @@ impl Cursor {
         let (micros, id) = raw.split_once('|').ok_or_else(bad)?;
         let micros: i64 = micros.parse().map_err(|_| bad())?;
         let at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
+        if id.contains('\0') || crate::input::check_time("cursor", at).is_err() {
+            return Err(bad());
+        }
         Ok(Self {
             at,
             id: id.to_string(),
@@ -357,8 +397,14 @@ pub fn account_filter(account: Option<&str>) -> Result<Option<schemas::AccountId
         .transpose()
 }
 
-/// `from` < `to` when both are given.
+/// Each within the years 0001–9999, and `from` < `to` when both are given.
 pub fn check_range(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Result<(), ApiError> {
+    if let Some(f) = from {
+        crate::input::check_time("from", f)?;
+    }
+    if let Some(t) = to {
+        crate::input::check_time("to", t)?;
+    }
     if let (Some(f), Some(t)) = (from, to)
         && f >= t
     {
@@ -394,12 +440,26 @@ mod tests {
             at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap_or_default(),
             id: "order:manual:demo:x|y".into(),
         };
-        assert_eq!(Cursor::decode(&c.encode()).ok(), Some(c));
-        for bad in ["zz", "abc", "", "7c"] {
+        assert_eq!(Cursor::decode(&c.encode()).ok(), Some(c.clone()));
+        let nul = Cursor {
+            at: c.at,
+            id: "a\0b".into(),
+        };
+        let ancient = Cursor {
+            at: "-5000-01-01T00:00:00Z".parse().unwrap_or_default(),
+            id: "x".into(),
+        };
+        for bad in ["zz", "abc", ""] {
             assert!(matches!(
                 Cursor::decode(bad),
                 Err(ApiError::BadRequest { .. })
             ));
+        }
+        for unknown in ["7c", "00", &nul.encode(), &ancient.encode()] {
+            assert!(
+                matches!(Cursor::decode(unknown), Err(ApiError::Unprocessable { .. })),
+                "{unknown}"
+            );
         }
     }
 
@@ -411,6 +471,37 @@ mod tests {
             amount("quantity", Decimal::new(1500, 3)).ok(),
             Some(Decimal::new(15, 1))
         );
+    }
+
+    #[test]
+    fn amounts_are_parsed_strictly() {
+        for good in [
+            "1",
+            "10",
+            "101.25",
+            "0.00000001",
+            "999999999999999.99999999",
+        ] {
+            assert!(strict_decimal(good).is_some(), "{good}");
+        }
+        let forty = format!("1.{}", "1".repeat(40));
+        for bad in [
+            "1_000",
+            "1e3",
+            " 1",
+            "1 ",
+            "+1",
+            "-1",
+            ".5",
+            "5.",
+            "1.123456789",
+            "",
+            "NaN",
+            "1000000000000000",
+            &forty,
+        ] {
+            assert!(strict_decimal(bad).is_none(), "{bad:?}");
+        }
     }
 
     #[test]

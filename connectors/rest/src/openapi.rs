@@ -4,6 +4,7 @@
 
 use crate::state::AppState;
 use axum::Router;
+use axum::extract::State;
 use axum::response::Html;
 use axum::routing::get;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -70,12 +71,42 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(
             "/openapi.json",
-            get(|| async { axum::Json(ApiDoc::openapi()) }),
+            get(|State(state): State<AppState>| async move {
+                let c = state.config();
+                axum::Json(document(c.max_page_size, &c.instruments))
+            }),
         )
         .route(
             "/docs",
-            get(|| async { Html(render_docs(&ApiDoc::openapi())) }),
+            get(|State(state): State<AppState>| async move {
+                let c = state.config();
+                Html(render_docs(&document(c.max_page_size, &c.instruments)))
+            }),
         )
+}
+
+/// The document as served: [`ApiDoc`] with every `limit` parameter's maximum set to this
+/// deployment's `max_page_size`, and the configured instruments as examples of an order's
+/// symbol (settings, so the annotations cannot know them).
+pub fn document(max_page_size: u32, instruments: &[String]) -> serde_json::Value {
+    let mut json = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    if !instruments.is_empty() {
+        json["components"]["schemas"]["NewOrder"]["properties"]["symbol"]["examples"] =
+            serde_json::json!(instruments);
+    }
+    if let Some(paths) = json["paths"].as_object_mut() {
+        for operation in paths.values_mut().filter_map(|p| p.as_object_mut()) {
+            for op in operation.values_mut() {
+                let params = op.get_mut("parameters").and_then(|p| p.as_array_mut());
+                for param in params.into_iter().flatten() {
+                    if param["name"] == "limit" {
+                        param["schema"]["maximum"] = serde_json::json!(max_page_size);
+                    }
+                }
+            }
+        }
+    }
+    json
 }
 
 fn esc(s: &str) -> String {
@@ -86,8 +117,7 @@ fn esc(s: &str) -> String {
 }
 
 /// A browsable page listing every operation, its parameters, body and responses.
-pub fn render_docs(doc: &utoipa::openapi::OpenApi) -> String {
-    let json = serde_json::to_value(doc).unwrap_or_default();
+pub fn render_docs(json: &serde_json::Value) -> String {
     let mut html = String::from(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>tradestream API</title>\
          <style>body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}\
@@ -188,6 +218,7 @@ mod tests {
         for path in [
             "/v1/orders",
             "/v1/orders/{order_id}",
+            "/v1/orders/{order_id}/cancel",
             "/v1/positions",
             "/v1/portfolio",
             "/v1/portfolio/stats",
@@ -207,7 +238,78 @@ mod tests {
             "bearer"
         );
         assert!(json["components"]["schemas"]["NewOrder"].is_object());
-        let html = render_docs(&ApiDoc::openapi());
+        let html = render_docs(&document(500, &[]));
         assert!(html.contains("/v1/orders/{order_id}"));
+    }
+
+    /// Enums are documented as the API sends and requires them, and the constraints the
+    /// server enforces are in the document.
+    #[test]
+    fn api_enums_and_constraints_are_documented_as_enforced() {
+        use crate::model::{OrderStatus, OrderType, Side, TimeInForce};
+        let json = document(123, &["AAPL".to_string()]);
+        let values = |name: &str| -> Vec<String> {
+            json["components"]["schemas"][name]["enum"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        };
+        let sent = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        assert_eq!(
+            values("Side"),
+            [Side::Buy, Side::Sell].map(|v| sent(serde_json::json!(v)))
+        );
+        assert_eq!(values("Side"), ["BUY", "SELL"]);
+        for (name, expect) in [
+            ("OrderType", vec!["MARKET", "LIMIT", "STOP", "STOP_LIMIT"]),
+            ("TimeInForce", vec!["DAY", "GTC", "IOC"]),
+            (
+                "OrderStatus",
+                vec![
+                    "NEW",
+                    "ACCEPTED",
+                    "PARTIALLY_FILLED",
+                    "FILLED",
+                    "CANCELED",
+                    "REJECTED",
+                    "EXPIRED",
+                ],
+            ),
+        ] {
+            assert_eq!(values(name), expect, "{name}");
+        }
+        for v in [OrderType::StopLimit, OrderType::Market] {
+            assert_eq!(sent(serde_json::json!(v)), v.as_str());
+        }
+        assert_eq!(sent(serde_json::json!(TimeInForce::Gtc)), "GTC");
+        assert_eq!(
+            sent(serde_json::json!(OrderStatus::PartiallyFilled)),
+            "PARTIALLY_FILLED"
+        );
+        let param = |path: &str, name: &str| {
+            json["paths"][path]["get"]["parameters"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+                .cloned()
+                .unwrap_or_default()
+        };
+        assert!(
+            json["paths"]["/healthz"]["get"].get("parameters").is_none(),
+            "no null parameters added"
+        );
+        assert_eq!(param("/v1/orders", "limit")["schema"]["minimum"], 1);
+        assert_eq!(param("/v1/orders", "limit")["schema"]["maximum"], 123);
+        assert_eq!(param("/v1/fills", "cursor")["schema"]["minLength"], 2);
+        assert!(param("/v1/positions", "account")["schema"]["pattern"].is_string());
+        assert!(param("/v1/orders", "symbol")["schema"]["pattern"].is_string());
+        let reason = &json["components"]["schemas"]["KillSwitchRequest"]["properties"]["reason"];
+        assert_eq!(reason["maxLength"], 500);
+        assert_eq!(reason["minLength"], 1);
+        assert_eq!(
+            json["components"]["schemas"]["NewOrder"]["properties"]["symbol"]["examples"],
+            serde_json::json!(["AAPL"])
+        );
     }
 }

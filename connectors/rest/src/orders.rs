@@ -1,11 +1,11 @@
 //! `/v1/orders`: manual orders in, order state out.
 //!
-//! A manual order is not written to the database: it is published on `orders` as a NEW event
-//! (origin MANUAL) so the router puts it through the same risk checks as a model signal, and
-//! the venue and the sink take it from there. Its id is derived from the account and the
-//! client order id (or the request id), so a retry can never make a second order: the router
-//! ignores an order id it knows. `Idempotency-Key` goes further and returns the first
-//! response itself. Reads come from the `orders` table the sink keeps.
+//! A manual order is recorded in `api_order_requests` (the record of intent: the exact NEW
+//! event), then published on `orders` from that record (see [`crate::outbox`]), so the router
+//! puts it through the same risk checks as a model signal and the venue and the sink take it
+//! from there. Its id is derived from the account and the client order id (or the request
+//! id); the record's unique keys make one `Idempotency-Key` or client order id one order,
+//! however many requests race. Reads come from the `orders` table the sink keeps.
 
 use crate::auth::{Principal, Scope};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, Problem};
@@ -17,7 +17,7 @@ use crate::state::AppState;
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
@@ -27,7 +27,8 @@ use tradestream_schemas::{AccountId, AnyRecord, Order, OriginKind, Symbol};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/orders", get(list_orders).post(place_order))
-        .route("/v1/orders/{order_id}", get(get_order).delete(cancel_order))
+        .route("/v1/orders/{order_id}", get(get_order))
+        .route("/v1/orders/{order_id}/cancel", post(cancel_order))
 }
 
 /// Header carrying the client's idempotency key.
@@ -252,7 +253,24 @@ impl ValidOrder {
     }
 }
 
-/// The idempotency key of a request, checked.
+/// The `Idempotency-Key` header, as documented.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // read from the headers; this type only documents it
+struct IdempotencyHeader {
+    /// Retries with the same key (per account) return the first answer; the same key with
+    /// another body is 422.
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[!-~]+$"
+    )]
+    idempotency_key: Option<String>,
+}
+
+/// The idempotency key of a request: 1–255 visible ASCII characters (no spaces), as
+/// [`IdempotencyHeader`] documents.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(v) = headers.get(IDEMPOTENCY_KEY) else {
         return Ok(None);
@@ -260,53 +278,43 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let key = v
         .to_str()
         .ok()
-        .map(str::trim)
-        .filter(|k| (1..=255).contains(&k.len()))
+        .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
         .ok_or_else(|| {
-            ApiError::bad_request("Idempotency-Key", "1 to 255 visible ASCII characters")
+            ApiError::bad_request(
+                "Idempotency-Key",
+                "1 to 255 visible ASCII characters, no spaces",
+            )
         })?;
     Ok(Some(key.to_string()))
 }
 
-/// A stored first response.
+/// A recorded manual order (`api_order_requests`).
 #[derive(Debug, sqlx::FromRow)]
-struct StoredResponse {
+struct Recorded {
+    order_id: String,
+    idempotency_key: Option<String>,
     request_hash: String,
-    status_code: i32,
-    response_body: serde_json::Value,
-    location: Option<String>,
+    record: serde_json::Value,
 }
 
-impl StoredResponse {
-    fn replay(self) -> Response {
-        let status = u16::try_from(self.status_code)
-            .ok()
-            .and_then(|s| StatusCode::from_u16(s).ok())
-            .unwrap_or(StatusCode::ACCEPTED);
-        let mut response = (status, axum::Json(self.response_body)).into_response();
-        if let Some(location) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
-            response.headers_mut().insert(header::LOCATION, location);
-        }
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
-        response
+impl Recorded {
+    fn order(&self) -> Result<Order, ApiError> {
+        serde_json::from_value(self.record.clone()).map_err(|e| {
+            ApiError::Internal(format!("api_order_requests {}: record: {e}", self.order_id))
+        })
     }
 }
 
-async fn stored_response(
-    state: &AppState,
-    principal: &str,
-    key: &str,
-) -> Result<Option<StoredResponse>, ApiError> {
-    Ok(sqlx::query_as::<_, StoredResponse>(
-        "SELECT request_hash, status_code, response_body, location FROM api_idempotency \
-         WHERE principal = $1 AND idempotency_key = $2",
-    )
-    .bind(principal)
-    .bind(key)
-    .fetch_optional(state.pool())
-    .await?)
+/// The first answer to a request again: the recorded order, `Idempotent-Replayed: true`.
+fn replay(order: &Order) -> Result<Response, ApiError> {
+    let mut response = accepted(
+        &OrderView::from_record(order),
+        &location_of(&order.order_id),
+    )?;
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    Ok(response)
 }
 
 fn location_of(order_id: &str) -> String {
@@ -323,7 +331,7 @@ fn location_of(order_id: &str) -> String {
     path = "/v1/orders",
     tag = "orders",
     request_body = NewOrder,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key return the first response")),
+    params(IdempotencyHeader),
     security(("bearer" = ["orders:write"])),
     responses(
         (status = 202, description = "Submitted (status NEW)", body = OrderView,
@@ -367,71 +375,119 @@ pub(crate) async fn place_order(
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
     };
-    if let Some(key) = &key
-        && let Some(stored) = stored_response(&state, &principal.subject, key).await?
+    // Derived from the account and the key, so racing first attempts name the same order.
+    let request_id = match &key {
+        Some(k) => uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_OID,
+            format!("{account}\n{k}").as_bytes(),
+        )
+        .to_string(),
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    // An instrument the system knows: one configured (`TRADESTREAM_API_INSTRUMENTS`) or one
+    // whose market data the sink has stored (each symbol's last mark, `symbol_marks`). An
+    // order for anything else would rest forever.
+    let configured = state
+        .config()
+        .instruments
+        .iter()
+        .any(|s| Symbol::canonical(s).is_ok_and(|s| s == order.symbol));
+    let known = configured
+        || sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM symbol_marks WHERE symbol = $1)",
+        )
+        .bind(order.symbol.as_str())
+        .fetch_one(state.pool())
+        .await?;
+    if !known {
+        return Err(ApiError::invalid(
+            "symbol",
+            format!(
+                "unknown instrument {}: no market data has been stored for it",
+                order.symbol
+            ),
+        ));
+    }
+    // Microseconds, as the record carries them: the answer, the record and a replay agree.
+    let now = Utc::now();
+    let now = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
+    let event = order.event(&request_id, now);
+    let record = serde_json::to_value(&event)
+        .map_err(|e| ApiError::Internal(format!("serializing the order: {e}")))?;
+    // The record of intent first: whoever inserts it places the order; every other request
+    // with its key or client order id finds it and gets the same answer or a refusal.
+    let inserted = sqlx::query(
+        "INSERT INTO api_order_requests \
+           (order_id, account_id, client_order_id, idempotency_key, request_hash, record) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+    )
+    .bind(&event.order_id)
+    .bind(account.as_str())
+    .bind(&order.client_order_id)
+    .bind(&key)
+    .bind(&hash)
+    .bind(&record)
+    .execute(state.pool())
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return earlier_request(&state, &account, key.as_deref(), &hash, &event).await;
+    }
+    tracing::info!(order_id = %event.order_id, account = %account, subject = %principal.subject, "manual order recorded");
+    if let Err(e) = crate::outbox::publish_order(&state, &event).await {
+        // Recorded: the relay publishes it when Kafka takes it again.
+        tracing::warn!(order_id = %event.order_id, error = %e, "manual order not published yet; the outbox relay will");
+    }
+    accepted(
+        &OrderView::from_record(&event),
+        &location_of(&event.order_id),
+    )
+}
+
+/// The answer to a request whose order id, key or client order id is already recorded: the
+/// same answer again for the same key and body, 422 for the key with another body, 409 for a
+/// client order id already used.
+async fn earlier_request(
+    state: &AppState,
+    account: &AccountId,
+    key: Option<&str>,
+    hash: &str,
+    event: &Order,
+) -> Result<Response, ApiError> {
+    let rows: Vec<Recorded> = sqlx::query_as(
+        "SELECT order_id, idempotency_key, request_hash, record FROM api_order_requests \
+         WHERE order_id = $1 OR (account_id = $2 AND (idempotency_key = $3 OR client_order_id = $4))",
+    )
+    .bind(&event.order_id)
+    .bind(account.as_str())
+    .bind(key)
+    .bind(&event.client_order_id)
+    .fetch_all(state.pool())
+    .await?;
+    if let Some(same_key) = rows
+        .iter()
+        .find(|r| key.is_some() && r.idempotency_key.as_deref() == key)
     {
-        if stored.request_hash != hash {
+        if same_key.request_hash != hash {
             return Err(ApiError::invalid(
                 "Idempotency-Key",
                 "already used for a different request",
             ));
         }
-        return Ok(stored.replay());
+        return replay(&same_key.order()?);
     }
-    // Derived from the key, so even two racing first attempts name the same order.
-    let request_id = match &key {
-        Some(k) => uuid::Uuid::new_v5(
-            &uuid::Uuid::NAMESPACE_OID,
-            format!("{}\n{k}", principal.subject).as_bytes(),
-        )
-        .to_string(),
-        None => uuid::Uuid::new_v4().to_string(),
-    };
-    let event = order.event(&request_id, Utc::now());
-    if let Some(client_id) = &order.client_order_id {
-        let existing: Option<String> = sqlx::query_scalar(
-            "SELECT order_id FROM orders WHERE account_id = $1 AND client_order_id = $2",
-        )
-        .bind(account.as_str())
-        .bind(client_id)
-        .fetch_optional(state.pool())
-        .await?;
-        if let Some(existing) = existing {
-            return Err(ApiError::Conflict(format!(
-                "client_order_id {client_id:?} is already used by order {existing}"
-            )));
-        }
+    match rows.first() {
+        Some(r) => Err(ApiError::Conflict(format!(
+            "client_order_id {:?} is already used by order {}",
+            event.client_order_id.as_deref().unwrap_or_default(),
+            r.order_id
+        ))),
+        // Gone between the insert and the read: cannot happen (rows are never deleted), but
+        // retryable if it did.
+        None => Err(ApiError::Unavailable(
+            "the order's record changed while it was read".into(),
+        )),
     }
-    state
-        .publisher()
-        .publish(&AnyRecord::Order(event.clone()))
-        .await?;
-    let view = OrderView::from_record(&event);
-    let location = location_of(&event.order_id);
-    tracing::info!(order_id = %event.order_id, account = %account, subject = %principal.subject, "manual order submitted");
-    if let Some(key) = &key {
-        let body = serde_json::to_value(&view)
-            .map_err(|e| ApiError::Internal(format!("serializing the order: {e}")))?;
-        let inserted = sqlx::query(
-            "INSERT INTO api_idempotency (principal, idempotency_key, request_hash, status_code, response_body, location) \
-             VALUES ($1, $2, $3, 202, $4, $5) ON CONFLICT DO NOTHING",
-        )
-        .bind(&principal.subject)
-        .bind(key)
-        .bind(&hash)
-        .bind(&body)
-        .bind(&location)
-        .execute(state.pool())
-        .await?
-        .rows_affected();
-        if inserted == 0
-            && let Some(stored) = stored_response(&state, &principal.subject, key).await?
-        {
-            // A concurrent first attempt stored its response first: answer the same.
-            return Ok(stored.replay());
-        }
-    }
-    accepted(&view, &location)
 }
 
 fn accepted(view: &OrderView, location: &str) -> Result<Response, ApiError> {
@@ -453,8 +509,8 @@ fn accepted(view: &OrderView, location: &str) -> Result<Response, ApiError> {
         (status = 200, description = "The order", body = OrderView),
         (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Missing scope or another account's order", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such order (yet: the sink stores it shortly after it is placed)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order visible to the token (another account's answers alike; a new one: the sink stores it shortly after it is placed)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Postgres unavailable", body = Problem, content_type = "application/problem+json"),
     )
@@ -474,12 +530,12 @@ async fn owned_order(
     principal: &Principal,
     order_id: &str,
 ) -> Result<OrderRow, ApiError> {
-    let row = load_order(state, order_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no order {order_id:?}")))?;
+    // Another account's order answers exactly like a missing one, so ids cannot be probed.
+    let missing = || ApiError::NotFound(format!("no order {order_id:?}"));
+    let row = load_order(state, order_id).await?.ok_or_else(missing)?;
     let owner = AccountId::new(&row.account_id)
         .map_err(|e| ApiError::Internal(format!("orders row account: {e}")))?;
-    principal.account_for(Some(&owner))?;
+    principal.account_for(Some(&owner)).map_err(|_| missing())?;
     Ok(row)
 }
 
@@ -547,8 +603,8 @@ pub(crate) async fn list_orders(
 /// confirms with its own CANCELED event, after which `GET` shows the order canceled. An order
 /// that already filled before the request reaches the venue stays filled.
 #[utoipa::path(
-    delete,
-    path = "/v1/orders/{order_id}",
+    post,
+    path = "/v1/orders/{order_id}/cancel",
     tag = "orders",
     params(("order_id" = String, Path, description = "Order id")),
     security(("bearer" = ["orders:write"])),
@@ -556,8 +612,8 @@ pub(crate) async fn list_orders(
         (status = 202, description = "Cancel requested; the order as last known", body = OrderView),
         (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Missing scope or another account's order", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order visible to the token (another account's answers alike)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The order is already finished", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Kafka or Postgres unavailable", body = Problem, content_type = "application/problem+json"),
@@ -628,7 +684,7 @@ mod tests {
                 "stop_price",
             ),
             (
-                r#"{"symbol":"A","side":"BUY","type":"LIMIT","quantity":"1","limit_price":"-2"}"#,
+                r#"{"symbol":"A","side":"BUY","type":"LIMIT","quantity":"1","limit_price":"0"}"#,
                 "limit_price",
             ),
             (

@@ -35,14 +35,18 @@ pub fn router() -> Router<AppState> {
 #[into_params(parameter_in = Query)]
 pub struct PositionQuery {
     /// Account (default: the token's; admins: every account when absent).
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub account: Option<String>,
     /// Symbol filter.
+    #[param(pattern = "^[A-Za-z0-9.\\-_^=/]{1,32}$")]
     pub symbol: Option<String>,
     /// Include flat positions (quantity 0; default false).
     pub include_flat: Option<bool>,
     /// Page size (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// Cursor from `next_cursor`.
+    #[param(min_length = 2, max_length = 1024, pattern = "^([0-9a-f]{2})+$")]
     pub cursor: Option<String>,
 }
 
@@ -140,6 +144,7 @@ pub(crate) async fn positions(
 #[into_params(parameter_in = Query)]
 pub struct AccountQuery {
     /// Account (default: the token's; required for admin tokens without one).
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub account: Option<String>,
 }
 
@@ -250,6 +255,7 @@ pub(crate) async fn portfolio(
 #[into_params(parameter_in = Query)]
 pub struct StatsQuery {
     /// Account (default: the token's; admins: every account summed when absent).
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub account: Option<String>,
     /// Start of the window (RFC 3339; default: the beginning).
     pub from: Option<DateTime<Utc>>,
@@ -320,18 +326,23 @@ pub(crate) async fn stats(
 #[into_params(parameter_in = Query)]
 pub struct FillQuery {
     /// Account (default: the token's; admins: every account when absent).
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub account: Option<String>,
     /// Symbol filter.
+    #[param(pattern = "^[A-Za-z0-9.\\-_^=/]{1,32}$")]
     pub symbol: Option<String>,
     /// Only the fills of this order.
+    #[param(min_length = 1, max_length = 255)]
     pub order_id: Option<String>,
     /// Inclusive lower bound of the fill time (RFC 3339).
     pub from: Option<DateTime<Utc>>,
     /// Exclusive upper bound of the fill time (RFC 3339).
     pub to: Option<DateTime<Utc>>,
     /// Page size (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// Cursor from `next_cursor`.
+    #[param(min_length = 2, max_length = 1024, pattern = "^([0-9a-f]{2})+$")]
     pub cursor: Option<String>,
 }
 
@@ -386,6 +397,12 @@ pub(crate) async fn fills(
     let limit = page_size(q.limit, state.config().max_page_size)?;
     let after = cursor(q.cursor.as_deref())?;
     check_range(q.from, q.to)?;
+    if q.order_id
+        .as_ref()
+        .is_some_and(|id| !(1..=255).contains(&id.len()))
+    {
+        return Err(ApiError::invalid("order_id", "1 to 255 bytes"));
+    }
     let rows = sqlx::query_as::<_, FillView>(
         "SELECT fill_id, order_id, account_id, symbol, side, quantity, price, commission, \
                 liquidity, fill_time \
@@ -420,14 +437,17 @@ pub(crate) async fn fills(
 #[into_params(parameter_in = Query)]
 pub struct MarketQuery {
     /// Symbol filter.
+    #[param(pattern = "^[A-Za-z0-9.\\-_^=/]{1,32}$")]
     pub symbol: Option<String>,
     /// Inclusive lower bound of the event time (RFC 3339).
     pub from: Option<DateTime<Utc>>,
     /// Exclusive upper bound of the event time (RFC 3339).
     pub to: Option<DateTime<Utc>>,
     /// Page size (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// Cursor from `next_cursor`.
+    #[param(min_length = 2, max_length = 1024, pattern = "^([0-9a-f]{2})+$")]
     pub cursor: Option<String>,
 }
 

@@ -48,6 +48,7 @@ fn claims(iss: &str, aud: &str, exp_in: i64) -> Claims {
         account: Some("demo".into()),
         exp: u64::try_from(now + exp_in).unwrap_or(0),
         iat: u64::try_from(now).ok(),
+        nbf: None,
         iss: iss.into(),
         aud: serde_json::json!([aud, "https://tenant.example.com/userinfo"]),
     }
