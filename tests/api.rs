@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tradestream_kafka::{Kafka, KafkaConfig};
 use tradestream_postgres::testing::TestDatabase;
+use tradestream_registry::{RegistryState, serve};
 use tradestream_rest::{Scope, TokenRequest, mint_hs256};
-use tradestream_schemas::registry::{RegistryState, serve};
 use tradestream_schemas::{AccountId, Codec, MarketData, Symbol, samples};
 
 const SECRET: &str = "e2e-secret-0123456789abcdef0123456789abcdef";

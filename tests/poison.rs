@@ -295,9 +295,9 @@ async fn every_bad_record_is_dead_lettered_and_every_good_one_processed() -> Res
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let registry = format!("http://{}", listener.local_addr()?);
     let (registry_stop, registry_stopped) = tokio::sync::oneshot::channel::<()>();
-    let registry_task = tokio::spawn(tradestream_schemas::registry::serve(
+    let registry_task = tokio::spawn(tradestream_registry::serve(
         listener,
-        tradestream_schemas::registry::RegistryState::new(pool.clone()),
+        tradestream_registry::RegistryState::new(pool.clone()),
         async {
             let _ = registry_stopped.await;
         },

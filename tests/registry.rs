@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tradestream_postgres::testing::TestDatabase;
-use tradestream_schemas::registry::{CONTENT_TYPE_V1, RegistryError, RegistryState, serve};
+use tradestream_registry::{CONTENT_TYPE_V1, RegistryError, RegistryState, serve};
 
 const TRADE_V1: &str = r#"{"type":"record","name":"Trade","namespace":"tradestream.test",
   "fields":[{"name":"symbol","type":"string"},{"name":"qty","type":"long"}]}"#;

@@ -9,7 +9,7 @@ use rdkafka::producer::FutureRecord;
 use std::time::Duration;
 use tradestream_kafka::{Kafka, KafkaConfig, standard_topics};
 use tradestream_postgres::testing::TestDatabase;
-use tradestream_schemas::registry::{RegistryState, serve};
+use tradestream_registry::{RegistryState, serve};
 use tradestream_schemas::{Codec, ErrorClass, Record, Topic, samples};
 
 struct Stack {

@@ -1,6 +1,7 @@
 //! Topic contracts for tradestream: the Avro schemas (`schemas/avro/*.avsc`, the source of
-//! truth), the Rust record types that mirror them, the Confluent wire codec and a
-//! Confluent-compatible schema registry.
+//! truth), the Rust record types that mirror them and the Confluent wire codec. No server and
+//! no database: the schema registry tradestream serves is `tradestream-registry`
+//! (`connectors/registry`).
 
 pub mod codec;
 pub mod datum;
@@ -10,7 +11,6 @@ pub mod feature_values;
 pub mod ids;
 pub mod processor;
 pub mod records;
-pub mod registry;
 pub mod samples;
 pub mod snapshot;
 pub mod topics;

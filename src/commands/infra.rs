@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tradestream_kafka::{Kafka, MockKafka, standard_topics};
 use tradestream_postgres::{Database, EmbeddedPostgres};
-use tradestream_schemas::registry::{RegistryState, serve};
+use tradestream_registry::{RegistryState, serve};
 use tradestream_schemas::{Codec, Topic};
 
 pub(crate) async fn broker(args: BrokerArgs) -> anyhow::Result<()> {

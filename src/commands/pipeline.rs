@@ -285,7 +285,7 @@ pub(crate) async fn serve_metrics(
 /// The in-process registry: its stop signal and its task.
 type RegistryTask = (
     tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), tradestream_schemas::registry::RegistryError>>,
+    tokio::task::JoinHandle<Result<(), tradestream_registry::RegistryError>>,
 );
 
 #[derive(Debug)]
@@ -319,15 +319,11 @@ impl Stack {
             (None, Some(db)) => {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                 let url = format!("http://{}", listener.local_addr()?);
-                let state = tradestream_schemas::registry::RegistryState::new(db.pool().clone());
+                let state = tradestream_registry::RegistryState::new(db.pool().clone());
                 let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-                let task = tokio::spawn(tradestream_schemas::registry::serve(
-                    listener,
-                    state,
-                    async {
-                        let _ = stopped.await;
-                    },
-                ));
+                let task = tokio::spawn(tradestream_registry::serve(listener, state, async {
+                    let _ = stopped.await;
+                }));
                 (url, Some((stop, task)))
             }
             (None, None) => unreachable!("a database is connected when no registry URL is set"),

@@ -965,9 +965,9 @@ pub async fn serve_registry(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(tradestream_schemas::registry::serve(
+    tokio::spawn(tradestream_registry::serve(
         listener,
-        tradestream_schemas::registry::RegistryState::new(pool),
+        tradestream_registry::RegistryState::new(pool),
         async {
             let _ = stopped.await;
         },

@@ -13,7 +13,7 @@ use tradestream_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
 use tradestream_kafka::{Kafka, KafkaConfig, standard_topics};
 use tradestream_postgres::portfolio::{NewAccount, create_account, insert_fill, insert_order};
 use tradestream_postgres::testing::TestDatabase;
-use tradestream_schemas::registry::{RegistryState, serve as serve_registry};
+use tradestream_registry::{RegistryState, serve as serve_registry};
 use tradestream_schemas::{AccountId, AnyRecord, Codec, Topic, samples};
 
 mod hardening;

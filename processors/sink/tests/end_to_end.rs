@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tradestream_kafka::dlq::DeadLetterInfo;
 use tradestream_kafka::{Kafka, KafkaConfig, committed_offsets, standard_topics};
 use tradestream_postgres::testing::TestDatabase;
-use tradestream_schemas::registry::{RegistryState, serve};
+use tradestream_registry::{RegistryState, serve};
 use tradestream_schemas::*;
 use tradestream_sink::{SinkConfig, SinkStats, run_sink};
 

@@ -5,11 +5,11 @@ use axum::extract::State;
 use axum::routing::post;
 use serde::{Deserialize, Serialize};
 
-use crate::registry::http::{JsonBody, Params, PathParams, SrJson, VersionSelector, flag};
-use crate::registry::schema::{ParsedSchema, SchemaRequest};
-use crate::registry::{RegistryError, RegistryState};
+use crate::http::{JsonBody, Params, PathParams, SrJson, VersionSelector, flag};
+use crate::schema::{ParsedSchema, SchemaRequest};
+use crate::{RegistryError, RegistryState};
 
-pub(in crate::registry) fn router() -> Router<RegistryState> {
+pub(crate) fn router() -> Router<RegistryState> {
     Router::new()
         .route(
             "/compatibility/subjects/{subject}/versions/{version}",

@@ -11,11 +11,11 @@
 //! and several registry processes can share one database.
 //!
 //! ```no_run
-//! # async fn run(pool: sqlx::PgPool) -> Result<(), tradestream_schemas::registry::RegistryError> {
-//! use tradestream_schemas::registry::{RegistryState, serve};
+//! # async fn run(pool: sqlx::PgPool) -> Result<(), tradestream_registry::RegistryError> {
+//! use tradestream_registry::{RegistryState, serve};
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8081")
 //!     .await
-//!     .map_err(tradestream_schemas::registry::RegistryError::Serve)?;
+//!     .map_err(tradestream_registry::RegistryError::Serve)?;
 //! serve(listener, RegistryState::new(pool), async {
 //!     let _ = tokio::signal::ctrl_c().await;
 //! })

@@ -8,11 +8,11 @@ use axum::extract::State;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
-use crate::registry::compatibility::CompatibilityLevel;
-use crate::registry::http::{JsonBody, Params, PathParams, SrJson, flag, validate_subject};
-use crate::registry::{RegistryError, RegistryState};
+use crate::compatibility::CompatibilityLevel;
+use crate::http::{JsonBody, Params, PathParams, SrJson, flag, validate_subject};
+use crate::{RegistryError, RegistryState};
 
-pub(in crate::registry) fn router() -> Router<RegistryState> {
+pub(crate) fn router() -> Router<RegistryState> {
     Router::new()
         .route(
             "/config",

@@ -6,11 +6,11 @@ use axum::response::Response;
 use axum::routing::get;
 use serde::Serialize;
 
-use crate::registry::http::{DeletedParam, Params, PathParams, SrJson, parse_schema_id, raw};
-use crate::registry::schema::AVRO;
-use crate::registry::{RegistryError, RegistryState};
+use crate::http::{DeletedParam, Params, PathParams, SrJson, parse_schema_id, raw};
+use crate::schema::AVRO;
+use crate::{RegistryError, RegistryState};
 
-pub(in crate::registry) fn router() -> Router<RegistryState> {
+pub(crate) fn router() -> Router<RegistryState> {
     Router::new()
         .route("/schemas/types", get(types))
         .route("/schemas/ids/{id}", get(by_id))

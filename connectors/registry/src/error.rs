@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::ErrorClass;
+use tradestream_schemas::ErrorClass;
 
 /// Everything that can go wrong in the schema registry.
 #[derive(Debug, thiserror::Error)]

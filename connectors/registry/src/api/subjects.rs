@@ -7,14 +7,14 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
 use super::VersionBody;
-use crate::registry::http::{
+use crate::http::{
     DeletedParam, JsonBody, Params, PathParams, PermanentParam, SrJson, VersionSelector, flag, raw,
     validate_subject,
 };
-use crate::registry::schema::{ParsedSchema, SchemaRequest};
-use crate::registry::{RegistryError, RegistryState};
+use crate::schema::{ParsedSchema, SchemaRequest};
+use crate::{RegistryError, RegistryState};
 
-pub(in crate::registry) fn router() -> Router<RegistryState> {
+pub(crate) fn router() -> Router<RegistryState> {
     Router::new()
         .route("/subjects", get(list))
         .route("/subjects/{subject}", post(lookup).delete(delete_subject))
