@@ -8,7 +8,16 @@ use std::process::Command;
 fn dependencies(package: &str) -> Vec<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
-        .args(["tree", "--offline", "-e", "normal", "--prefix", "none", "-p", package])
+        .args([
+            "tree",
+            "--offline",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "-p",
+            package,
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap_or_else(|e| panic!("cargo tree -p {package}: {e}"));
@@ -23,7 +32,13 @@ fn dependencies(package: &str) -> Vec<String> {
         .collect()
 }
 
-const IO: [&str; 5] = ["sqlx", "rdkafka", "rdkafka-sys", "axum", "tradestream-kafka"];
+const IO: [&str; 5] = [
+    "sqlx",
+    "rdkafka",
+    "rdkafka-sys",
+    "axum",
+    "tradestream-kafka",
+];
 
 #[test]
 fn contracts_and_pure_cores_link_no_io() {
