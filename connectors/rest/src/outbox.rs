@@ -19,33 +19,37 @@ pub const RELAY_EVERY: Duration = Duration::from_secs(1);
 
 /// Publishes a recorded manual order and marks it published.
 pub async fn publish_order(state: &AppState, order: &Order) -> Result<(), ApiError> {
-    state
-        .publisher()
-        .publish(&AnyRecord::Order(order.clone()))
-        .await?;
-    sqlx::query(
+    publish_and_mark(
+        state,
+        AnyRecord::Order(order.clone()),
         "UPDATE api_order_requests SET published_at = now() \
          WHERE order_id = $1 AND published_at IS NULL",
+        &order.order_id,
     )
-    .bind(&order.order_id)
-    .execute(state.pool())
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Publishes a recorded control change and marks it published.
 pub async fn publish_control(state: &AppState, control: &Control) -> Result<(), ApiError> {
-    state
-        .publisher()
-        .publish(&AnyRecord::Control(control.clone()))
-        .await?;
-    sqlx::query(
+    publish_and_mark(
+        state,
+        AnyRecord::Control(control.clone()),
         "UPDATE control_events SET published_at = now() \
          WHERE control_id = $1 AND published_at IS NULL",
+        &control.control_id,
     )
-    .bind(&control.control_id)
-    .execute(state.pool())
-    .await?;
+    .await
+}
+
+/// Publishes `record`, then runs `mark` (an UPDATE of its outbox row, keyed by `$1 = id`).
+async fn publish_and_mark(
+    state: &AppState,
+    record: AnyRecord,
+    mark: &'static str,
+    id: &str,
+) -> Result<(), ApiError> {
+    state.publisher().publish(&record).await?;
+    sqlx::query(mark).bind(id).execute(state.pool()).await?;
     Ok(())
 }
 

@@ -82,10 +82,16 @@ impl Harness {
     }
 
     fn token(&self, scopes: &[Scope], account: Option<&str>) -> String {
+        let subject = format!("user-{}", account.unwrap_or("admin"));
+        self.token_of(&subject, scopes, account)
+    }
+
+    /// A token of `subject` (several accounts' tokens may share one).
+    fn token_of(&self, subject: &str, scopes: &[Scope], account: Option<&str>) -> String {
         mint_hs256(
             SECRET,
             &TokenRequest {
-                subject: format!("user-{}", account.unwrap_or("admin")),
+                subject: subject.into(),
                 scopes: scopes.to_vec(),
                 account: account.map(|a| AccountId::new(a).unwrap_or_else(|_| unreachable!())),
                 ttl: Duration::from_secs(300),

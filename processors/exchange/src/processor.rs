@@ -49,14 +49,6 @@ pub trait Holdings {
     fn held(&self, account: &AccountId, symbol: &Symbol) -> Decimal;
 }
 
-impl Holdings for BTreeMap<(AccountId, Symbol), Decimal> {
-    fn held(&self, account: &AccountId, symbol: &Symbol) -> Decimal {
-        self.get(&(account.clone(), symbol.clone()))
-            .copied()
-            .unwrap_or_default()
-    }
-}
-
 /// An order the venue holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Held {

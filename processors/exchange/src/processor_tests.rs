@@ -111,6 +111,14 @@ fn demo() -> AccountId {
     AccountId::new("demo").unwrap_or_else(|_| unreachable!("valid"))
 }
 
+impl Holdings for BTreeMap<(AccountId, Symbol), Decimal> {
+    fn held(&self, account: &AccountId, symbol: &Symbol) -> Decimal {
+        self.get(&(account.clone(), symbol.clone()))
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
 /// The venue with the books a test desk keeps from the venue's fills (in the pipeline the
 /// trading core passes the router's books), driven one record at a time as the trading core
 /// drives it.

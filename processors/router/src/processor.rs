@@ -396,8 +396,8 @@ impl RouterProcessor {
     /// One account's books and its equity (cash + positions at their latest closes), without
     /// the rest of [`Self::account`]'s view: what the trading core values every instant.
     pub fn valued_book(&self, account: &AccountId) -> Option<(&Book, Decimal)> {
-        let a = self.accounts.get(account)?;
-        Some((&a.book, a.book.equity(|s| self.mark(s))))
+        let book = self.book(account)?;
+        Some((book, book.equity(|s| self.mark(s))))
     }
 
     /// A snapshot of one account.

@@ -237,22 +237,8 @@ async fn racing_requests_with_one_key_make_one_order() -> R {
 #[tokio::test]
 async fn idempotency_keys_are_per_account() -> R {
     let h = Harness::new(|_| {}).await?;
-    let minted = |account: &str| {
-        crate::auth::mint_hs256(
-            SECRET,
-            &TokenRequest {
-                subject: "local".into(),
-                scopes: vec![Scope::OrdersWrite],
-                account: Some(AccountId::new(account).unwrap_or_else(|_| unreachable!())),
-                ttl: Duration::from_secs(300),
-                issuer: config::default_issuer(),
-                audience: config::default_audience(),
-            },
-            chrono::Utc::now(),
-        )
-    };
-    let demo = minted("demo")?;
-    let other = minted("other")?;
+    let demo = h.token_of("local", &[Scope::OrdersWrite], Some("demo"));
+    let other = h.token_of("local", &[Scope::OrdersWrite], Some("other"));
     let body = r#"{"symbol":"MSFT","side":"SELL","type":"MARKET","quantity":"2"}"#;
     let key = [("Idempotency-Key", "shared-key")];
     let (s1, _, j1) = h
